@@ -1,0 +1,271 @@
+//! Command-line flags and the validated server configuration.
+//!
+//! In: `argv` and `TICKCAST_*` environment variables. Out: a [`Config`]
+//! that the server runs with. Tests build a [`Config`] directly.
+//!
+//! Every tunable is a flag with an environment fallback, a stated default
+//! and a help line. Validation reports every bad value at once, not just
+//! the first.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::bench::BenchArgs;
+use crate::feed::{FeedSpec, SyntheticSettings};
+
+/// `tickcast`: realtime market-data fan-out over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "tickcast", version, about, args_conflicts_with_subcommands = true, allow_negative_numbers = true)]
+pub struct Cli {
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+    /// Server flags (the default when no tool is named).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Tools shipped in the same binary.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Load generator: N subscribers against a running server; reports
+    /// delivered msgs/s, latency percentiles and server CPU per message.
+    Bench(BenchArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 15s, 500ms, 1m)"))
+}
+
+/// The server's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket clients (`/ws`, `/metrics`, `/healthz`).
+    #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Market-data source: `synthetic`, or `tcp://IP:PORT` to listen for feed
+    /// handlers sending newline-delimited JSON ticks.
+    #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic")]
+    pub feed: String,
+
+    /// Synthetic feed: number of symbols.
+    #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 100)]
+    pub symbols: usize,
+
+    /// Synthetic feed: updates per second over all symbols.
+    #[arg(long, env = "TICKCAST_RATE", default_value_t = 10_000.0)]
+    pub rate: f64,
+
+    /// Synthetic feed: random seed, for reproducible markets.
+    #[arg(long, env = "TICKCAST_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Capacity of the ingest ring, in ticks. When full, the feed waits
+    /// (counted in tickcast_ring_full_total); nothing is dropped.
+    #[arg(long, env = "TICKCAST_RING_CAPACITY", default_value_t = crate::ring::DEFAULT_CAPACITY)]
+    pub ring_capacity: usize,
+
+    /// Writer threads that own the sockets' write side [default: number of cores].
+    #[arg(long, env = "TICKCAST_WRITERS")]
+    pub writers: Option<usize>,
+
+    /// Book levels per side in snapshots.
+    #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value_t = 10)]
+    pub book_depth: usize,
+
+    /// Most symbols the server will carry (bounds memory against a runaway feed).
+    #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = 100_000)]
+    pub max_symbols: usize,
+
+    /// Most concurrent WebSocket sessions; more get HTTP 503.
+    #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Largest client message in bytes; larger ones get close code 1009.
+    #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Interval between server pings.
+    #[arg(long, env = "TICKCAST_PING_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub ping_interval: Duration,
+
+    /// A connection that sends no pong this long after a ping is closed (1008).
+    #[arg(long, env = "TICKCAST_PONG_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub pong_timeout: Duration,
+
+    /// On SIGINT/SIGTERM: time allowed to flush close frames before exit.
+    #[arg(long, env = "TICKCAST_SHUTDOWN_GRACE", default_value = "1500ms", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter, e.g. `info`, `tickcast=debug` (RUST_LOG syntax).
+    #[arg(long, env = "TICKCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP/WebSocket listen address.
+    pub listen: SocketAddr,
+    /// The feed source.
+    pub feed: FeedSpec,
+    /// Synthetic feed settings (used when `feed` is synthetic).
+    pub synthetic: SyntheticSettings,
+    /// Ring capacity in ticks.
+    pub ring_capacity: usize,
+    /// Writer (runtime worker) threads.
+    pub writers: usize,
+    /// Book levels per side in snapshots.
+    pub book_depth: usize,
+    /// Symbol table bound.
+    pub max_symbols: usize,
+    /// Concurrent session bound.
+    pub max_connections: usize,
+    /// Largest client message.
+    pub max_message_bytes: usize,
+    /// Ping interval.
+    pub ping_interval: Duration,
+    /// Pong deadline after a ping.
+    pub pong_timeout: Duration,
+    /// Shutdown flush allowance.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    /// Defaults of the flags, except `listen` which is `127.0.0.1:0` so
+    /// tests get a free port.
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            feed: FeedSpec::Synthetic,
+            synthetic: SyntheticSettings { symbols: 100, rate: 10_000.0, seed: 1 },
+            ring_capacity: crate::ring::DEFAULT_CAPACITY,
+            writers: default_writers(),
+            book_depth: 10,
+            max_symbols: 100_000,
+            max_connections: 50_000,
+            max_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(15),
+            pong_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_millis(1500),
+        }
+    }
+}
+
+/// The number of cores, or 2 if it cannot be read.
+pub fn default_writers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+impl ServeArgs {
+    /// Validates every flag and reports all problems at once.
+    pub fn into_config(self) -> Result<Config, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                errors.push(msg);
+            }
+        };
+        let feed = self.feed.parse::<FeedSpec>();
+        check((1..=100_000).contains(&self.symbols), format!("--symbols {}: must be 1 to 100000", self.symbols));
+        check(
+            self.rate.is_finite() && self.rate > 0.0 && self.rate <= 50_000_000.0,
+            format!("--rate {}: must be > 0 and at most 50000000 updates/s", self.rate),
+        );
+        check(
+            (16..=1 << 24).contains(&self.ring_capacity),
+            format!("--ring-capacity {}: must be 16 to 16777216 ticks", self.ring_capacity),
+        );
+        let writers = self.writers.unwrap_or_else(default_writers);
+        check((1..=256).contains(&writers), format!("--writers {writers}: must be 1 to 256"));
+        check((1..=1000).contains(&self.book_depth), format!("--book-depth {}: must be 1 to 1000", self.book_depth));
+        check(
+            (1..=10_000_000).contains(&self.max_symbols),
+            format!("--max-symbols {}: must be 1 to 10000000", self.max_symbols),
+        );
+        check(
+            self.symbols <= self.max_symbols,
+            format!("--symbols {} exceeds --max-symbols {}", self.symbols, self.max_symbols),
+        );
+        check(
+            (1..=1_000_000).contains(&self.max_connections),
+            format!("--max-connections {}: must be 1 to 1000000", self.max_connections),
+        );
+        check(
+            (128..=16 << 20).contains(&self.max_message_bytes),
+            format!("--max-message-bytes {}: must be 128 to 16777216", self.max_message_bytes),
+        );
+        check(
+            self.ping_interval >= Duration::from_millis(100),
+            format!("--ping-interval {:?}: must be at least 100ms", self.ping_interval),
+        );
+        check(
+            self.pong_timeout >= Duration::from_millis(100),
+            format!("--pong-timeout {:?}: must be at least 100ms", self.pong_timeout),
+        );
+        check(
+            self.shutdown_grace <= Duration::from_secs(60),
+            format!("--shutdown-grace {:?}: must be at most 60s", self.shutdown_grace),
+        );
+        if let Err(e) = &feed {
+            errors.push(e.clone());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            errors.push(format!("--log {:?}: {e}", self.log));
+        }
+        match (errors.is_empty(), feed) {
+            (true, Ok(feed)) => Ok(Config {
+                listen: self.listen,
+                feed,
+                synthetic: SyntheticSettings { symbols: self.symbols, rate: self.rate, seed: self.seed },
+                ring_capacity: self.ring_capacity,
+                writers,
+                book_depth: self.book_depth,
+                max_symbols: self.max_symbols,
+                max_connections: self.max_connections,
+                max_message_bytes: self.max_message_bytes,
+                ping_interval: self.ping_interval,
+                pong_timeout: self.pong_timeout,
+                shutdown_grace: self.shutdown_grace,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, Vec<String>> {
+        let cli = Cli::try_parse_from(std::iter::once("tickcast").chain(args.iter().copied())).expect("clap parse");
+        cli.serve.into_config()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.feed, FeedSpec::Synthetic);
+        assert_eq!(c.ping_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let errors = parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--book-depth", "0"])
+            .unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));
+        assert!(errors.iter().any(|e| e.contains("udp://x")));
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_by_the_parser() {
+        assert!(Cli::try_parse_from(["tickcast", "--ping-interval", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["tickcast", "--symbols", "many"]).is_err());
+        assert!(Cli::try_parse_from(["tickcast", "--listen", "nowhere"]).is_err());
+    }
+}

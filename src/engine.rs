@@ -1,0 +1,428 @@
+//! The topic engine: sequences every tick, keeps per-symbol state, encodes
+//! each update once per encoding in use, and fans the shared frame out.
+//!
+//! In: [`Tick`]s from the [`TickRing`] and [`Command`]s from sessions.
+//! Out: frames staged into each subscriber's outbox, once per batch.
+//!
+//! It is one dedicated OS thread that owns every [`Topic`], so the state
+//! needs no lock and a snapshot is exactly consistent with a seq: a
+//! subscribe is handled between two ticks, its snapshot is staged before
+//! any later update, and the session joins the topic's audience in the same
+//! step. Updates therefore follow from seq + 1, with no gap and no
+//! duplicate.
+//!
+//! # The hot path
+//! Per tick: one topic update, then for each encoding that has subscribers
+//! one encode and one frame allocation, then one `Bytes` clone (a reference
+//! count) per subscriber into a staging `Vec` whose capacity is reused.
+//! Per batch (up to [`MAX_BATCH`] ticks): one short lock per dirty session
+//! to move its staged frames to the outbox, and one writer wake-up if the
+//! outbox was empty. The engine never touches a socket and never waits on a
+//! session, so a slow reader cannot slow it or anyone else.
+//!
+//! # Commands
+//! Sessions send commands over an unbounded channel, which is bounded in
+//! practice: each session has at most one request in flight (it waits for
+//! the engine's answer before reading the next frame), plus its register
+//! and deregister.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::oneshot;
+
+use crate::codec::{encode_frame, Encoding, ServerMessage};
+use crate::metrics::{ClientError, Metrics};
+use crate::ring::TickRing;
+use crate::session::SessionShared;
+use crate::tick::{SymbolTable, Tick};
+use crate::topic::{SlotId, Topic};
+
+/// Most ticks taken from the ring before staged frames are flushed to
+/// sessions. Bounds the latency batching adds (a few hundred µs at most)
+/// while amortising the per-session lock and wake-up.
+pub const MAX_BATCH: usize = 512;
+
+/// How long an idle engine parks before looking again (it is unparked as
+/// soon as a tick or command arrives; this only bounds a lost wake-up).
+const IDLE_PARK: Duration = Duration::from_millis(2);
+
+/// What sessions ask of the engine.
+pub enum Command {
+    /// A new session: give it a slot.
+    Register {
+        /// The session's shared half.
+        session: Arc<SessionShared>,
+    },
+    /// Subscribe to symbols (`"*"` = every symbol, now and later).
+    Subscribe {
+        /// Session id.
+        id: u64,
+        /// Symbols as the client named them.
+        symbols: Vec<String>,
+        /// Answered once the request is applied.
+        done: oneshot::Sender<()>,
+    },
+    /// Unsubscribe from symbols (`"*"` = all of them).
+    Unsubscribe {
+        /// Session id.
+        id: u64,
+        /// Symbols as the client named them.
+        symbols: Vec<String>,
+        /// Answered once the request is applied.
+        done: oneshot::Sender<()>,
+    },
+    /// The session ended: free its slot and subscriptions.
+    Deregister {
+        /// Session id.
+        id: u64,
+    },
+}
+
+/// The sending side sessions use; wakes the engine if it is parked.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Command>,
+    ring: Arc<TickRing>,
+}
+
+impl EngineHandle {
+    /// Sends a command. Fails only after the engine has stopped, when there
+    /// is nothing left to do with it.
+    pub fn send(&self, command: Command) {
+        if self.tx.send(command).is_ok() {
+            self.ring.wake_consumer();
+        }
+    }
+}
+
+/// A session as the engine sees it.
+struct Slot {
+    session: Arc<SessionShared>,
+    encoding: Encoding,
+    /// Topics this session is subscribed to.
+    topics: Vec<u32>,
+    /// Subscribed to every symbol, including ones that appear later.
+    wildcard: bool,
+    /// Frames produced this batch, moved to the outbox at flush.
+    staged: Vec<Bytes>,
+    staged_bytes: usize,
+    dirty: bool,
+}
+
+/// The engine's state; [`Engine::run`] is the thread's body.
+pub struct Engine {
+    ring: Arc<TickRing>,
+    commands: Receiver<Command>,
+    symbols: Arc<SymbolTable>,
+    metrics: Arc<Metrics>,
+    book_depth: usize,
+    topics: Vec<Topic>,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<SlotId>,
+    slot_of: HashMap<u64, SlotId>,
+    wildcard: Vec<SlotId>,
+    dirty: Vec<SlotId>,
+    scratch: Vec<u8>,
+}
+
+impl Engine {
+    /// An engine reading `ring`, and the handle sessions use to reach it.
+    pub fn new(
+        ring: Arc<TickRing>,
+        symbols: Arc<SymbolTable>,
+        metrics: Arc<Metrics>,
+        book_depth: usize,
+    ) -> (Engine, EngineHandle) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let handle = EngineHandle { tx, ring: ring.clone() };
+        let engine = Engine {
+            ring,
+            commands: rx,
+            symbols,
+            metrics,
+            book_depth,
+            topics: Vec::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            slot_of: HashMap::new(),
+            wildcard: Vec::new(),
+            dirty: Vec::new(),
+            scratch: Vec::with_capacity(4096),
+        };
+        (engine, handle)
+    }
+
+    /// Runs until the ring is closed and drained.
+    pub fn run(mut self) {
+        self.ring.register_consumer();
+        let mut encoded = [0u64; 3];
+        loop {
+            let mut worked = false;
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.handle(cmd);
+                worked = true;
+            }
+            let mut n = 0;
+            while n < MAX_BATCH {
+                let Some(tick) = self.ring.pop() else { break };
+                self.publish(tick, &mut encoded);
+                n += 1;
+            }
+            if n > 0 {
+                self.metrics.updates_published.fetch_add(n as u64, Ordering::Relaxed);
+                for e in Encoding::ALL {
+                    let count = std::mem::take(&mut encoded[e.index()]);
+                    if count > 0 {
+                        self.metrics.frames_encoded[e.index()].fetch_add(count, Ordering::Relaxed);
+                    }
+                }
+            }
+            self.flush();
+            if n == 0 && !worked {
+                if self.ring.is_closed() {
+                    break;
+                }
+                let commands = &self.commands;
+                self.ring.park_consumer(IDLE_PARK, || !commands.is_empty());
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Register { session } => {
+                let slot = Slot {
+                    encoding: session.encoding,
+                    session: session.clone(),
+                    topics: Vec::new(),
+                    wildcard: false,
+                    staged: Vec::new(),
+                    staged_bytes: 0,
+                    dirty: false,
+                };
+                let id = match self.free_slots.pop() {
+                    Some(id) => {
+                        self.slots[id as usize] = Some(slot);
+                        id
+                    }
+                    None => {
+                        self.slots.push(Some(slot));
+                        (self.slots.len() - 1) as SlotId
+                    }
+                };
+                self.slot_of.insert(session.id, id);
+            }
+            Command::Subscribe { id, symbols, done } => {
+                if let Some(&slot) = self.slot_of.get(&id) {
+                    self.subscribe(slot, &symbols);
+                }
+                let _ = done.send(());
+            }
+            Command::Unsubscribe { id, symbols, done } => {
+                if let Some(&slot) = self.slot_of.get(&id) {
+                    self.unsubscribe(slot, &symbols);
+                }
+                let _ = done.send(());
+            }
+            Command::Deregister { id } => {
+                if let Some(slot) = self.slot_of.remove(&id) {
+                    self.unsubscribe_all(slot);
+                    self.slots[slot as usize] = None;
+                    self.free_slots.push(slot);
+                }
+            }
+        }
+    }
+
+    /// Creates topics for every symbol the table knows, in id order. New
+    /// topics get the wildcard subscribers, each with an (empty) snapshot.
+    fn sync_topics(&mut self) {
+        let known = self.symbols.len();
+        while self.topics.len() < known {
+            let id = self.topics.len() as u32;
+            let name = self.symbols.name(id).unwrap_or_else(|| Arc::from("?"));
+            self.topics.push(Topic::new(name));
+            for i in 0..self.wildcard.len() {
+                let slot = self.wildcard[i];
+                self.join(slot, id);
+            }
+        }
+    }
+
+    /// Adds `slot` to topic `topic` and stages its snapshot first.
+    fn join(&mut self, slot: SlotId, topic: u32) {
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let t = &mut self.topics[topic as usize];
+        if s.topics.contains(&topic) {
+            return;
+        }
+        let frame = encode_frame(s.encoding, &t.snapshot(self.book_depth), &mut self.scratch);
+        stage(s, &mut self.dirty, slot, frame);
+        t.subscribers[s.encoding.index()].push(slot);
+        s.topics.push(topic);
+        self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn leave(&mut self, slot: SlotId, topic: u32) {
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let Some(pos) = s.topics.iter().position(|&t| t == topic) else { return };
+        s.topics.swap_remove(pos);
+        let subs = &mut self.topics[topic as usize].subscribers[s.encoding.index()];
+        if let Some(i) = subs.iter().position(|&x| x == slot) {
+            subs.swap_remove(i);
+        }
+        self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn subscribe(&mut self, slot: SlotId, symbols: &[String]) {
+        self.sync_topics();
+        let mut unknown = Vec::new();
+        let mut applied = Vec::new();
+        // Ack first, so the client reads it before the snapshots it announces.
+        let mut targets = Vec::new();
+        for name in symbols {
+            if name == "*" {
+                if let Some(s) = self.slots[slot as usize].as_mut() {
+                    if !s.wildcard {
+                        s.wildcard = true;
+                        self.wildcard.push(slot);
+                    }
+                }
+                targets.extend(0..self.topics.len() as u32);
+                applied.push(name.as_str());
+            } else {
+                match self.symbols.lookup(name) {
+                    Some(id) if (id as usize) < self.topics.len() => {
+                        targets.push(id);
+                        applied.push(name.as_str());
+                    }
+                    _ => unknown.push(name.as_str()),
+                }
+            }
+        }
+        if !applied.is_empty() {
+            let ack = ServerMessage::Ack { op: "subscribe".into(), symbols: applied.iter().map(|&s| s.into()).collect() };
+            self.stage_message(slot, &ack);
+        }
+        for topic in targets {
+            self.join(slot, topic);
+        }
+        if !unknown.is_empty() {
+            self.unknown_symbols(slot, &unknown);
+        }
+    }
+
+    fn unsubscribe(&mut self, slot: SlotId, symbols: &[String]) {
+        let mut unknown = Vec::new();
+        let mut applied = Vec::new();
+        for name in symbols {
+            if name == "*" {
+                self.unsubscribe_all(slot);
+                applied.push(name.as_str());
+            } else {
+                match self.symbols.lookup(name) {
+                    Some(id) if (id as usize) < self.topics.len() => {
+                        self.leave(slot, id);
+                        applied.push(name.as_str());
+                    }
+                    _ => unknown.push(name.as_str()),
+                }
+            }
+        }
+        if !applied.is_empty() {
+            let ack =
+                ServerMessage::Ack { op: "unsubscribe".into(), symbols: applied.iter().map(|&s| s.into()).collect() };
+            self.stage_message(slot, &ack);
+        }
+        if !unknown.is_empty() {
+            self.unknown_symbols(slot, &unknown);
+        }
+    }
+
+    fn unsubscribe_all(&mut self, slot: SlotId) {
+        let topics = match self.slots[slot as usize].as_mut() {
+            Some(s) => {
+                if s.wildcard {
+                    s.wildcard = false;
+                    self.wildcard.retain(|&x| x != slot);
+                }
+                s.topics.clone()
+            }
+            None => return,
+        };
+        for topic in topics {
+            self.leave(slot, topic);
+        }
+    }
+
+    fn unknown_symbols(&mut self, slot: SlotId, unknown: &[&str]) {
+        self.metrics.client_error(ClientError::UnknownSymbol);
+        let shown: Vec<&str> = unknown.iter().take(20).copied().collect();
+        let more = if unknown.len() > shown.len() { format!(" and {} more", unknown.len() - shown.len()) } else { String::new() };
+        let msg = ServerMessage::Error {
+            code: ClientError::UnknownSymbol.code().into(),
+            message: format!("unknown symbol(s): {}{more}", shown.join(", ")).into(),
+            symbols: unknown.iter().map(|&s| s.into()).collect(),
+        };
+        self.stage_message(slot, &msg);
+    }
+
+    fn stage_message(&mut self, slot: SlotId, msg: &ServerMessage<'_>) {
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        let frame = encode_frame(s.encoding, msg, &mut self.scratch);
+        stage(s, &mut self.dirty, slot, frame);
+    }
+
+    /// Sequences one tick and stages its frames for every subscriber.
+    fn publish(&mut self, tick: Tick, encoded: &mut [u64; 3]) {
+        let index = tick.symbol as usize;
+        if index >= self.topics.len() {
+            self.sync_topics();
+            if index >= self.topics.len() {
+                return; // Not in the symbol table: a feed bug; nothing to publish to.
+            }
+        }
+        let topic = &mut self.topics[index];
+        let seq = topic.apply(&tick.update, tick.ts_event, tick.ts_ingest);
+        for encoding in Encoding::ALL {
+            let subscribers = &topic.subscribers[encoding.index()];
+            if subscribers.is_empty() {
+                continue;
+            }
+            let msg = ServerMessage::update(&topic.sym, seq, tick.ts_event, tick.ts_ingest, &tick.update);
+            let frame = encode_frame(encoding, &msg, &mut self.scratch);
+            encoded[encoding.index()] += 1;
+            for &slot in subscribers {
+                if let Some(s) = self.slots[slot as usize].as_mut() {
+                    stage(s, &mut self.dirty, slot, frame.clone());
+                }
+            }
+        }
+    }
+
+    /// Moves every dirty session's staged frames to its outbox.
+    fn flush(&mut self) {
+        for slot in self.dirty.drain(..) {
+            if let Some(s) = self.slots[slot as usize].as_mut() {
+                s.session.push_data(&mut s.staged, s.staged_bytes);
+                s.staged_bytes = 0;
+                s.dirty = false;
+            }
+        }
+    }
+}
+
+fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, id: SlotId, frame: Bytes) {
+    slot.staged_bytes += frame.len();
+    slot.staged.push(frame);
+    if !slot.dirty {
+        slot.dirty = true;
+        dirty.push(id);
+    }
+}

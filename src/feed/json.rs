@@ -1,0 +1,186 @@
+//! The normalized JSON tick schema that feed handlers send over `tcp://`.
+//!
+//! In: one JSON object per line. Out: `(symbol, ts_event, Update)`, or a
+//! [`FeedError`] that says exactly what is wrong with the line.
+//!
+//! ```text
+//! {"type":"trade","sym":"AAPL","px":189.5,"sz":100,"side":"buy","ts_event":1700000000000000000}
+//! {"type":"quote","sym":"AAPL","bid":189.49,"bid_sz":300,"ask":189.51,"ask_sz":200,"ts_event":1700000000000000000}
+//! {"type":"book","sym":"AAPL","bids":[[189.49,300]],"asks":[[189.52,0]],"ts_event":1700000000000000000}
+//! ```
+//!
+//! `ts_event` (ns since the Unix epoch) is optional; without it the ingest
+//! time is used. `side` is optional (`buy`, `sell` or `unknown`). Unknown
+//! fields are ignored, so handlers may add their own. Numbers must be finite
+//! and sizes non-negative. The full contract is in docs/PROTOCOL.md.
+
+use serde::Deserialize;
+
+use crate::tick::{BookDelta, Level, Quote, Side, Trade, Update};
+
+/// Longest line accepted, in bytes; longer lines are skipped and counted.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Most levels per side in one book line.
+pub const MAX_LEVELS_PER_LINE: usize = 10_000;
+
+/// Why a feed line was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Not JSON, or a field of the wrong type.
+    #[error("malformed JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `type` is not trade, quote or book.
+    #[error("unknown type {0:?}: expected trade, quote or book")]
+    UnknownType(String),
+    /// A field the type requires is absent.
+    #[error("{kind} needs field {field:?}")]
+    Missing {
+        /// The tick type.
+        kind: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// NaN or infinite (from a lenient encoder), or a negative size.
+    #[error("field {0:?} must be a finite number (sizes >= 0)")]
+    BadNumber(&'static str),
+    /// A book line with no levels, or too many.
+    #[error("book needs 1 to {MAX_LEVELS_PER_LINE} levels in bids/asks")]
+    BadBook,
+    /// A line longer than [`MAX_LINE_BYTES`].
+    #[error("line longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    /// The symbol name is invalid or the table is full.
+    #[error(transparent)]
+    Symbol(#[from] crate::tick::SymbolError),
+}
+
+#[derive(Deserialize)]
+struct RawTick<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    sym: std::borrow::Cow<'a, str>,
+    ts_event: Option<u64>,
+    px: Option<f64>,
+    sz: Option<f64>,
+    side: Option<Side>,
+    bid: Option<f64>,
+    bid_sz: Option<f64>,
+    ask: Option<f64>,
+    ask_sz: Option<f64>,
+    bids: Option<Vec<Level>>,
+    asks: Option<Vec<Level>>,
+}
+
+/// A parsed line: symbol name, optional event time, and the update.
+#[derive(Debug, PartialEq)]
+pub struct ParsedTick<'a> {
+    /// Symbol as sent.
+    pub sym: std::borrow::Cow<'a, str>,
+    /// Event time, if the line had one.
+    pub ts_event: Option<u64>,
+    /// The normalized update.
+    pub update: Update,
+}
+
+fn need(kind: &'static str, field: &'static str, v: Option<f64>) -> Result<f64, FeedError> {
+    v.ok_or(FeedError::Missing { kind, field })
+}
+
+fn price(field: &'static str, v: f64) -> Result<f64, FeedError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(FeedError::BadNumber(field))
+    }
+}
+
+fn size(field: &'static str, v: f64) -> Result<f64, FeedError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(FeedError::BadNumber(field))
+    }
+}
+
+fn levels(side: Option<Vec<Level>>, px_field: &'static str, sz_field: &'static str) -> Result<Vec<Level>, FeedError> {
+    let levels = side.unwrap_or_default();
+    for l in &levels {
+        price(px_field, l.px)?;
+        size(sz_field, l.sz)?;
+    }
+    Ok(levels)
+}
+
+/// Parses and validates one line (without its newline).
+pub fn parse_line(line: &[u8]) -> Result<ParsedTick<'_>, FeedError> {
+    let raw: RawTick<'_> = serde_json::from_slice(line)?;
+    let update = match &*raw.kind {
+        "trade" => Update::Trade(Trade {
+            px: price("px", need("trade", "px", raw.px)?)?,
+            sz: size("sz", need("trade", "sz", raw.sz)?)?,
+            side: raw.side.unwrap_or_default(),
+        }),
+        "quote" => Update::Quote(Quote {
+            bid: price("bid", need("quote", "bid", raw.bid)?)?,
+            bid_sz: size("bid_sz", need("quote", "bid_sz", raw.bid_sz)?)?,
+            ask: price("ask", need("quote", "ask", raw.ask)?)?,
+            ask_sz: size("ask_sz", need("quote", "ask_sz", raw.ask_sz)?)?,
+        }),
+        "book" => {
+            let bids = levels(raw.bids, "bids[].px", "bids[].sz")?;
+            let asks = levels(raw.asks, "asks[].px", "asks[].sz")?;
+            let total = bids.len() + asks.len();
+            if total == 0 || bids.len() > MAX_LEVELS_PER_LINE || asks.len() > MAX_LEVELS_PER_LINE {
+                return Err(FeedError::BadBook);
+            }
+            Update::Book(BookDelta { bids, asks })
+        }
+        other => return Err(FeedError::UnknownType(other.chars().take(32).collect())),
+    };
+    Ok(ParsedTick { sym: raw.sym, ts_event: raw.ts_event, update })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_examples_parse() {
+        let t = parse_line(br#"{"type":"trade","sym":"AAPL","px":189.5,"sz":100,"side":"buy","ts_event":1700000000000000000}"#)
+            .unwrap();
+        assert_eq!(t.sym, "AAPL");
+        assert_eq!(t.ts_event, Some(1_700_000_000_000_000_000));
+        assert_eq!(t.update, Update::Trade(Trade { px: 189.5, sz: 100.0, side: Side::Buy }));
+        let q = parse_line(br#"{"type":"quote","sym":"AAPL","bid":189.49,"bid_sz":300,"ask":189.51,"ask_sz":200}"#)
+            .unwrap();
+        assert_eq!(q.update, Update::Quote(Quote { bid: 189.49, bid_sz: 300.0, ask: 189.51, ask_sz: 200.0 }));
+        let b = parse_line(br#"{"type":"book","sym":"AAPL","bids":[[189.49,300]],"asks":[[189.52,0]],"ts_event":1}"#)
+            .unwrap();
+        assert_eq!(
+            b.update,
+            Update::Book(BookDelta { bids: vec![Level { px: 189.49, sz: 300.0 }], asks: vec![Level { px: 189.52, sz: 0.0 }] })
+        );
+    }
+
+    #[test]
+    fn floats_parse_to_the_exact_double() {
+        let t = parse_line(br#"{"type":"trade","sym":"X","px":0.30000000000000004,"sz":1e-9}"#).unwrap();
+        let Update::Trade(trade) = t.update else { panic!() };
+        assert_eq!(trade.px.to_bits(), 0.30000000000000004f64.to_bits());
+        assert_eq!(trade.sz.to_bits(), 1e-9f64.to_bits());
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        let err = |l: &str| parse_line(l.as_bytes()).unwrap_err().to_string();
+        assert!(err("not json").contains("malformed JSON"));
+        assert!(err(r#"{"type":"trade","sym":"A","px":1}"#).contains("trade needs field \"sz\""));
+        assert!(err(r#"{"type":"ohlc","sym":"A"}"#).contains("unknown type \"ohlc\""));
+        assert!(err(r#"{"type":"trade","sym":"A","px":1,"sz":-1}"#).contains("\"sz\" must be a finite"));
+        assert!(err(r#"{"type":"book","sym":"A","bids":[],"asks":[]}"#).contains("book needs"));
+        assert!(err(r#"{"type":"trade","sym":"A","px":"1","sz":1}"#).contains("malformed JSON"));
+        assert!(err(r#"{"type":"trade","sym":"A","px":1,"sz":1,"side":"up"}"#).contains("malformed JSON"));
+    }
+}

@@ -1,0 +1,213 @@
+//! Feed sources and their normalizers.
+//!
+//! In: market data from a source (`--feed`). Out: normalized [`Tick`]s
+//! pushed into the [`TickRing`], stamped with `ts_ingest`.
+//!
+//! Every source runs on its own dedicated OS thread(s), never on the tokio
+//! runtime, so ingest never competes with socket writes for a worker and a
+//! blocked source cannot stall the server. Sources share one producer
+//! handle, the [`Publisher`], which interns symbols, stamps the ingest
+//! time, counts, and applies the ring's full policy.
+//!
+//! Sources: `synthetic` (the default; see [`synthetic`]) and `tcp://ADDR`
+//! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`]).
+//! Further sources (NATS, recorded files) plug in as new [`FeedSpec`]
+//! variants that drive a [`Publisher`].
+
+pub mod json;
+pub mod synthetic;
+pub mod tcp;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::metrics::Metrics;
+use crate::ring::{Closed, TickRing};
+use crate::tick::{now_ns, SymbolError, SymbolId, SymbolTable, Tick, Update};
+
+/// Which source feeds the server, parsed from `--feed`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedSpec {
+    /// Built-in random-walk market for `--symbols` symbols at `--rate`.
+    Synthetic,
+    /// Listen on this address for feed handlers sending JSON lines.
+    Tcp(SocketAddr),
+}
+
+impl FromStr for FeedSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "synthetic" {
+            return Ok(FeedSpec::Synthetic);
+        }
+        if let Some(addr) = s.strip_prefix("tcp://") {
+            return addr
+                .parse()
+                .map(FeedSpec::Tcp)
+                .map_err(|_| format!("--feed {s:?}: {addr:?} is not an IP:PORT address (e.g. tcp://127.0.0.1:9000)"));
+        }
+        Err(format!("--feed {s:?}: expected \"synthetic\" or \"tcp://IP:PORT\""))
+    }
+}
+
+impl fmt::Display for FeedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedSpec::Synthetic => f.write_str("synthetic"),
+            FeedSpec::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// What every source needs: where ticks go and when to stop.
+#[derive(Clone)]
+pub struct FeedContext {
+    /// The ring into the engine.
+    pub ring: Arc<TickRing>,
+    /// The server's symbol universe.
+    pub symbols: Arc<SymbolTable>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// `--max-symbols`: the symbol table's bound.
+    pub max_symbols: usize,
+    /// Raised at shutdown; sources poll it at least every 100 ms.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+impl FeedContext {
+    /// Whether the server is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed)
+    }
+}
+
+/// The running source: its threads, and the address it listens on, if any.
+pub struct FeedHandle {
+    /// Threads to join at shutdown.
+    pub threads: Vec<JoinHandle<()>>,
+    /// For `tcp://`: the bound address (useful with port 0).
+    pub local_addr: Option<SocketAddr>,
+}
+
+/// Per-thread producer handle shared by every source.
+pub struct Publisher {
+    ctx: FeedContext,
+    /// Local intern cache: the shared table is consulted once per new name.
+    cache: HashMap<Box<str>, SymbolId>,
+    last_full_log: Option<Instant>,
+    full_since_log: u64,
+}
+
+impl Publisher {
+    /// A producer for one source thread.
+    pub fn new(ctx: FeedContext) -> Publisher {
+        Publisher { ctx, cache: HashMap::new(), last_full_log: None, full_since_log: 0 }
+    }
+
+    /// The context this publisher writes to.
+    pub fn context(&self) -> &FeedContext {
+        &self.ctx
+    }
+
+    /// The id of `name`, interning it if new.
+    pub fn symbol(&mut self, name: &str) -> Result<SymbolId, SymbolError> {
+        if let Some(&id) = self.cache.get(name) {
+            return Ok(id);
+        }
+        let id = self.ctx.symbols.intern(name, self.ctx.max_symbols)?;
+        self.cache.insert(name.into(), id);
+        Ok(id)
+    }
+
+    /// Stamps `ts_ingest` and pushes one tick, waiting while the ring is full
+    /// (counted, and logged at most once a second).
+    pub fn publish(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+        let tick = Tick { symbol, ts_event, ts_ingest: now_ns(), update };
+        if self.ctx.ring.push(tick)? {
+            self.full_since_log += 1;
+            let due = self.last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due {
+                tracing::warn!(
+                    full_events = self.full_since_log,
+                    capacity = self.ctx.ring.capacity(),
+                    "tick ring full: the feed waited for the engine (consider --ring-capacity or fewer subscribers)"
+                );
+                self.last_full_log = Some(Instant::now());
+                self.full_since_log = 0;
+            }
+        }
+        self.ctx.metrics.ticks_ingested.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Counts a rejected input and logs it at most once a second per source.
+pub struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    /// A fresh limiter.
+    pub fn new() -> ErrorLog {
+        ErrorLog { last: None, suppressed: 0 }
+    }
+
+    /// Counts the error in `metrics` and logs it unless one was logged in
+    /// the last second.
+    pub fn report(&mut self, metrics: &Metrics, source: &str, error: &dyn fmt::Display) {
+        metrics.feed_errors.fetch_add(1, Ordering::Relaxed);
+        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(source, suppressed = self.suppressed, "feed input rejected: {error}");
+            self.last = Some(Instant::now());
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+impl Default for ErrorLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Settings of the synthetic source.
+#[derive(Clone, Debug)]
+pub struct SyntheticSettings {
+    /// How many symbols.
+    pub symbols: usize,
+    /// Updates per second over all symbols.
+    pub rate: f64,
+    /// Random seed, for reproducible runs.
+    pub seed: u64,
+}
+
+/// Starts the source described by `spec`.
+pub fn start(spec: &FeedSpec, synthetic: &SyntheticSettings, ctx: FeedContext) -> std::io::Result<FeedHandle> {
+    match spec {
+        FeedSpec::Synthetic => synthetic::start(synthetic.clone(), ctx),
+        FeedSpec::Tcp(addr) => tcp::start(*addr, ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_specs_parse_with_clear_errors() {
+        assert_eq!("synthetic".parse(), Ok(FeedSpec::Synthetic));
+        assert_eq!("tcp://127.0.0.1:9000".parse(), Ok(FeedSpec::Tcp("127.0.0.1:9000".parse().unwrap())));
+        assert!("tcp://nowhere".parse::<FeedSpec>().unwrap_err().contains("IP:PORT"));
+        assert!("kafka://x".parse::<FeedSpec>().unwrap_err().contains("expected"));
+    }
+}

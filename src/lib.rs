@@ -1,0 +1,52 @@
+//! tickcast: a realtime market-data fan-out engine.
+//!
+//! Ticks come in from a feed, are normalized and sequenced, encoded once per
+//! encoding, framed once, and the same bytes go out to every WebSocket
+//! subscriber of that encoding.
+//!
+//! ```text
+//!  feed thread(s)          engine thread                 writer pool (tokio)
+//!  ┌────────────┐  ring   ┌──────────────────────┐  outbox  ┌──────────────┐
+//!  │ synthetic  │ ──────▶ │ topic: seq, state    │ ───────▶ │ session task │──▶ socket
+//!  │ tcp://JSON │ lock-   │ encode once/encoding │  Bytes   │ writev batch │──▶ socket
+//!  └────────────┘ free    │ frame once, share    │  shared  └──────────────┘
+//!                         └──────────────────────┘
+//! ```
+//!
+//! The modules, one per stage:
+//! - [`tick`]: the normalized tick model and the symbol table.
+//! - [`feed`]: sources and normalizers (synthetic, tcp JSON).
+//! - [`ring`]: the bounded lock-free ring from feeds to the engine.
+//! - [`engine`]: sequencing, snapshots and fan-out staging.
+//! - [`topic`]: per-symbol state: seq, last values, book, subscribers.
+//! - [`codec`]: the message model, MessagePack / protobuf / JSON, framing.
+//! - [`session`]: per-connection outbox, control messages, heartbeats.
+//! - [`writer`]: the vectored socket writes.
+//! - [`server`]: HTTP routes, upgrade, lifecycle and shutdown.
+//! - [`config`]: flags and validated configuration.
+//! - [`metrics`]: Prometheus counters.
+//! - [`client`]: a client for tests, tools and as a reference.
+//! - [`bench`]: the `tickcast bench` load generator.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod bench;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod feed;
+pub mod metrics;
+pub mod ring;
+pub mod server;
+pub mod session;
+pub mod tick;
+pub mod topic;
+pub mod writer;
+
+/// Protobuf types generated from `proto/tickcast.proto` at build time.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/tickcast.v1.rs"));
+}

@@ -1,0 +1,47 @@
+//! The `tickcast` binary: flags, configuration, tracing, allocator, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tickcast::config::{Cli, Tool};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Tool::Bench(args)) = cli.command {
+        return tickcast::bench::main(args);
+    }
+    let log = cli.serve.log.clone();
+    let config = match cli.serve.into_config() {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("tickcast: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(log)).with_target(false).init();
+    tickcast::server::raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.writers)
+        .thread_name("writer")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tickcast: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tickcast::server::run(config, tickcast::server::shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

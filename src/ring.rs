@@ -1,0 +1,225 @@
+//! The lock-free ring between the feed-ingest thread(s) and the engine.
+//!
+//! In: normalized [`Tick`]s from feeds. Out: the same ticks, in order per
+//! producer, to the single engine thread.
+//!
+//! The ring is crossbeam's bounded lock-free `ArrayQueue` (we do not write our
+//! own: `benches/ring.rs` compares it to a crossbeam-channel baseline), plus a
+//! park/unpark handshake so an idle engine sleeps instead of spinning on a
+//! 2-core machine.
+//!
+//! # Bound and full policy
+//! The capacity is `--ring-capacity` (default 65,536 ticks). When it is full
+//! the producer **waits** (spins briefly, then sleeps in 50 µs steps) until
+//! the engine frees a slot: nothing is ever dropped, because a dropped tick
+//! would corrupt every client's book. Each time a push finds the ring full it
+//! is counted (`tickcast_ring_full_total`) and the feed logs it, rate-limited.
+//! Backpressure thus travels upstream: a TCP feed handler sees its socket's
+//! send buffer fill.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread::{self, Thread};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::{Backoff, CachePadded};
+
+use crate::tick::Tick;
+
+/// Default ring capacity in ticks.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// The push failed because the server is shutting down.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the tick ring is closed: the server is shutting down")]
+pub struct Closed;
+
+/// Bounded multi-producer, single-consumer tick ring with a parking consumer.
+pub struct TickRing {
+    queue: ArrayQueue<Tick>,
+    /// The engine thread, once it has registered; unparked by producers.
+    consumer: OnceLock<Thread>,
+    /// True while the consumer is (about to be) parked. Producers read it
+    /// after every push; SeqCst fences on both sides order it against the
+    /// queue (Dekker-style), and the park has a timeout besides, so a lost
+    /// wake-up costs at most one timeout, never a stall.
+    consumer_parked: CachePadded<AtomicBool>,
+    /// Set at shutdown: producers stop waiting for space.
+    closed: AtomicBool,
+    /// Pushes that found the ring full (each then waited).
+    full_events: CachePadded<AtomicU64>,
+}
+
+impl TickRing {
+    /// A ring holding at most `capacity` ticks (at least 1).
+    pub fn new(capacity: usize) -> TickRing {
+        TickRing {
+            queue: ArrayQueue::new(capacity.max(1)),
+            consumer: OnceLock::new(),
+            consumer_parked: CachePadded::new(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
+            full_events: CachePadded::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Pushes without waiting; gives the tick back if the ring is full.
+    pub fn try_push(&self, tick: Tick) -> Result<(), Tick> {
+        self.queue.push(tick)?;
+        self.wake_consumer();
+        Ok(())
+    }
+
+    /// Pushes, waiting while the ring is full (see the module doc for the
+    /// policy). Returns `Ok(true)` if it had to wait, so the caller can log.
+    pub fn push(&self, mut tick: Tick) -> Result<bool, Closed> {
+        let mut waited = false;
+        let backoff = Backoff::new();
+        loop {
+            match self.queue.push(tick) {
+                Ok(()) => {
+                    self.wake_consumer();
+                    return Ok(waited);
+                }
+                Err(back) => {
+                    tick = back;
+                    if !waited {
+                        waited = true;
+                        self.full_events.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if self.closed.load(Ordering::Acquire) {
+                        return Err(Closed);
+                    }
+                    self.wake_consumer();
+                    if backoff.is_completed() {
+                        thread::sleep(Duration::from_micros(50));
+                    } else {
+                        backoff.snooze();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the oldest tick, if any. Only the engine calls this.
+    pub fn pop(&self) -> Option<Tick> {
+        self.queue.pop()
+    }
+
+    /// Ticks waiting in the ring now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether the ring is empty now.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The bound set at construction.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// How many pushes have found the ring full.
+    pub fn full_events(&self) -> u64 {
+        self.full_events.load(Ordering::Relaxed)
+    }
+
+    /// Marks the ring closed: waiting producers give up with [`Closed`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_consumer();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Registers the calling thread as the consumer that producers unpark.
+    pub fn register_consumer(&self) {
+        let _ = self.consumer.set(thread::current());
+    }
+
+    /// Wakes the consumer if it is parked. Producers call it after a push;
+    /// anyone with work for the engine (a subscribe) calls it too.
+    pub fn wake_consumer(&self) {
+        // Pairs with the fence in `park_consumer`: either the consumer sees
+        // our push in its emptiness check, or we see its parked flag.
+        fence(Ordering::SeqCst);
+        if self.consumer_parked.load(Ordering::Relaxed) {
+            if let Some(t) = self.consumer.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    /// Parks the consumer for at most `timeout` unless there is work.
+    /// `has_other_work` is checked after the parked flag is raised, so work
+    /// announced with [`wake_consumer`](Self::wake_consumer) is not missed.
+    pub fn park_consumer(&self, timeout: Duration, has_other_work: impl Fn() -> bool) {
+        self.consumer_parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.queue.is_empty() && !has_other_work() && !self.is_closed() {
+            thread::park_timeout(timeout);
+        }
+        self.consumer_parked.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tick::{Quote, Update};
+    use std::sync::Arc;
+
+    fn tick(n: u64) -> Tick {
+        Tick {
+            symbol: (n % 7) as u32,
+            ts_event: n,
+            ts_ingest: n,
+            update: Update::Quote(Quote { bid: n as f64, bid_sz: 1.0, ask: n as f64 + 1.0, ask_sz: 1.0 }),
+        }
+    }
+
+    #[test]
+    fn full_ring_makes_the_producer_wait_and_counts_it_without_losing_ticks() {
+        let ring = Arc::new(TickRing::new(8));
+        let producer = {
+            let ring = ring.clone();
+            thread::spawn(move || {
+                let mut waited = 0;
+                for n in 0..10_000 {
+                    if ring.push(tick(n)).unwrap() {
+                        waited += 1;
+                    }
+                }
+                waited
+            })
+        };
+        ring.register_consumer();
+        let mut next = 0;
+        while next < 10_000 {
+            match ring.pop() {
+                Some(t) => {
+                    assert_eq!(t.ts_event, next, "ticks arrive in order, none lost");
+                    next += 1;
+                }
+                None => ring.park_consumer(Duration::from_millis(1), || false),
+            }
+        }
+        let waited = producer.join().unwrap();
+        assert_eq!(ring.full_events(), waited);
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn closed_ring_releases_a_waiting_producer() {
+        let ring = TickRing::new(1);
+        ring.try_push(tick(0)).unwrap();
+        assert!(ring.try_push(tick(1)).is_err());
+        ring.close();
+        assert_eq!(ring.push(tick(2)), Err(Closed));
+    }
+}

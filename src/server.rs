@@ -1,0 +1,456 @@
+//! HTTP front door: `/ws` upgrades, `/metrics`, `/healthz`, `/symbols`, and
+//! the server's lifecycle (bind, run, graceful shutdown).
+//!
+//! In: TCP connections on `--listen`. Out: WebSocket sessions handed to
+//! [`session::run`], and plain HTTP answers.
+//!
+//! Start-up order: the engine thread, then the feed, then the listener, so
+//! the first client already finds every synthetic symbol. Shutdown (the
+//! `shutdown` future resolves, e.g. on SIGINT/SIGTERM): stop accepting,
+//! queue close 1001 to every session, let writers flush for up to
+//! `--shutdown-grace`, then stop the feed and the engine.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::codec::Encoding;
+use crate::config::Config;
+use crate::engine::{Engine, EngineHandle};
+use crate::feed::{self, FeedContext};
+use crate::metrics::{LiveGauges, Metrics};
+use crate::ring::TickRing;
+use crate::session::{self, SessionShared};
+use crate::tick::SymbolTable;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding `--listen` failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The feed could not start (e.g. its address is taken).
+    #[error("cannot start feed {feed}: {source}")]
+    Feed {
+        /// The feed spec.
+        feed: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A thread could not be spawned.
+    #[error("cannot start the engine thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What every connection and session shares.
+pub struct ServerCtx {
+    /// The configuration.
+    pub config: Config,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The way to the engine.
+    pub engine: EngineHandle,
+    /// The symbol universe.
+    pub symbols: Arc<SymbolTable>,
+    /// The ingest ring (for gauges).
+    pub ring: Arc<TickRing>,
+    /// Live sessions, for gauges and shutdown.
+    sessions: Mutex<HashMap<u64, Arc<SessionShared>>>,
+    next_id: AtomicU64,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Removes a session from the registry when its task ends.
+pub struct SessionGuard {
+    ctx: Arc<ServerCtx>,
+    id: u64,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.ctx.sessions.lock().remove(&self.id);
+        self.ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ServerCtx {
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a session to the registry until the guard drops.
+    pub fn register_session(self: &Arc<Self>, session: Arc<SessionShared>) -> SessionGuard {
+        let id = session.id;
+        self.sessions.lock().insert(id, session);
+        self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        SessionGuard { ctx: self.clone(), id }
+    }
+
+    /// Resolves (changes) when the server starts shutting down.
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Gauges owned by other stages, read now.
+    pub fn live_gauges(&self) -> LiveGauges {
+        let (mut total, mut max) = (0u64, 0u64);
+        for s in self.sessions.lock().values() {
+            let q = s.queued_bytes() as u64;
+            total += q;
+            max = max.max(q);
+        }
+        LiveGauges {
+            ring_depth: self.ring.len(),
+            ring_capacity: self.ring.capacity(),
+            ring_full: self.ring.full_events(),
+            symbols: self.symbols.len(),
+            queued_bytes: total,
+            max_session_queued_bytes: max,
+        }
+    }
+}
+
+/// A bound, running server: engine and feed started, listener bound.
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<ServerCtx>,
+    feed_addr: Option<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+    stop_feed: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Starts the engine and the feed and binds the listener. Must be called
+    /// within a tokio runtime.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let metrics = Arc::new(Metrics::default());
+        let symbols = Arc::new(SymbolTable::default());
+        let ring = Arc::new(TickRing::new(config.ring_capacity));
+        let (engine, handle) = Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth);
+        let engine_thread =
+            std::thread::Builder::new().name("engine".into()).spawn(move || engine.run()).map_err(ServerError::Thread)?;
+        let stop_feed = Arc::new(AtomicBool::new(false));
+        let feed_ctx = FeedContext {
+            ring: ring.clone(),
+            symbols: symbols.clone(),
+            metrics: metrics.clone(),
+            max_symbols: config.max_symbols,
+            shutdown: stop_feed.clone(),
+        };
+        let stop = |ring: &TickRing| ring.close();
+        let feed = match feed::start(&config.feed, &config.synthetic, feed_ctx) {
+            Ok(f) => f,
+            Err(source) => {
+                stop(&ring);
+                return Err(ServerError::Feed { feed: config.feed.to_string(), source });
+            }
+        };
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(l) => l,
+            Err(source) => {
+                stop_feed.store(true, Ordering::Relaxed);
+                stop(&ring);
+                return Err(ServerError::Listen { addr: config.listen, source });
+            }
+        };
+        let mut threads = feed.threads;
+        threads.push(engine_thread);
+        let (shutdown, _) = watch::channel(false);
+        let ctx = Arc::new(ServerCtx {
+            config,
+            metrics,
+            engine: handle,
+            symbols,
+            ring,
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            shutdown,
+        });
+        Ok(Server { listener, ctx, feed_addr: feed.local_addr, threads, stop_feed })
+    }
+
+    /// The HTTP/WebSocket address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.ctx.config.listen)
+    }
+
+    /// The tcp feed's bound address, if the feed is `tcp://`.
+    pub fn feed_addr(&self) -> Option<SocketAddr> {
+        self.feed_addr
+    }
+
+    /// The shared context (metrics, symbols), for tests and embedding.
+    pub fn context(&self) -> Arc<ServerCtx> {
+        self.ctx.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, ctx, threads, stop_feed, .. } = self;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "tickcast listening");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve_http(ctx.clone(), stream));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        let started = Instant::now();
+        let open = ctx.sessions.lock().len();
+        tracing::info!(sessions = open, "shutting down: closing sessions with 1001");
+        let _ = ctx.shutdown.send(true);
+        while !ctx.sessions.lock().is_empty() && started.elapsed() < ctx.config.shutdown_grace {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_feed.store(true, Ordering::Relaxed);
+        ctx.ring.close();
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_millis(300), joined).await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
+    }
+}
+
+/// Binds and runs a server until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    Server::bind(config).await?.run(shutdown).await;
+    Ok(())
+}
+
+async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream) {
+    // Latency matters more than packet count: our writes are already batched.
+    let _ = stream.set_nodelay(true);
+    let mut shutdown = ctx.shutdown_rx();
+    let service_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = service_ctx.clone();
+        async move { Ok::<_, Infallible>(route(ctx, req)) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::select! {
+        result = conn => if let Err(e) = result {
+            tracing::debug!(error = %e, "http connection ended with an error");
+        },
+        _ = shutdown.changed() => {}
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn route(ctx: Arc<ServerCtx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+    }
+    match req.uri().path() {
+        "/ws" => upgrade(ctx, req),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, ctx.metrics.render(&ctx.live_gauges()));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response
+        }
+        "/symbols" => {
+            let names: Vec<String> = ctx.symbols.names().iter().map(|s| s.to_string()).collect();
+            let mut response = text(StatusCode::OK, serde_json::to_vec(&names).unwrap_or_default());
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /ws, /metrics, /healthz, /symbols\n"),
+    }
+}
+
+/// The valid encodings, for error messages.
+fn valid_encodings() -> String {
+    let names: Vec<&str> = Encoding::ALL.iter().map(|e| e.name()).collect();
+    let protocols: Vec<&str> = Encoding::ALL.iter().map(|e| e.subprotocol()).collect();
+    format!("valid encodings are {} (?encoding=) or Sec-WebSocket-Protocol {}", names.join(", "), protocols.join(", "))
+}
+
+/// Picks the encoding from `?encoding=` or `Sec-WebSocket-Protocol`, and the
+/// subprotocol to echo (a browser that offered one requires the echo).
+pub fn choose_encoding(query: Option<&str>, protocols: Option<&str>) -> Result<(Encoding, Option<Encoding>), String> {
+    let from_query = match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("encoding="))) {
+        Some(name) => match Encoding::from_name(name) {
+            Some(e) => Some(e),
+            None => {
+                let name: String = name.chars().take(32).collect();
+                return Err(format!("unknown encoding {name:?}: {}", valid_encodings()));
+            }
+        },
+        None => None,
+    };
+    let offered: Vec<&str> = protocols.map(|p| p.split(',').map(str::trim).collect()).unwrap_or_default();
+    let from_header = offered.iter().find_map(|p| Encoding::from_subprotocol(p));
+    match (from_query, from_header) {
+        (Some(q), _) => {
+            let echo = offered.iter().any(|p| Encoding::from_subprotocol(p) == Some(q)).then_some(q);
+            if !offered.is_empty() && echo.is_none() {
+                return Err(format!(
+                    "?encoding={} conflicts with Sec-WebSocket-Protocol {:?}: {}",
+                    q.name(),
+                    offered.join(", "),
+                    valid_encodings()
+                ));
+            }
+            Ok((q, echo))
+        }
+        (None, Some(h)) => Ok((h, Some(h))),
+        (None, None) if !offered.is_empty() => {
+            Err(format!("unknown Sec-WebSocket-Protocol {:?}: {}", offered.join(", "), valid_encodings()))
+        }
+        (None, None) => Ok((Encoding::Msgpack, None)),
+    }
+}
+
+fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
+    }
+    let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+    let (encoding, echo) = match choose_encoding(req.uri().query(), protocols) {
+        Ok(choice) => choice,
+        Err(message) => {
+            ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+            return text(StatusCode::BAD_REQUEST, format!("{message}\n"));
+        }
+    };
+    if ctx.metrics.connections.load(Ordering::Relaxed) >= ctx.config.max_connections as i64 {
+        ctx.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n");
+    }
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+            return text(StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}\n"));
+        }
+    };
+    ctx.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(ws) => ws.into_inner().into_inner(),
+            Err(e) => {
+                ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // The registry guard inside the session now owns the count.
+                let ctx2 = ctx.clone();
+                session::run(ctx2, parts.io.into_inner(), parts.read_buf, encoding).await;
+            }
+            Err(_) => {
+                ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::error!("upgraded connection is not a TCP stream");
+            }
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    if let Some(e) = echo {
+        parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(e.subprotocol()));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_comes_from_query_or_subprotocol() {
+        assert_eq!(choose_encoding(None, None), Ok((Encoding::Msgpack, None)));
+        assert_eq!(choose_encoding(Some("encoding=json"), None), Ok((Encoding::Json, None)));
+        assert_eq!(
+            choose_encoding(None, Some("foo, tickcast.protobuf")),
+            Ok((Encoding::Protobuf, Some(Encoding::Protobuf)))
+        );
+        assert_eq!(
+            choose_encoding(Some("x=1&encoding=json"), Some("tickcast.json")),
+            Ok((Encoding::Json, Some(Encoding::Json)))
+        );
+        let err = choose_encoding(Some("encoding=xml"), None).unwrap_err();
+        assert!(err.contains("\"xml\"") && err.contains("msgpack, protobuf, json"), "{err}");
+        assert!(choose_encoding(None, Some("graphql-ws")).is_err());
+        assert!(choose_encoding(Some("encoding=json"), Some("tickcast.msgpack")).is_err());
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Raises the open-file limit to its hard maximum, so thousands of
+/// subscribers do not hit the usual soft limit of 1024.
+#[allow(unsafe_code)]
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!("could not raise the open-file limit");
+        }
+    }
+}

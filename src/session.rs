@@ -1,0 +1,455 @@
+//! Per-connection state: the outbox the engine fills and the writer drains,
+//! the client's control messages, heartbeats and the close handshake.
+//!
+//! In: a TCP stream that has completed the WebSocket upgrade. Out:
+//! subscribe/unsubscribe [`Command`]s to the engine, and control frames
+//! (pings, pongs, errors, close) into the session's own outbox.
+//!
+//! # The outbox and its byte count
+//! Every session has one [`SessionShared`]: frames queued for the socket
+//! and an exact count of the bytes queued and not yet written (including
+//! the writer's in-flight frames). The engine adds to it under a short
+//! `parking_lot` lock, once per batch; the writer subtracts as bytes reach
+//! the kernel. Nothing here waits on a socket, so a slow reader never slows
+//! the engine: the slow-consumer policy (conflate, drop, disconnect) will
+//! read [`SessionShared::queued_bytes`] at the point where the engine stages
+//! frames.
+//!
+//! Ordering: market data, snapshots, acks and engine errors share the data
+//! queue, in the order the engine produced them (so after an unsubscribe
+//! `ack` no update of those symbols follows). Pings, pongs and errors about
+//! malformed requests go in the control queue, which the writer puts ahead
+//! of queued data at the next frame boundary. A close frame is written after
+//! the control frames; queued data behind it is discarded.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Role, WebSocketError};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+
+use crate::codec::{self, Encoding, ServerMessage};
+use crate::engine::Command;
+use crate::metrics::ClientError;
+use crate::server::ServerCtx;
+use crate::writer;
+
+/// Close codes the server sends, as documented in docs/PROTOCOL.md.
+pub mod close_code {
+    /// Reply to a client's close.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy: no pong within `--pong-timeout`.
+    pub const POLICY: u16 = 1008;
+    /// A message over `--max-message-bytes`.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// The part of a session shared by its reader, its writer and the engine.
+pub struct SessionShared {
+    /// Server-unique id, for logs and engine bookkeeping.
+    pub id: u64,
+    /// The encoding this client chose at the handshake.
+    pub encoding: Encoding,
+    outbox: Mutex<Outbox>,
+    /// Bytes queued and not yet written, exact.
+    queued_bytes: AtomicUsize,
+    /// Wakes the writer when the outbox goes from empty to non-empty.
+    notify: Notify,
+    /// Set once a close frame is queued: no more frames are accepted.
+    closing: AtomicBool,
+}
+
+#[derive(Default)]
+struct Outbox {
+    control: VecDeque<Bytes>,
+    data: VecDeque<Bytes>,
+    close: Option<Bytes>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty() && self.close.is_none()
+    }
+}
+
+/// What [`SessionShared::take`] tells the writer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Frames (maybe none) were moved in flight; keep going.
+    Open,
+    /// A close frame is now the last frame in flight: write up to it, then
+    /// shut the socket.
+    Closing,
+}
+
+impl SessionShared {
+    /// A session with an empty outbox.
+    pub fn new(id: u64, encoding: Encoding) -> SessionShared {
+        SessionShared {
+            id,
+            encoding,
+            outbox: Mutex::new(Outbox::default()),
+            queued_bytes: AtomicUsize::new(0),
+            notify: Notify::new(),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes queued for this socket and not yet written to the kernel.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Appends data frames (the engine, once per batch), draining `frames`
+    /// so its capacity is reused. `bytes` is their total length.
+    pub fn push_data(&self, frames: &mut Vec<Bytes>, bytes: usize) {
+        if self.is_closing() {
+            frames.clear();
+            return;
+        }
+        let was_empty;
+        {
+            let mut outbox = self.outbox.lock();
+            was_empty = outbox.is_empty();
+            outbox.data.extend(frames.drain(..));
+            self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues a control frame ahead of data.
+    pub fn push_control(&self, frame: Bytes) {
+        if self.is_closing() {
+            return;
+        }
+        let mut outbox = self.outbox.lock();
+        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        outbox.control.push_back(frame);
+        drop(outbox);
+        self.notify.notify_one();
+    }
+
+    /// Queues the close frame: it goes after pending control frames, queued
+    /// data is discarded, and nothing is accepted after it.
+    pub fn close(&self, frame: Bytes) {
+        if self.closing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut outbox = self.outbox.lock();
+        let dropped: usize = outbox.data.drain(..).map(|f| f.len()).sum::<usize>();
+        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(dropped, Ordering::Relaxed);
+        outbox.close = Some(frame);
+        drop(outbox);
+        self.notify.notify_one();
+    }
+
+    /// Waits until something is queued (or was queued since the last take).
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await
+    }
+
+    /// Moves queued frames into the writer's in-flight list: control frames
+    /// go first (after a partly written head frame, which must finish), then
+    /// data. With a close queued, in-flight data behind the head is dropped
+    /// and the close frame is the last frame.
+    pub(crate) fn take(&self, inflight: &mut VecDeque<Bytes>, head_started: bool) -> Take {
+        let mut outbox = self.outbox.lock();
+        let keep = usize::from(head_started && !inflight.is_empty());
+        if let Some(close) = outbox.close.take() {
+            let dropped: usize = inflight.drain(keep..).map(|f| f.len()).sum();
+            self.queued_bytes.fetch_sub(dropped, Ordering::Relaxed);
+            inflight.extend(outbox.control.drain(..));
+            inflight.push_back(close);
+            return Take::Closing;
+        }
+        for (i, frame) in outbox.control.drain(..).enumerate() {
+            inflight.insert(keep + i, frame);
+        }
+        inflight.extend(outbox.data.drain(..));
+        Take::Open
+    }
+
+    /// Records that `n` queued bytes reached the kernel (or were dropped).
+    pub(crate) fn written(&self, n: usize) {
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// A parsed control message from a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// Start receiving these symbols (`"*"` = all).
+    Subscribe(Vec<String>),
+    /// Stop receiving these symbols (`"*"` = all).
+    Unsubscribe(Vec<String>),
+}
+
+/// Why a control message was refused; each maps to an `error` code.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// The counted kind, whose code goes on the wire.
+    pub kind: ClientError,
+    /// The explanation sent to the client.
+    pub message: String,
+}
+
+/// Most symbols one subscribe or unsubscribe may name.
+pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
+
+/// Parses one client control message (a JSON object).
+pub fn parse_request(payload: &[u8]) -> Result<ClientRequest, RequestError> {
+    let err = |kind, message: String| RequestError { kind, message };
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| err(ClientError::BadJson, format!("control message is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err(ClientError::BadRequest, "control message must be a JSON object".into()))?;
+    let op = obj
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(ClientError::BadRequest, "missing string field \"op\"".into()))?;
+    if op != "subscribe" && op != "unsubscribe" {
+        let op: String = op.chars().take(64).collect();
+        return Err(err(ClientError::UnknownOp, format!("unknown op {op:?}: valid ops are subscribe, unsubscribe")));
+    }
+    let symbols = obj
+        .get("symbols")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err(ClientError::BadRequest, format!("{op} needs \"symbols\": an array of strings")))?;
+    if symbols.is_empty() || symbols.len() > MAX_SYMBOLS_PER_REQUEST {
+        return Err(err(
+            ClientError::BadRequest,
+            format!("\"symbols\" must name 1 to {MAX_SYMBOLS_PER_REQUEST} symbols"),
+        ));
+    }
+    let mut names = Vec::with_capacity(symbols.len());
+    for s in symbols {
+        match s.as_str() {
+            Some(name) => names.push(name.to_owned()),
+            None => return Err(err(ClientError::BadRequest, "\"symbols\" must hold only strings".into())),
+        }
+    }
+    Ok(match op {
+        "subscribe" => ClientRequest::Subscribe(names),
+        _ => ClientRequest::Unsubscribe(names),
+    })
+}
+
+/// Encodes and frames a message for one session (control paths only; the
+/// hot path shares frames built by the engine).
+pub fn frame_for(encoding: Encoding, msg: &ServerMessage<'_>) -> Bytes {
+    codec::encode_frame(encoding, msg, &mut Vec::new())
+}
+
+/// Runs one WebSocket session to completion: registers it with the engine,
+/// starts its writer, reads and answers client frames, sends heartbeats,
+/// and cleans up. `leftover` holds bytes the client sent right after the
+/// handshake, which the HTTP layer had already read.
+pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encoding: Encoding) {
+    let id = ctx.next_session_id();
+    let shared = Arc::new(SessionShared::new(id, encoding));
+    let _guard = ctx.register_session(shared.clone());
+    ctx.engine.send(Command::Register { session: shared.clone() });
+
+    let (read_half, write_half) = stream.into_split();
+    let mut writer = tokio::spawn(writer::run(shared.clone(), write_half, ctx.metrics.clone()));
+
+    let reader = std::io::Cursor::new(leftover).chain(read_half);
+    let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
+    ws.set_max_message_size(ctx.config.max_message_bytes);
+    let mut ws = FragmentCollectorRead::new(ws);
+
+    let mut shutdown = ctx.shutdown_rx();
+    let ping_every = ctx.config.ping_interval;
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // When a ping is outstanding: the deadline for any pong.
+    let mut pong_deadline: Option<Instant> = None;
+
+    // Obligated replies from the frame reader: pong to a ping, or the echo
+    // of a client's close.
+    let reply_shared = shared.clone();
+    let mut send_fn = move |frame: Frame<'_>| {
+        let bytes = codec::frame(frame.opcode, &frame.payload);
+        if frame.opcode == OpCode::Close {
+            reply_shared.close(bytes);
+        } else {
+            reply_shared.push_control(bytes);
+        }
+        std::future::ready(Ok::<(), std::io::Error>(()))
+    };
+
+    loop {
+        let deadline = pong_deadline;
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {
+                shared.close(codec::close_frame(close_code::GOING_AWAY, "server shutting down"));
+                break;
+            }
+            _ = &mut writer => {
+                // The socket failed or was shut; nothing more can be sent.
+                break;
+            }
+            _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                ctx.metrics.client_error(ClientError::PongTimeout);
+                shared.close(codec::close_frame(close_code::POLICY, "pong timeout"));
+                break;
+            }
+            _ = ping.tick() => {
+                let now_ns = crate::tick::now_ns().to_be_bytes();
+                shared.push_control(codec::frame(OpCode::Ping, &now_ns));
+                if pong_deadline.is_none() {
+                    pong_deadline = Some(Instant::now() + ctx.config.pong_timeout);
+                }
+            }
+            frame = ws.read_frame(&mut send_fn) => match frame {
+                Ok(frame) => match frame.opcode {
+                    OpCode::Text | OpCode::Binary => {
+                        if frame.payload.len() > ctx.config.max_message_bytes {
+                            ctx.metrics.client_error(ClientError::MessageTooBig);
+                            shared.close(codec::close_frame(close_code::TOO_BIG, "message too big"));
+                            break;
+                        }
+                        handle_request(&ctx, &shared, &frame.payload).await;
+                    }
+                    OpCode::Pong => pong_deadline = None,
+                    OpCode::Close => break,
+                    _ => {}
+                },
+                Err(e) => {
+                    close_for_read_error(&ctx, &shared, e);
+                    break;
+                }
+            },
+        }
+    }
+
+    // Let the writer flush up to the close frame, within the grace period.
+    if !writer.is_finished() {
+        if tokio::time::timeout(ctx.config.shutdown_grace, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    }
+    ctx.engine.send(Command::Deregister { id });
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn close_for_read_error(ctx: &ServerCtx, shared: &SessionShared, error: WebSocketError) {
+    let (code, reason, kind) = match error {
+        WebSocketError::FrameTooLarge => (close_code::TOO_BIG, "message too big", Some(ClientError::MessageTooBig)),
+        WebSocketError::InvalidUTF8 => (close_code::INVALID_PAYLOAD, "invalid utf-8", Some(ClientError::ProtocolError)),
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+            (close_code::NORMAL, "", None)
+        }
+        _ => (close_code::PROTOCOL_ERROR, "protocol error", Some(ClientError::ProtocolError)),
+    };
+    if let Some(kind) = kind {
+        ctx.metrics.client_error(kind);
+        tracing::debug!(session = shared.id, %error, "closing session");
+        shared.close(codec::close_frame(code, reason));
+    } else {
+        // The peer is gone: there is no one to send a close to.
+        shared.close(Bytes::new());
+    }
+}
+
+async fn handle_request(ctx: &ServerCtx, shared: &SessionShared, payload: &[u8]) {
+    let (symbols, subscribe) = match parse_request(payload) {
+        Ok(ClientRequest::Subscribe(s)) => (s, true),
+        Ok(ClientRequest::Unsubscribe(s)) => (s, false),
+        Err(e) => {
+            ctx.metrics.client_error(e.kind);
+            let msg = ServerMessage::error(e.kind.code(), e.message);
+            shared.push_control(frame_for(shared.encoding, &msg));
+            return;
+        }
+    };
+    let (done, applied) = oneshot::channel();
+    let id = shared.id;
+    ctx.engine.send(if subscribe {
+        Command::Subscribe { id, symbols, done }
+    } else {
+        Command::Unsubscribe { id, symbols, done }
+    });
+    // One request in flight per session: this bounds the engine's command
+    // queue by the number of sessions. The engine always answers; the
+    // timeout only guards against a server that is shutting down.
+    let _ = tokio::time::timeout(Duration::from_secs(10), applied).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_or_say_why_not() {
+        assert_eq!(
+            parse_request(br#"{"op":"subscribe","symbols":["AAPL","*"]}"#),
+            Ok(ClientRequest::Subscribe(vec!["AAPL".into(), "*".into()]))
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"unsubscribe","symbols":["X"],"extra":1}"#),
+            Ok(ClientRequest::Unsubscribe(vec!["X".into()]))
+        );
+        let kind = |p: &[u8]| parse_request(p).unwrap_err().kind;
+        assert_eq!(kind(b"{nope"), ClientError::BadJson);
+        assert_eq!(kind(b"[1]"), ClientError::BadRequest);
+        assert_eq!(kind(br#"{"op":"dance","symbols":["A"]}"#), ClientError::UnknownOp);
+        assert_eq!(kind(br#"{"op":"subscribe"}"#), ClientError::BadRequest);
+        assert_eq!(kind(br#"{"op":"subscribe","symbols":[]}"#), ClientError::BadRequest);
+        assert_eq!(kind(br#"{"op":"subscribe","symbols":[1]}"#), ClientError::BadRequest);
+    }
+
+    #[test]
+    fn outbox_counts_bytes_exactly_and_control_jumps_data() {
+        let s = SessionShared::new(1, Encoding::Json);
+        let mut frames = vec![Bytes::from_static(b"aaaa"), Bytes::from_static(b"bb")];
+        s.push_data(&mut frames, 6);
+        assert!(frames.is_empty());
+        s.push_control(Bytes::from_static(b"p"));
+        assert_eq!(s.queued_bytes(), 7);
+        let mut inflight = VecDeque::new();
+        assert_eq!(s.take(&mut inflight, false), Take::Open);
+        assert_eq!(inflight, [&b"p"[..], b"aaaa", b"bb"]);
+        // A head frame partly written keeps its place; control goes after it.
+        s.push_control(Bytes::from_static(b"q"));
+        s.take(&mut inflight, true);
+        assert_eq!(inflight, [&b"p"[..], b"q", b"aaaa", b"bb"]);
+        // Close drops data behind the head and ends the stream.
+        s.close(Bytes::from_static(b"CC"));
+        let mut more = vec![Bytes::from_static(b"zzz")];
+        s.push_data(&mut more, 3);
+        assert_eq!(s.take(&mut inflight, true), Take::Closing);
+        assert_eq!(inflight, [&b"p"[..], b"CC"]);
+        assert_eq!(s.queued_bytes(), 3);
+    }
+}
