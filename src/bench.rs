@@ -321,13 +321,20 @@ async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: Vec<String>
     let mut last_seq: HashMap<String, u64> = HashMap::with_capacity(symbols.len());
     let mut pending: Vec<u64> = Vec::with_capacity(1024);
     let mut delivered = 0u64;
+    let ws = client.raw();
     while !shared.stop.load(Ordering::Relaxed) {
-        let payload = match client.next_payload().await {
-            Ok(Ok(p)) => p,
-            _ => break,
+        // Decode straight from the frame buffer: no copy per message.
+        let frame = match ws.read_frame().await {
+            Ok(f) => f,
+            Err(_) => break,
         };
+        match frame.opcode {
+            fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {}
+            fastwebsockets::OpCode::Close => break,
+            _ => continue,
+        }
         let now = now_ns();
-        let light: Light<'_> = match decode_light(encoding, &payload) {
+        let light: Light<'_> = match decode_light(encoding, &frame.payload) {
             Some(l) => l,
             None => continue,
         };
@@ -372,7 +379,7 @@ fn flush(shared: &Shared, pending: &mut Vec<u64>, delivered: &mut u64) {
 
 fn decode_light(encoding: Encoding, payload: &[u8]) -> Option<Light<'_>> {
     match encoding {
-        Encoding::Msgpack => rmp_serde::from_slice(payload).ok(),
+        Encoding::Msgpack => msgpack_light(payload),
         Encoding::Json => serde_json::from_slice(payload).ok(),
         Encoding::Protobuf => {
             let m = <crate::pb::ServerMessage as prost::Message>::decode(payload).ok()?;
@@ -435,4 +442,144 @@ fn line(buf: &mut Vec<u8>, sym: &str, cents: i64) {
         r#"{{"type":"quote","sym":"{sym}","bid":{bid},"bid_sz":100,"ask":{ask},"ask_sz":200,"ts_event":{}}}"#,
         now_ns()
     );
+}
+
+/// Reads the few fields the bench needs from a MessagePack map without
+/// building the whole message (the load generator must outrun the server
+/// on the same two cores). Strings are compared as bytes; values of other
+/// keys are skipped by their markers.
+fn msgpack_light(buf: &[u8]) -> Option<Light<'_>> {
+    let mut r = MsgpackReader { buf, pos: 0 };
+    let entries = r.map_len()?;
+    let mut light = Light { kind: Cow::Borrowed(""), sym: Cow::Borrowed(""), seq: 0, ts_event: 0, ts_ingest: 0 };
+    for _ in 0..entries {
+        let key = r.str()?;
+        match key {
+            b"type" => light.kind = Cow::Borrowed(std::str::from_utf8(r.str()?).ok()?),
+            b"sym" => light.sym = Cow::Borrowed(std::str::from_utf8(r.str()?).ok()?),
+            b"seq" => light.seq = r.uint()?,
+            b"ts_event" => light.ts_event = r.uint()?,
+            b"ts_ingest" => light.ts_ingest = r.uint()?,
+            _ => r.skip()?,
+        }
+    }
+    Some(light)
+}
+
+struct MsgpackReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> MsgpackReader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+
+    fn be(&mut self, n: usize) -> Option<u64> {
+        Some(self.take(n)?.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn map_len(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x80..=0x8f => Some(u64::from(m & 0x0f)),
+            0xde => self.be(2),
+            0xdf => self.be(4),
+            _ => None,
+        }
+    }
+
+    fn str(&mut self) -> Option<&'a [u8]> {
+        let len = match self.byte()? {
+            m @ 0xa0..=0xbf => u64::from(m & 0x1f),
+            0xd9 => self.be(1)?,
+            0xda => self.be(2)?,
+            0xdb => self.be(4)?,
+            _ => return None,
+        };
+        self.take(len as usize)
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x00..=0x7f => Some(u64::from(m)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            _ => None,
+        }
+    }
+
+    /// Skips one value of any type.
+    fn skip(&mut self) -> Option<()> {
+        let m = self.byte()?;
+        let (bytes, items): (u64, u64) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(m & 0x0f)),
+            0x90..=0x9f => (0, u64::from(m & 0x0f)),
+            0xa0..=0xbf => (u64::from(m & 0x1f), 0),
+            0xc4 | 0xd9 => (self.be(1)?, 0),
+            0xc5 | 0xda => (self.be(2)?, 0),
+            0xc6 | 0xdb => (self.be(4)?, 0),
+            0xca => (4, 0),
+            0xcb => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xc7 => (self.be(1)? + 1, 0),
+            0xc8 => (self.be(2)? + 1, 0),
+            0xc9 => (self.be(4)? + 1, 0),
+            0xdc => (0, self.be(2)?),
+            0xdd => (0, self.be(4)?),
+            0xde => (0, 2 * self.be(2)?),
+            0xdf => (0, 2 * self.be(4)?),
+            0xc1 => return None,
+        };
+        self.take(bytes as usize)?;
+        for _ in 0..items {
+            self.skip()?;
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{encode_payload, ServerMessage};
+    use crate::tick::{BookDelta, Level, Side, Trade, Update};
+
+    #[test]
+    fn the_light_msgpack_reader_agrees_with_the_codec() {
+        let updates = [
+            Update::Trade(Trade { px: 1.5, sz: 2.0, side: Side::Buy }),
+            Update::Book(BookDelta { bids: vec![Level { px: 1.0, sz: 0.0 }], asks: vec![Level { px: 2.0, sz: 3.0 }] }),
+        ];
+        for (i, u) in updates.iter().enumerate() {
+            let seq = 1u64 << (8 * i + 7);
+            let msg = ServerMessage::update("BTC-USDT", seq, u64::MAX - 1, 1_700_000_000_000_000_000, u);
+            let mut buf = Vec::new();
+            encode_payload(Encoding::Msgpack, &msg, &mut buf);
+            let light = msgpack_light(&buf).expect("decodes");
+            assert_eq!(&*light.kind, u.kind());
+            assert_eq!(&*light.sym, "BTC-USDT");
+            assert_eq!((light.seq, light.ts_event, light.ts_ingest), (seq, u64::MAX - 1, 1_700_000_000_000_000_000));
+        }
+        assert!(msgpack_light(b"\x81").is_none());
+    }
 }

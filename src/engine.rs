@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -46,6 +46,10 @@ use crate::topic::{SlotId, Topic};
 /// sessions. Bounds the latency batching adds (a few hundred µs at most)
 /// while amortising the per-session lock and wake-up.
 pub const MAX_BATCH: usize = 512;
+
+/// Staged bytes at which a session is flushed at once, whatever its
+/// flush interval.
+const FLUSH_BYTES: usize = 64 * 1024;
 
 /// How long an idle engine parks before looking again (it is unparked as
 /// soon as a tick or command arrives; this only bounds a lost wake-up).
@@ -112,6 +116,10 @@ struct Slot {
     staged: Vec<Bytes>,
     staged_bytes: usize,
     dirty: bool,
+    /// Flush at the end of this pass regardless of the interval (replies).
+    urgent: bool,
+    /// When frames were last moved to the outbox.
+    last_flush: Instant,
 }
 
 /// The engine's state; [`Engine::run`] is the thread's body.
@@ -121,6 +129,7 @@ pub struct Engine {
     symbols: Arc<SymbolTable>,
     metrics: Arc<Metrics>,
     book_depth: usize,
+    flush_interval: Duration,
     topics: Vec<Topic>,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<SlotId>,
@@ -137,6 +146,7 @@ impl Engine {
         symbols: Arc<SymbolTable>,
         metrics: Arc<Metrics>,
         book_depth: usize,
+        flush_interval: Duration,
     ) -> (Engine, EngineHandle) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = EngineHandle { tx, ring: ring.clone() };
@@ -146,6 +156,7 @@ impl Engine {
             symbols,
             metrics,
             book_depth,
+            flush_interval,
             topics: Vec::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -182,13 +193,13 @@ impl Engine {
                     }
                 }
             }
-            self.flush();
+            let next_flush = self.flush(Instant::now());
             if n == 0 && !worked {
-                if self.ring.is_closed() {
+                if self.ring.is_closed() && self.dirty.is_empty() {
                     break;
                 }
                 let commands = &self.commands;
-                self.ring.park_consumer(IDLE_PARK, || !commands.is_empty());
+                self.ring.park_consumer(next_flush.unwrap_or(IDLE_PARK).min(IDLE_PARK), || !commands.is_empty());
             }
         }
     }
@@ -204,6 +215,8 @@ impl Engine {
                     staged: Vec::new(),
                     staged_bytes: 0,
                     dirty: false,
+                    urgent: false,
+                    last_flush: Instant::now(),
                 };
                 let id = match self.free_slots.pop() {
                     Some(id) => {
@@ -263,6 +276,7 @@ impl Engine {
         }
         let frame = encode_frame(s.encoding, &t.snapshot(self.book_depth), &mut self.scratch);
         stage(s, &mut self.dirty, slot, frame);
+        s.urgent = true;
         t.subscribers[s.encoding.index()].push(slot);
         s.topics.push(topic);
         self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
@@ -377,6 +391,7 @@ impl Engine {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         let frame = encode_frame(s.encoding, msg, &mut self.scratch);
         stage(s, &mut self.dirty, slot, frame);
+        s.urgent = true;
     }
 
     /// Sequences one tick and stages its frames for every subscriber.
@@ -406,15 +421,36 @@ impl Engine {
         }
     }
 
-    /// Moves every dirty session's staged frames to its outbox.
-    fn flush(&mut self) {
-        for slot in self.dirty.drain(..) {
-            if let Some(s) = self.slots[slot as usize].as_mut() {
+    /// Moves staged frames to the outbox of every dirty session that is
+    /// due: its last flush is at least `--flush-interval` ago, it holds
+    /// [`FLUSH_BYTES`], or it has a reply waiting. A session that receives
+    /// less than one update per interval is flushed at once; a busy one gets
+    /// one write per interval instead of one per update. Returns how long
+    /// until the next session is due, if any is waiting.
+    fn flush(&mut self, now: Instant) -> Option<Duration> {
+        let mut next: Option<Duration> = None;
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            let Some(s) = self.slots[slot as usize].as_mut() else {
+                self.dirty.swap_remove(i);
+                continue;
+            };
+            let since = now.saturating_duration_since(s.last_flush);
+            if s.urgent || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {
                 s.session.push_data(&mut s.staged, s.staged_bytes);
                 s.staged_bytes = 0;
                 s.dirty = false;
+                s.urgent = false;
+                s.last_flush = now;
+                self.dirty.swap_remove(i);
+            } else {
+                let wait = self.flush_interval - since;
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+                i += 1;
             }
         }
+        next
     }
 }
 

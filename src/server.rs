@@ -149,7 +149,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let symbols = Arc::new(SymbolTable::default());
         let ring = Arc::new(TickRing::new(config.ring_capacity));
-        let (engine, handle) = Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth);
+        let (engine, handle) = Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, config.flush_interval);
         let engine_thread =
             std::thread::Builder::new().name("engine".into()).spawn(move || engine.run()).map_err(ServerError::Thread)?;
         let stop_feed = Arc::new(AtomicBool::new(false));
