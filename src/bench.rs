@@ -206,7 +206,9 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, String> {
                 break;
             }
             if Instant::now() > deadline {
-                return Err("the server did not learn the driven symbols within 10s: is --drive-feed its tcp feed?".into());
+                return Err(
+                    "the server did not learn the driven symbols within 10s: is --drive-feed its tcp feed?".into()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -222,7 +224,8 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, String> {
 
     let mut tasks = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        let symbols: Vec<String> = (0..args.per_sub).map(|j| names[(i * args.per_sub + j) % names.len()].clone()).collect();
+        let symbols: Vec<String> =
+            (0..args.per_sub).map(|j| names[(i * args.per_sub + j) % names.len()].clone()).collect();
         tasks.push(tokio::spawn(subscriber(args.server, args.encoding, symbols, shared.clone())));
         if i % 64 == 63 {
             tokio::task::yield_now().await;

@@ -187,15 +187,9 @@ impl<'a> ServerMessage<'a> {
     pub fn update(sym: &'a str, seq: u64, ts_event: u64, ts_ingest: u64, update: &'a Update) -> Self {
         let sym = Cow::Borrowed(sym);
         match update {
-            Update::Trade(t) => ServerMessage::Trade {
-                sym,
-                seq,
-                ts_event,
-                ts_ingest,
-                px: t.px,
-                sz: t.sz,
-                side: t.side,
-            },
+            Update::Trade(t) => {
+                ServerMessage::Trade { sym, seq, ts_event, ts_ingest, px: t.px, sz: t.sz, side: t.side }
+            }
             Update::Quote(q) => ServerMessage::Quote {
                 sym,
                 seq,
@@ -433,13 +427,9 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
             *ts_ingest,
             Body::Quote(pb::Quote { bid: *bid, bid_sz: *bid_sz, ask: *ask, ask_sz: *ask_sz }),
         ),
-        ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks } => (
-            sym,
-            *seq,
-            *ts_event,
-            *ts_ingest,
-            Body::Book(pb::Book { bids: pb_levels(bids), asks: pb_levels(asks) }),
-        ),
+        ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks } => {
+            (sym, *seq, *ts_event, *ts_ingest, Body::Book(pb::Book { bids: pb_levels(bids), asks: pb_levels(asks) }))
+        }
         ServerMessage::Snapshot { sym, seq, ts_event, ts_ingest, quote, trade, book } => (
             sym,
             *seq,
@@ -533,7 +523,7 @@ mod tests {
     use crate::tick::BookDelta;
 
     fn samples() -> Vec<ServerMessage<'static>> {
-        let awkward = [0.1, 189.51, 1e-9, 123456789.123456789, f64::MIN_POSITIVE, 0.30000000000000004, 5e-324];
+        let awkward = [0.1, 189.51, 1e-9, 123_456_789.123_456_79, f64::MIN_POSITIVE, 0.30000000000000004, 5e-324];
         let mut out = Vec::new();
         for (i, &px) in awkward.iter().enumerate() {
             let seq = u64::MAX - i as u64;

@@ -270,8 +270,9 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported_at_once() {
-        let errors = parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--book-depth", "0"])
-            .unwrap_err();
+        let errors =
+            parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--book-depth", "0"])
+                .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));
         assert!(errors.iter().any(|e| e.contains("udp://x")));

@@ -321,7 +321,8 @@ impl Engine {
             }
         }
         if !applied.is_empty() {
-            let ack = ServerMessage::Ack { op: "subscribe".into(), symbols: applied.iter().map(|&s| s.into()).collect() };
+            let ack =
+                ServerMessage::Ack { op: "subscribe".into(), symbols: applied.iter().map(|&s| s.into()).collect() };
             self.stage_message(slot, &ack);
         }
         for topic in targets {
@@ -378,7 +379,11 @@ impl Engine {
     fn unknown_symbols(&mut self, slot: SlotId, unknown: &[&str]) {
         self.metrics.client_error(ClientError::UnknownSymbol);
         let shown: Vec<&str> = unknown.iter().take(20).copied().collect();
-        let more = if unknown.len() > shown.len() { format!(" and {} more", unknown.len() - shown.len()) } else { String::new() };
+        let more = if unknown.len() > shown.len() {
+            format!(" and {} more", unknown.len() - shown.len())
+        } else {
+            String::new()
+        };
         let msg = ServerMessage::Error {
             code: ClientError::UnknownSymbol.code().into(),
             message: format!("unknown symbol(s): {}{more}", shown.join(", ")).into(),

@@ -244,7 +244,12 @@ impl Metrics {
             "Frames fully written to sockets.",
             &one(self.frames_sent.load(r) as f64),
         );
-        metric("tickcast_bytes_sent_total", "counter", "Bytes written to sockets.", &one(self.bytes_sent.load(r) as f64));
+        metric(
+            "tickcast_bytes_sent_total",
+            "counter",
+            "Bytes written to sockets.",
+            &one(self.bytes_sent.load(r) as f64),
+        );
         metric(
             "tickcast_write_calls_total",
             "counter",
@@ -286,12 +291,10 @@ impl Metrics {
 /// Reads one unlabelled sample (or the first sample of a family) from
 /// Prometheus text; used by the load generator and tests.
 pub fn scrape_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            (key == name || key.strip_prefix(name)?.starts_with('{')).then(|| value.parse().ok())?
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        (key == name || key.strip_prefix(name)?.starts_with('{')).then(|| value.parse().ok())?
+    })
 }
 
 #[cfg(test)]

@@ -149,9 +149,12 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let symbols = Arc::new(SymbolTable::default());
         let ring = Arc::new(TickRing::new(config.ring_capacity));
-        let (engine, handle) = Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, config.flush_interval);
-        let engine_thread =
-            std::thread::Builder::new().name("engine".into()).spawn(move || engine.run()).map_err(ServerError::Thread)?;
+        let (engine, handle) =
+            Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, config.flush_interval);
+        let engine_thread = std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || engine.run())
+            .map_err(ServerError::Thread)?;
         let stop_feed = Arc::new(AtomicBool::new(false));
         let feed_ctx = FeedContext {
             ring: ring.clone(),
@@ -396,29 +399,6 @@ fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Byt
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encoding_comes_from_query_or_subprotocol() {
-        assert_eq!(choose_encoding(None, None), Ok((Encoding::Msgpack, None)));
-        assert_eq!(choose_encoding(Some("encoding=json"), None), Ok((Encoding::Json, None)));
-        assert_eq!(
-            choose_encoding(None, Some("foo, tickcast.protobuf")),
-            Ok((Encoding::Protobuf, Some(Encoding::Protobuf)))
-        );
-        assert_eq!(
-            choose_encoding(Some("x=1&encoding=json"), Some("tickcast.json")),
-            Ok((Encoding::Json, Some(Encoding::Json)))
-        );
-        let err = choose_encoding(Some("encoding=xml"), None).unwrap_err();
-        assert!(err.contains("\"xml\"") && err.contains("msgpack, protobuf, json"), "{err}");
-        assert!(choose_encoding(None, Some("graphql-ws")).is_err());
-        assert!(choose_encoding(Some("encoding=json"), Some("tickcast.msgpack")).is_err());
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -452,5 +432,28 @@ pub fn raise_fd_limit() {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
             tracing::warn!("could not raise the open-file limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_comes_from_query_or_subprotocol() {
+        assert_eq!(choose_encoding(None, None), Ok((Encoding::Msgpack, None)));
+        assert_eq!(choose_encoding(Some("encoding=json"), None), Ok((Encoding::Json, None)));
+        assert_eq!(
+            choose_encoding(None, Some("foo, tickcast.protobuf")),
+            Ok((Encoding::Protobuf, Some(Encoding::Protobuf)))
+        );
+        assert_eq!(
+            choose_encoding(Some("x=1&encoding=json"), Some("tickcast.json")),
+            Ok((Encoding::Json, Some(Encoding::Json)))
+        );
+        let err = choose_encoding(Some("encoding=xml"), None).unwrap_err();
+        assert!(err.contains("\"xml\"") && err.contains("msgpack, protobuf, json"), "{err}");
+        assert!(choose_encoding(None, Some("graphql-ws")).is_err());
+        assert!(choose_encoding(Some("encoding=json"), Some("tickcast.msgpack")).is_err());
     }
 }

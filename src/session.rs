@@ -273,10 +273,10 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
     let _guard = ctx.register_session(shared.clone());
     ctx.engine.send(Command::Register { session: shared.clone() });
 
-    let (read_half, write_half) = stream.into_split();
-    let mut writer = tokio::spawn(writer::run(shared.clone(), write_half, ctx.metrics.clone()));
+    let stream = Arc::new(stream);
+    let mut writer = tokio::spawn(writer::run(shared.clone(), stream.clone(), ctx.metrics.clone()));
 
-    let reader = std::io::Cursor::new(leftover).chain(read_half);
+    let reader = std::io::Cursor::new(leftover).chain(SharedRead(stream.clone()));
     let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     ws.set_max_message_size(ctx.config.max_message_bytes);
     let mut ws = FragmentCollectorRead::new(ws);
@@ -347,13 +347,69 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
         }
     }
 
-    // Let the writer flush up to the close frame, within the grace period.
-    if !writer.is_finished() {
-        if tokio::time::timeout(ctx.config.shutdown_grace, &mut writer).await.is_err() {
-            writer.abort();
+    // Stop fan-out to this session now; the rest is only the goodbye.
+    ctx.engine.send(Command::Deregister { id });
+    drop(ws);
+    // Let the writer flush up to the close frame, within the grace period,
+    // then read (and discard) until the peer closes its side, so that the
+    // kernel does not answer unread bytes with a reset that would destroy
+    // the close frame before the client reads it.
+    let grace = ctx.config.shutdown_grace;
+    let goodbye = async {
+        if (&mut writer).await.is_ok_and(|r| r.is_ok()) {
+            drain_until_eof(&stream).await;
+        }
+    };
+    if tokio::time::timeout(grace, goodbye).await.is_err() {
+        writer.abort();
+    }
+}
+
+/// Reads and discards until EOF or an error.
+async fn drain_until_eof(stream: &TcpStream) {
+    let mut scratch = [0u8; 4096];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
         }
     }
-    ctx.engine.send(Command::Deregister { id });
+}
+
+/// The read side of a socket whose write side the writer task uses at the
+/// same time: both only need `&TcpStream` (readiness plus `try_*` calls),
+/// so the stream is shared by `Arc` instead of split, and stays reachable
+/// for the close handshake.
+struct SharedRead(Arc<TcpStream>);
+
+impl tokio::io::AsyncRead for SharedRead {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            match self.0.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

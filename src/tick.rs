@@ -135,10 +135,7 @@ pub struct Tick {
 /// Nanoseconds since the Unix epoch on the wall clock (0 if the clock is
 /// before 1970, which no sane host is).
 pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// Longest symbol name accepted from a feed or a client.
@@ -150,9 +147,7 @@ pub const MAX_SYMBOL_LEN: usize = 32;
 pub fn is_valid_symbol(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_SYMBOL_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'))
 }
 
 /// The server-wide symbol universe: names to dense ids and back.

@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 use crate::session::{SessionShared, Take};
@@ -27,17 +26,19 @@ use crate::session::{SessionShared, Take};
 pub const MAX_IOVECS: usize = 256;
 
 /// Runs until the session's close frame is written or the socket fails.
-pub async fn run(session: Arc<SessionShared>, mut socket: OwnedWriteHalf, metrics: Arc<Metrics>) -> io::Result<()> {
+/// The socket is shared with the session's reader: writes need only
+/// `&TcpStream`. After the close frame the write side is shut (FIN).
+pub async fn run(session: Arc<SessionShared>, socket: Arc<TcpStream>, metrics: Arc<Metrics>) -> io::Result<()> {
     let result = drain(&session, &socket, &metrics).await;
     if let Err(e) = &result {
         metrics.write_errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = session.id, error = %e, "write failed");
     }
-    let _ = socket.shutdown().await;
+    let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
     result
 }
 
-async fn drain(session: &SessionShared, socket: &OwnedWriteHalf, metrics: &Metrics) -> io::Result<()> {
+async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -> io::Result<()> {
     let mut inflight: VecDeque<Bytes> = VecDeque::with_capacity(MAX_IOVECS);
     let mut closing = false;
     // Whether `inflight[0]` is partly written (advanced in place): control
@@ -80,7 +81,6 @@ async fn drain(session: &SessionShared, socket: &OwnedWriteHalf, metrics: &Metri
         }
     }
 }
-
 
 /// Drops `n` written bytes from the front. Returns how many whole frames
 /// were completed, and whether the new head frame is now partly written.

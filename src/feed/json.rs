@@ -148,8 +148,10 @@ mod tests {
 
     #[test]
     fn the_documented_examples_parse() {
-        let t = parse_line(br#"{"type":"trade","sym":"AAPL","px":189.5,"sz":100,"side":"buy","ts_event":1700000000000000000}"#)
-            .unwrap();
+        let t = parse_line(
+            br#"{"type":"trade","sym":"AAPL","px":189.5,"sz":100,"side":"buy","ts_event":1700000000000000000}"#,
+        )
+        .unwrap();
         assert_eq!(t.sym, "AAPL");
         assert_eq!(t.ts_event, Some(1_700_000_000_000_000_000));
         assert_eq!(t.update, Update::Trade(Trade { px: 189.5, sz: 100.0, side: Side::Buy }));
@@ -160,7 +162,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             b.update,
-            Update::Book(BookDelta { bids: vec![Level { px: 189.49, sz: 300.0 }], asks: vec![Level { px: 189.52, sz: 0.0 }] })
+            Update::Book(BookDelta {
+                bids: vec![Level { px: 189.49, sz: 300.0 }],
+                asks: vec![Level { px: 189.52, sz: 0.0 }]
+            })
         );
     }
 

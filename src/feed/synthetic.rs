@@ -116,14 +116,12 @@ impl Market {
             self.asks.remove(&p);
             delta.asks.push(Level { px: px(p), sz: 0.0 });
         }
-        if !self.bids.contains_key(&bid) {
-            let sz = lots(rng, 50);
-            self.bids.insert(bid, sz);
+        if let std::collections::btree_map::Entry::Vacant(level) = self.bids.entry(bid) {
+            let sz = *level.insert(lots(rng, 50));
             delta.bids.push(Level { px: px(bid), sz });
         }
-        if !self.asks.contains_key(&ask) {
-            let sz = lots(rng, 50);
-            self.asks.insert(ask, sz);
+        if let std::collections::btree_map::Entry::Vacant(level) = self.asks.entry(ask) {
+            let sz = *level.insert(lots(rng, 50));
             delta.asks.push(Level { px: px(ask), sz });
         }
         for _ in 0..rng.usize(1..=3) {
