@@ -1,0 +1,46 @@
+//! The binary's operator surface: bad flags give clear messages and a
+//! non-zero exit, never a panic; a taken port is a clean error.
+
+use std::process::Command;
+
+fn tickcast(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).args(args).output().expect("run tickcast");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("panicked"), "{text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn every_invalid_value_is_reported_with_exit_code_2() {
+    let (code, text) = tickcast(&["--symbols", "0", "--rate", "0", "--feed", "carrier-pigeon", "--ring-capacity", "1"]);
+    assert_eq!(code, 2, "{text}");
+    for needle in ["--symbols 0", "--rate 0", "carrier-pigeon", "--ring-capacity 1"] {
+        assert!(text.contains(needle), "missing {needle:?} in {text}");
+    }
+}
+
+#[test]
+fn unparsable_values_are_rejected_by_name() {
+    let (code, text) = tickcast(&["--ping-interval", "often"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--ping-interval"), "{text}");
+    let (code, text) = tickcast(&["--listen", "localhost"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("--listen"), "{text}");
+}
+
+#[test]
+fn environment_variables_are_read_and_validated() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).env("TICKCAST_BOOK_DEPTH", "0").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--book-depth 0"));
+}
+
+#[test]
+fn a_taken_port_is_a_clean_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, text) = tickcast(&["--listen", &addr, "--log", "error"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("cannot listen on"), "{text}");
+}
