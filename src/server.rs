@@ -240,10 +240,15 @@ impl Server {
         }
         stop_feed.store(true, Ordering::Relaxed);
         ctx.ring.close();
-        let joined = tokio::task::spawn_blocking(move || {
+        // Join on a plain thread, not spawn_blocking: the runtime waits for
+        // its blocking tasks when it is dropped, and a feed thread stuck in
+        // a read must not hold the process past the grace period.
+        let (joined_tx, joined) = tokio::sync::oneshot::channel();
+        let _ = std::thread::Builder::new().name("join".into()).spawn(move || {
             for t in threads {
                 let _ = t.join();
             }
+            let _ = joined_tx.send(());
         });
         let _ = tokio::time::timeout(Duration::from_millis(300), joined).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");

@@ -293,7 +293,9 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
 
     let reader = std::io::Cursor::new(leftover).chain(SharedRead(stream.clone()));
     let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
-    ws.set_max_message_size(ctx.config.max_message_bytes);
+    // fastwebsockets refuses payloads >= its limit; ours allows exactly
+    // --max-message-bytes.
+    ws.set_max_message_size(ctx.config.max_message_bytes.saturating_add(1));
     let mut ws = FragmentCollectorRead::new(ws);
 
     let mut shutdown = ctx.shutdown_rx();

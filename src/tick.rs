@@ -9,7 +9,8 @@
 //! The engine never does arithmetic on them: it only compares them to keep a
 //! book sorted. MessagePack carries them as float64, protobuf as `double` and
 //! JSON as the shortest decimal that parses back to the same double, so the
-//! value a feed sends is the value a client receives, bit for bit. A feed
+//! value a feed sends is the value a client receives, bit for bit (feeds
+//! normalize -0.0 to +0.0, which proto3 could not carry otherwise). A feed
 //! with fixed-point prices (e.g. DBN's 1e-9 units) converts once, at the edge.
 
 use std::collections::HashMap;

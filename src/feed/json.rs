@@ -88,9 +88,12 @@ fn need(kind: &'static str, field: &'static str, v: Option<f64>) -> Result<f64, 
     v.ok_or(FeedError::Missing { kind, field })
 }
 
+// Adding +0.0 turns -0.0 into +0.0 and leaves every other value alone:
+// -0.0 means nothing in a market, and proto3 cannot carry it (a double equal
+// to its default is not encoded), so all encodings get the same bits.
 fn price(field: &'static str, v: f64) -> Result<f64, FeedError> {
     if v.is_finite() {
-        Ok(v)
+        Ok(v + 0.0)
     } else {
         Err(FeedError::BadNumber(field))
     }
@@ -98,17 +101,17 @@ fn price(field: &'static str, v: f64) -> Result<f64, FeedError> {
 
 fn size(field: &'static str, v: f64) -> Result<f64, FeedError> {
     if v.is_finite() && v >= 0.0 {
-        Ok(v)
+        Ok(v + 0.0)
     } else {
         Err(FeedError::BadNumber(field))
     }
 }
 
 fn levels(side: Option<Vec<Level>>, px_field: &'static str, sz_field: &'static str) -> Result<Vec<Level>, FeedError> {
-    let levels = side.unwrap_or_default();
-    for l in &levels {
-        price(px_field, l.px)?;
-        size(sz_field, l.sz)?;
+    let mut levels = side.unwrap_or_default();
+    for l in &mut levels {
+        l.px = price(px_field, l.px)?;
+        l.sz = size(sz_field, l.sz)?;
     }
     Ok(levels)
 }
@@ -175,6 +178,16 @@ mod tests {
         let Update::Trade(trade) = t.update else { panic!() };
         assert_eq!(trade.px.to_bits(), 0.30000000000000004f64.to_bits());
         assert_eq!(trade.sz.to_bits(), 1e-9f64.to_bits());
+    }
+
+    #[test]
+    fn negative_zero_becomes_positive_zero() {
+        let t = parse_line(br#"{"type":"trade","sym":"X","px":-0.0,"sz":-0.0}"#).unwrap();
+        let Update::Trade(trade) = t.update else { panic!() };
+        assert_eq!((trade.px.to_bits(), trade.sz.to_bits()), (0, 0));
+        let b = parse_line(br#"{"type":"book","sym":"X","bids":[[-0.0,1]]}"#).unwrap();
+        let Update::Book(delta) = b.update else { panic!() };
+        assert_eq!(delta.bids[0].px.to_bits(), 0);
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl Publisher {
     /// Stamps `ts_ingest` and pushes one tick, waiting while the ring is full
     /// (counted, and logged at most once a second).
     pub fn publish(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+        if self.ctx.ring.is_closed() {
+            return Err(Closed);
+        }
         let tick = Tick { symbol, ts_event, ts_ingest: now_ns(), update };
         if self.ctx.ring.push(tick)? {
             self.full_since_log += 1;

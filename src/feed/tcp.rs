@@ -81,6 +81,9 @@ fn read_loop(stream: TcpStream, peer: SocketAddr, ctx: FeedContext) {
             }
             Ok(Line::Complete) => {
                 line_no += 1;
+                if ctx.stopping() {
+                    break;
+                }
                 let text = trim(&line);
                 if text.is_empty() {
                     continue;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Reproduces the load-generator figures in BENCHMARKS.md on this machine:
+# a release server on 127.0.0.1 and `tickcast bench` against it, one run per
+# scenario, each bounded in time. Usage: scripts/bench.sh [duration, default 10s]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10s}"
+cargo build --release --quiet
+BIN=target/release/tickcast
+PORT=18480
+FEED_PORT=18481
+
+run() { # name, server flags..., -- bench flags...
+    local name="$1"; shift
+    local server_args=() bench_args=()
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do server_args+=("$1"); shift; done
+    [ "$#" -gt 0 ] && shift
+    bench_args=("$@")
+    "$BIN" --listen "127.0.0.1:$PORT" --log warn "${server_args[@]}" &
+    local pid=$!
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    echo "== $name"
+    echo "   server: tickcast ${server_args[*]}"
+    echo "   bench:  tickcast bench ${bench_args[*]}"
+    "$BIN" bench --server "127.0.0.1:$PORT" --duration "$DURATION" "${bench_args[@]}" || true
+    kill -TERM "$pid"; wait "$pid" || true
+}
+
+run "target: 100 subs x 5 of 50 symbols, 200k ticks/s (2M msgs/s), msgpack" \
+    --symbols 50 --rate 200000 -- --subscribers 100 --per-sub 5 --symbols 50 --encoding msgpack
+run "same, protobuf" \
+    --symbols 50 --rate 200000 -- --subscribers 100 --per-sub 5 --symbols 50 --encoding protobuf
+run "same, json" \
+    --symbols 50 --rate 200000 -- --subscribers 100 --per-sub 5 --symbols 50 --encoding json
+run "tcp feed driven by the bench, 100k ticks/s (1M msgs/s), latency from send" \
+    --feed "tcp://127.0.0.1:$FEED_PORT" -- --subscribers 100 --per-sub 5 --symbols 50 \
+    --drive-feed "127.0.0.1:$FEED_PORT" --rate 100000
+run "light load: 100 subs x 5 of 50, 10k ticks/s (100k msgs/s)" \
+    --symbols 50 --rate 10000 -- --subscribers 100 --per-sub 5 --symbols 50

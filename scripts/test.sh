@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs every test of tickcast, on a fresh machine or a warm one:
+#
+#   1. Python venv (.venv) with tests/python/requirements.txt
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --all-targets -- -D warnings
+#   4. cargo test --all-targets
+#   5. cargo build (the binary the Python suite runs)
+#   6. the independent-client suite: python -m pytest -q tests/python
+#
+# Works from any directory. Needs a Rust toolchain (rustup) and Python >= 3.10
+# with the venv module; installs everything else itself. Extra arguments go
+# to pytest (e.g. `scripts/test.sh -k sigterm -x`).
+#
+# Environment:
+#   PYTHON        interpreter to build the venv with (default: the first of
+#                 python3, python3.13 .. python3.10 that is >= 3.10)
+#   VENV          venv directory (default: .venv in the repo root)
+#   TICKCAST_BIN  server binary for the Python suite (default: the debug
+#                 binary in cargo's target directory)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO_ROOT="$(pwd)"
+
+started=$SECONDS
+section() {
+    printf '\n\033[1m==== %s ====\033[0m\n' "$*"
+}
+die() {
+    printf '\033[31mtest.sh: %s\033[0m\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------
+section "Python environment"
+
+python_ok() {
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' >/dev/null 2>&1
+}
+
+if [[ -z "${PYTHON:-}" ]]; then
+    for candidate in python3 python3.13 python3.12 python3.11 python3.10; do
+        if command -v "$candidate" >/dev/null 2>&1 && python_ok "$candidate"; then
+            PYTHON="$candidate"
+            break
+        fi
+    done
+    [[ -n "${PYTHON:-}" ]] || die "no Python >= 3.10 found (tried python3, python3.13 .. python3.10); set PYTHON"
+fi
+python_ok "$PYTHON" || die "$PYTHON is not Python >= 3.10"
+
+VENV="${VENV:-$REPO_ROOT/.venv}"
+VENV_PY="$VENV/bin/python"
+if [[ ! -x "$VENV_PY" ]] || ! python_ok "$VENV_PY"; then
+    echo "creating venv $VENV with $("$PYTHON" --version 2>&1)"
+    rm -rf "$VENV"
+    if ! "$PYTHON" -m venv "$VENV"; then
+        # Debian ships venv separately; install it when we may.
+        if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+            echo "installing python3-venv with apt-get"
+            apt-get update -qq && apt-get install -y -qq python3-venv
+            rm -rf "$VENV"
+            "$PYTHON" -m venv "$VENV" || die "python -m venv failed even after installing python3-venv"
+        else
+            die "python -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
+        fi
+    fi
+fi
+echo "using $("$VENV_PY" --version 2>&1) in $VENV"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$VENV_PY" -m pip install --quiet -r tests/python/requirements.txt
+
+# ---------------------------------------------------------------------------
+# rustfmt and clippy are rustup components a minimal toolchain may lack.
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
+for component in rustfmt clippy; do
+    probe="fmt"
+    [[ $component == clippy ]] && probe="clippy"
+    if ! cargo "$probe" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null 2>&1 || die "cargo $probe is missing and rustup is not available to add $component"
+        echo "installing rustup component $component"
+        rustup component add "$component"
+    fi
+done
+
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+section "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+section "cargo test --all-targets"
+cargo test --all-targets
+
+section "cargo build"
+cargo build
+
+if [[ -z "${TICKCAST_BIN:-}" ]]; then
+    target_dir="$(cargo metadata --format-version 1 --no-deps |
+        "$VENV_PY" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    TICKCAST_BIN="$target_dir/debug/tickcast"
+fi
+[[ -x "$TICKCAST_BIN" ]] || die "server binary not found at $TICKCAST_BIN"
+export TICKCAST_BIN
+
+# ---------------------------------------------------------------------------
+section "independent-client suite (pytest tests/python, server $TICKCAST_BIN)"
+"$VENV_PY" -m pytest -q tests/python "$@"
+
+section "all tests passed in $((SECONDS - started)) s"

@@ -1,0 +1,613 @@
+"""Client-side helpers for the independent-client test suite.
+
+Everything here talks to a real `tickcast` binary over real sockets with
+third-party libraries only (websockets, msgpack, protobuf): nothing from the
+Rust crate is reused, so the suite checks the wire contract, not the code.
+
+* `start_server`: runs the binary on free ports (``$TICKCAST_BIN``, default
+  ``target/debug/tickcast`` under the repo root) and waits for ``/healthz``.
+* `Server.feed()`: a feed handler on the server's ``tcp://`` feed that sends
+  newline-delimited JSON ticks.
+* `Server.connect(encoding)`: a WebSocket client that decodes every frame
+  (msgpack / protobuf / json) into one normalized dict shape, the JSON one.
+* `RawWs`: a hand-rolled client that completes the handshake and never
+  answers a ping.
+
+Every wait in here is bounded. Fixtures are in conftest.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import inspect
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import msgpack
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# websockets >= 17 wants `legacy=True` to return the connection directly
+# (without it, it warns); older versions have no such flag.
+_CONNECT_EXTRA = {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
+ENCODINGS = ("msgpack", "protobuf", "json")
+SIDES = {0: "unknown", 1: "buy", 2: "sell"}
+MARKET_TYPES = ("trade", "quote", "book", "snapshot")
+
+# Generous default for one awaited event: debug builds on a loaded 2-core CI
+# box are slow, but nothing legitimate takes seconds.
+TIMEOUT = 5.0
+
+
+def tickcast_bin() -> Path:
+    raw = os.environ.get("TICKCAST_BIN", "target/debug/tickcast")
+    path = Path(raw)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.01, what: str = "condition"):
+    """Polls ``pred`` until it returns something truthy; returns that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def float_bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+def assert_same_float(got: Any, expected: float, what: str = "value") -> None:
+    """Exact equality, bit for bit, and the wire type must be a double."""
+    assert isinstance(got, float), f"{what}: expected a float, got {type(got).__name__} {got!r}"
+    assert got == expected, f"{what}: {got!r} != {expected!r}"
+    assert float_bits(got) == float_bits(float(expected)), f"{what}: bits differ: {got!r} vs {expected!r}"
+
+
+# --------------------------------------------------------------------------
+# Protobuf module generation
+# --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# Decoding: every encoding into the JSON shape
+# --------------------------------------------------------------------------
+
+
+def _levels(levels) -> list[list[float]]:
+    return [[lvl.px, lvl.sz] for lvl in levels]
+
+
+def pb_to_dict(msg) -> dict:
+    """A protobuf ServerMessage in the JSON/msgpack shape, with checks."""
+    body = msg.WhichOneof("body")
+    assert body is not None, f"protobuf message without body: {msg}"
+    assert body == msg.type, f"type {msg.type!r} does not match body case {body!r}"
+    b = getattr(msg, body)
+    if msg.type == "ack":
+        assert (msg.sym, msg.seq, msg.ts_event, msg.ts_ingest) == ("", 0, 0, 0), msg
+        return {"type": "ack", "op": b.op, "symbols": list(b.symbols)}
+    if msg.type == "error":
+        assert (msg.sym, msg.seq, msg.ts_event, msg.ts_ingest) == ("", 0, 0, 0), msg
+        return {"type": "error", "code": b.code, "message": b.message, "symbols": list(b.symbols)}
+    out = {"type": msg.type, "sym": msg.sym, "seq": msg.seq, "ts_event": msg.ts_event, "ts_ingest": msg.ts_ingest}
+    if msg.type == "trade":
+        out.update(px=b.px, sz=b.sz, side=SIDES[b.side])
+    elif msg.type == "quote":
+        out.update(bid=b.bid, bid_sz=b.bid_sz, ask=b.ask, ask_sz=b.ask_sz)
+    elif msg.type == "book":
+        out.update(bids=_levels(b.bids), asks=_levels(b.asks))
+    elif msg.type == "snapshot":
+        q, t = b.quote, b.trade
+        out["quote"] = (
+            {"bid": q.bid, "bid_sz": q.bid_sz, "ask": q.ask, "ask_sz": q.ask_sz} if b.HasField("quote") else None
+        )
+        out["trade"] = {"px": t.px, "sz": t.sz, "side": SIDES[t.side]} if b.HasField("trade") else None
+        assert b.HasField("book"), "snapshot without book"
+        out["book"] = {"bids": _levels(b.book.bids), "asks": _levels(b.book.asks)}
+    else:  # pragma: no cover - a new type the suite does not know
+        raise AssertionError(f"unknown protobuf message type {msg.type!r}")
+    return out
+
+
+def decode_frame(encoding: str, data: str | bytes, pb2_module) -> dict:
+    """Decodes one WebSocket message; checks the frame kind (text for json,
+    binary otherwise)."""
+    if encoding == "json":
+        assert isinstance(data, str), f"json must come in text frames, got binary {data[:40]!r}"
+        msg = json.loads(data)
+    elif encoding == "msgpack":
+        assert isinstance(data, bytes), f"msgpack must come in binary frames, got text {data[:40]!r}"
+        msg = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    elif encoding == "protobuf":
+        assert isinstance(data, bytes), f"protobuf must come in binary frames, got text {data[:40]!r}"
+        m = pb2_module.ServerMessage()
+        m.ParseFromString(data)
+        msg = pb_to_dict(m)
+    else:  # pragma: no cover
+        raise ValueError(encoding)
+    assert isinstance(msg, dict) and "type" in msg, f"not a server message: {msg!r}"
+    return msg
+
+
+# --------------------------------------------------------------------------
+# Clients
+# --------------------------------------------------------------------------
+
+
+class WsClient:
+    """A decoding WebSocket client (websockets' sync client: server pings are
+    answered by its background thread)."""
+
+    def __init__(self, ws: ClientConnection, encoding: str, pb2_module):
+        self.ws = ws
+        self.encoding = encoding
+        self.pb2 = pb2_module
+
+    # -- sending
+    def send_json(self, obj: Any) -> None:
+        self.ws.send(json.dumps(obj))
+
+    def send_text(self, text: str) -> None:
+        self.ws.send(text)
+
+    def subscribe(self, *symbols: str) -> None:
+        self.send_json({"op": "subscribe", "symbols": list(symbols)})
+
+    def unsubscribe(self, *symbols: str) -> None:
+        self.send_json({"op": "unsubscribe", "symbols": list(symbols)})
+
+    # -- receiving
+    def recv(self, timeout: float = TIMEOUT) -> dict:
+        try:
+            data = self.ws.recv(timeout=timeout)
+        except TimeoutError:
+            raise AssertionError(f"{self.encoding} client: no message within {timeout}s") from None
+        return decode_frame(self.encoding, data, self.pb2)
+
+    def recv_type(self, kind: str, timeout: float = TIMEOUT) -> dict:
+        msg = self.recv(timeout)
+        assert msg["type"] == kind, f"expected a {kind!r} message, got {msg!r}"
+        return msg
+
+    def recv_until(self, pred: Callable[[dict], bool], timeout: float = TIMEOUT, limit: int = 1_000_000) -> list[dict]:
+        """Messages up to and including the first one matching ``pred``."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while len(out) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                data = self.ws.recv(timeout=left)
+            except TimeoutError:
+                break
+            msg = decode_frame(self.encoding, data, self.pb2)
+            out.append(msg)
+            if pred(msg):
+                return out
+        tail = out[-3:]
+        raise AssertionError(f"{self.encoding} client: no matching message within {timeout}s ({len(out)} seen, last {tail!r})")
+
+    def drain(self, quiet: float = 0.05) -> list[dict]:
+        """Everything that arrives until ``quiet`` seconds pass with nothing."""
+        out = []
+        while True:
+            try:
+                data = self.ws.recv(timeout=quiet)
+            except TimeoutError:
+                return out
+            out.append(decode_frame(self.encoding, data, self.pb2))
+
+    def subscribe_and_snapshots(self, *symbols: str, timeout: float = TIMEOUT) -> dict[str, dict]:
+        """Subscribes, checks the ack, and returns the snapshots by symbol."""
+        self.subscribe(*symbols)
+        ack = self.recv_type("ack", timeout)
+        assert ack == {"type": "ack", "op": "subscribe", "symbols": list(symbols)}, ack
+        snaps = {}
+        for _ in symbols:
+            snap = self.recv_type("snapshot", timeout)
+            snaps[snap["sym"]] = snap
+        assert set(snaps) == set(symbols), snaps.keys()
+        return snaps
+
+    def expect_close(self, timeout: float = TIMEOUT) -> tuple[int | None, str | None, list[dict]]:
+        """Reads until the server closes; returns (code, reason, messages
+        received before the close)."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.encoding} client: not closed within {timeout}s")
+            try:
+                data = self.ws.recv(timeout=left)
+            except TimeoutError:
+                continue
+            except ConnectionClosed as e:
+                rcvd = e.rcvd
+                return (rcvd.code if rcvd else None), (rcvd.reason if rcvd else None), seen
+            seen.append(decode_frame(self.encoding, data, self.pb2))
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+class Feed:
+    """A feed handler: newline-delimited JSON ticks over TCP."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.lock = threading.Lock()
+
+    def send(self, *ticks: dict) -> None:
+        lines = "".join(json.dumps(t, separators=(",", ":"), allow_nan=False) + "\n" for t in ticks)
+        self.send_raw(lines.encode())
+
+    def send_raw(self, data: bytes) -> None:
+        with self.lock:
+            self.sock.sendall(data)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# Tick builders for the feed's JSON line schema.
+def trade(sym: str, px: float, sz: float, side: str | None = "buy", ts_event: int | None = None) -> dict:
+    t = {"type": "trade", "sym": sym, "px": px, "sz": sz}
+    if side is not None:
+        t["side"] = side
+    if ts_event is not None:
+        t["ts_event"] = ts_event
+    return t
+
+
+def quote(sym: str, bid: float, bid_sz: float, ask: float, ask_sz: float, ts_event: int | None = None) -> dict:
+    t = {"type": "quote", "sym": sym, "bid": bid, "bid_sz": bid_sz, "ask": ask, "ask_sz": ask_sz}
+    if ts_event is not None:
+        t["ts_event"] = ts_event
+    return t
+
+
+def book(sym: str, bids=(), asks=(), ts_event: int | None = None) -> dict:
+    t = {"type": "book", "sym": sym, "bids": [list(l) for l in bids], "asks": [list(l) for l in asks]}
+    if ts_event is not None:
+        t["ts_event"] = ts_event
+    return t
+
+
+class Ticker(threading.Thread):
+    """Sends a trade for ``sym`` every ``period`` seconds until stopped."""
+
+    def __init__(self, feed: Feed, sym: str, period: float = 0.002):
+        super().__init__(daemon=True)
+        self.feed, self.sym, self.period = feed, sym, period
+        self.sent = 0
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                self.sent += 1
+                self.feed.send(trade(self.sym, 100.0 + self.sent / 100, 1.0, ts_event=1_700_000_000_000_000_000 + self.sent))
+                self._stop_event.wait(self.period)
+        except BaseException as e:  # surfaced by stop()
+            self.error = e
+
+    def halt(self) -> None:
+        """Stops without reporting send errors (for when the server is gone)."""
+        self._stop_event.set()
+        self.join(TIMEOUT)
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(TIMEOUT)
+        assert not self.is_alive(), "ticker thread did not stop"
+        if self.error:
+            raise self.error
+        return self.sent
+
+
+# --------------------------------------------------------------------------
+# The server under test
+# --------------------------------------------------------------------------
+
+
+def http_request(port: int, path: str, headers: dict | None = None, method: str = "GET", timeout: float = TIMEOUT):
+    """(status, headers dict lower-cased, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+    finally:
+        conn.close()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text to {"name" or "name{labels}": value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        out[key] = float(value)
+    return out
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    feed_port: int | None
+    log_path: Path
+    args: list[str]
+    _feeds: list[Feed] = field(default_factory=list)
+    _clients: list[WsClient] = field(default_factory=list)
+    _pb2: Any = None
+
+    # -- HTTP
+    def http(self, path: str, **kw):
+        return http_request(self.port, path, **kw)
+
+    def metrics(self) -> dict[str, float]:
+        status, _, body = self.http("/metrics")
+        assert status == 200, status
+        return parse_metrics(body.decode())
+
+    def metric(self, name: str) -> float:
+        m = self.metrics()
+        assert name in m, f"metric {name} not exposed; have {sorted(m)}"
+        return m[name]
+
+    def wait_metric(self, name: str, pred: Callable[[float], bool], timeout: float = TIMEOUT) -> float:
+        last = {}
+
+        def check():
+            last["v"] = self.metrics().get(name)
+            return last["v"] is not None and pred(last["v"])
+
+        try:
+            wait_until(check, timeout, interval=0.02, what=name)
+        except AssertionError:
+            raise AssertionError(f"metric {name}: condition not met within {timeout}s (last value {last.get('v')})") from None
+        return last["v"]
+
+    def wait_published(self, n: int, timeout: float = TIMEOUT) -> None:
+        """Waits until the engine has sequenced at least ``n`` updates in total."""
+        self.wait_metric("tickcast_updates_published_total", lambda v: v >= n, timeout)
+
+    def symbols(self) -> list[str]:
+        status, headers, body = self.http("/symbols")
+        assert status == 200, status
+        return json.loads(body)
+
+    # -- WebSocket
+    def ws_url(self, encoding: str | None = None, query: str | None = None) -> str:
+        url = f"ws://127.0.0.1:{self.port}/ws"
+        if query:
+            url += "?" + query
+        elif encoding is not None:
+            url += f"?encoding={encoding}"
+        return url
+
+    def connect(
+        self,
+        encoding: str | None = None,
+        *,
+        subprotocols: Iterable[str] | None = None,
+        query: str | None = None,
+        decode_as: str | None = None,
+    ) -> WsClient:
+        ws = ws_connect(
+            self.ws_url(encoding, query),
+            subprotocols=list(subprotocols) if subprotocols else None,
+            compression=None,
+            proxy=None,
+            open_timeout=TIMEOUT,
+            close_timeout=2,
+            ping_interval=None,  # the server pings; the library answers
+            max_size=None,
+            max_queue=None,
+            **_CONNECT_EXTRA,
+        )
+        client = WsClient(ws, decode_as or encoding or "msgpack", self._pb2)
+        self._clients.append(client)
+        return client
+
+    def feed(self) -> Feed:
+        assert self.feed_port is not None, "server was started without a tcp feed"
+        f = Feed(self.feed_port)
+        self._feeds.append(f)
+        return f
+
+    def wait_symbols(self, *names: str, timeout: float = TIMEOUT) -> None:
+        wait_until(lambda: set(names) <= set(self.symbols()), timeout, interval=0.01, what=f"symbols {names}")
+
+    # -- lifecycle
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        for c in self._clients:
+            c.close()
+        for f in self._feeds:
+            f.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass
+
+
+def _child_env() -> dict[str, str]:
+    # The server reads TICKCAST_* flags from the environment; keep the
+    # caller's settings (including TICKCAST_BIN) out of it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
+    env.setdefault("RUST_BACKTRACE", "1")
+    return env
+
+
+def start_server(log_dir: Path, pb2_module, feed: str = "tcp", extra: Iterable[str] = (), attempts: int = 3) -> Server:
+    binary = tickcast_bin()
+    if not binary.is_file():
+        pytest.fail(f"tickcast binary not found at {binary}: run `cargo build` or set TICKCAST_BIN")
+    last_error = ""
+    for attempt in range(attempts):
+        port = free_port()
+        feed_port = free_port() if feed == "tcp" else None
+        while feed_port == port:
+            feed_port = free_port()
+        args = [
+            str(binary),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--feed",
+            f"tcp://127.0.0.1:{feed_port}" if feed == "tcp" else feed,
+            "--ping-interval",
+            "1s",
+            "--pong-timeout",
+            "1s",
+            *extra,
+        ]
+        log_path = log_dir / f"tickcast-{port}.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), cwd=REPO_ROOT)
+        log.close()
+        server = Server(proc, port, feed_port, log_path, args, _pb2=pb2_module)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            try:
+                status, _, body = http_request(port, "/healthz", timeout=1)
+                if status == 200:
+                    return server
+            except OSError:
+                pass
+            time.sleep(0.02)
+        last_error = f"attempt {attempt + 1}: exit={proc.poll()} args={args}\n{server.log_tail()}"
+        server.stop()
+    pytest.fail(f"tickcast did not become healthy:\n{last_error}")
+
+
+# --------------------------------------------------------------------------
+# Raw WebSocket (for a client that never answers pings)
+# --------------------------------------------------------------------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class RawWs:
+    """A minimal client: does the handshake by hand, then only reads. It
+    never sends a pong (or anything else)."""
+
+    def __init__(self, port: int, path: str = "/ws?encoding=json", rcvbuf: int | None = None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect, so the window is small from the start
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            assert chunk, "server closed during the handshake"
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 101"), lines[0]
+        headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        expected = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        assert headers.get("sec-websocket-accept") == expected, headers
+
+    def _read_exact(self, n: int, deadline: float) -> bytes | None:
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise TimeoutError from None
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes] | None:
+        """(opcode, payload) of the next frame, or None at EOF."""
+        deadline = time.monotonic() + timeout
+        head = self._read_exact(2, deadline)
+        if head is None:
+            return None
+        b0, b1 = head
+        assert b1 & 0x80 == 0, "server frames must not be masked"
+        assert b0 & 0x80, "expected final frames"
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", self._read_exact(2, deadline))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", self._read_exact(8, deadline))[0]
+        payload = self._read_exact(n, deadline) if n else b""
+        assert payload is not None, "EOF inside a frame"
+        return b0 & 0x0F, payload
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
