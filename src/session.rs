@@ -290,6 +290,7 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
 
     let stream = Arc::new(stream);
     let mut writer = tokio::spawn(writer::run(shared.clone(), stream.clone(), ctx.metrics.clone()));
+    let mut writer_done = false;
 
     let reader = std::io::Cursor::new(leftover).chain(SharedRead(stream.clone()));
     let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
@@ -327,7 +328,9 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
                 break;
             }
             _ = &mut writer => {
-                // The socket failed or was shut; nothing more can be sent.
+                // The socket failed or was shut; nothing more can be sent,
+                // and the handle must not be polled again.
+                writer_done = true;
                 break;
             }
             _ = sleep_until_opt(deadline), if deadline.is_some() => {
@@ -373,7 +376,7 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
     // the close frame before the client reads it.
     let grace = ctx.config.shutdown_grace;
     let goodbye = async {
-        if (&mut writer).await.is_ok_and(|r| r.is_ok()) {
+        if !writer_done && (&mut writer).await.is_ok_and(|r| r.is_ok()) {
             drain_until_eof(&stream).await;
         }
     };
