@@ -12,7 +12,6 @@
 //! Every run is bounded by `--warmup` + `--duration` and stops by itself.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -321,7 +320,8 @@ async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: Vec<String>
         return;
     }
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    let mut last_seq: HashMap<String, u64> = HashMap::with_capacity(symbols.len());
+    // A subscriber has a handful of symbols: a linear scan beats hashing.
+    let mut last_seq: Vec<(String, u64)> = Vec::with_capacity(symbols.len());
     let mut pending: Vec<u64> = Vec::with_capacity(1024);
     let mut delivered = 0u64;
     let ws = client.raw();
@@ -345,7 +345,7 @@ async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: Vec<String>
         if !is_update && light.kind != "snapshot" {
             continue;
         }
-        match last_seq.get_mut(&*light.sym) {
+        match last_seq.iter_mut().find(|(s, _)| *s == *light.sym).map(|(_, q)| q) {
             Some(prev) => {
                 if is_update && light.seq != *prev + 1 {
                     shared.seq_errors.fetch_add(1, Ordering::Relaxed);
@@ -353,7 +353,7 @@ async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: Vec<String>
                 *prev = light.seq;
             }
             None => {
-                last_seq.insert(light.sym.into_owned(), light.seq);
+                last_seq.push((light.sym.into_owned(), light.seq));
             }
         }
         if is_update && shared.measuring.load(Ordering::Relaxed) {
@@ -455,18 +455,53 @@ fn msgpack_light(buf: &[u8]) -> Option<Light<'_>> {
     let mut r = MsgpackReader { buf, pos: 0 };
     let entries = r.map_len()?;
     let mut light = Light { kind: Cow::Borrowed(""), sym: Cow::Borrowed(""), seq: 0, ts_event: 0, ts_ingest: 0 };
+    // The server writes these five keys first; stop once all are seen.
+    let mut seen = 0u8;
     for _ in 0..entries {
         let key = r.str()?;
-        match key {
-            b"type" => light.kind = Cow::Borrowed(std::str::from_utf8(r.str()?).ok()?),
-            b"sym" => light.sym = Cow::Borrowed(std::str::from_utf8(r.str()?).ok()?),
-            b"seq" => light.seq = r.uint()?,
-            b"ts_event" => light.ts_event = r.uint()?,
-            b"ts_ingest" => light.ts_ingest = r.uint()?,
-            _ => r.skip()?,
+        let bit = match key {
+            b"type" => {
+                light.kind = Cow::Borrowed(ascii(r.str()?)?);
+                1
+            }
+            b"sym" => {
+                light.sym = Cow::Borrowed(ascii(r.str()?)?);
+                2
+            }
+            b"seq" => {
+                light.seq = r.uint()?;
+                4
+            }
+            b"ts_event" => {
+                light.ts_event = r.uint()?;
+                8
+            }
+            b"ts_ingest" => {
+                light.ts_ingest = r.uint()?;
+                16
+            }
+            _ => {
+                r.skip()?;
+                0
+            }
+        };
+        seen |= bit;
+        if seen == 31 {
+            break;
         }
     }
     Some(light)
+}
+
+/// Symbols and types are ASCII by protocol; checking that is cheaper than
+/// full UTF-8 validation and just as safe.
+fn ascii(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_ascii() {
+        // ASCII is valid UTF-8.
+        std::str::from_utf8(bytes).ok()
+    } else {
+        None
+    }
 }
 
 struct MsgpackReader<'a> {
