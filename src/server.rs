@@ -163,11 +163,10 @@ impl Server {
             max_symbols: config.max_symbols,
             shutdown: stop_feed.clone(),
         };
-        let stop = |ring: &TickRing| ring.close();
         let feed = match feed::start(&config.feed, &config.synthetic, feed_ctx) {
             Ok(f) => f,
             Err(source) => {
-                stop(&ring);
+                ring.close();
                 return Err(ServerError::Feed { feed: config.feed.to_string(), source });
             }
         };
@@ -175,7 +174,7 @@ impl Server {
             Ok(l) => l,
             Err(source) => {
                 stop_feed.store(true, Ordering::Relaxed);
-                stop(&ring);
+                ring.close();
                 return Err(ServerError::Listen { addr: config.listen, source });
             }
         };
@@ -388,8 +387,7 @@ fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Byt
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // The registry guard inside the session now owns the count.
-                let ctx2 = ctx.clone();
-                session::run(ctx2, parts.io.into_inner(), parts.read_buf, encoding).await;
+                session::run(ctx, parts.io.into_inner(), parts.read_buf, encoding).await;
             }
             Err(_) => {
                 ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);

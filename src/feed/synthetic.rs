@@ -106,16 +106,20 @@ impl Market {
     fn book(&mut self, rng: &mut Rng) -> Update {
         let (bid, ask) = (self.bid, self.ask());
         let mut delta = BookDelta::default();
-        let stale_bids: Vec<i64> = self.bids.keys().copied().filter(|&p| p > bid || p <= bid - BOOK_LEVELS).collect();
-        for p in stale_bids {
-            self.bids.remove(&p);
-            delta.bids.push(Level { px: px(p), sz: 0.0 });
-        }
-        let stale_asks: Vec<i64> = self.asks.keys().copied().filter(|&p| p < ask || p >= ask + BOOK_LEVELS).collect();
-        for p in stale_asks {
-            self.asks.remove(&p);
-            delta.asks.push(Level { px: px(p), sz: 0.0 });
-        }
+        self.bids.retain(|&p, _| {
+            let keep = p <= bid && p > bid - BOOK_LEVELS;
+            if !keep {
+                delta.bids.push(Level { px: px(p), sz: 0.0 });
+            }
+            keep
+        });
+        self.asks.retain(|&p, _| {
+            let keep = p >= ask && p < ask + BOOK_LEVELS;
+            if !keep {
+                delta.asks.push(Level { px: px(p), sz: 0.0 });
+            }
+            keep
+        });
         if let std::collections::btree_map::Entry::Vacant(level) = self.bids.entry(bid) {
             let sz = *level.insert(lots(rng, 50));
             delta.bids.push(Level { px: px(bid), sz });
