@@ -383,18 +383,65 @@ fn flush(shared: &Shared, pending: &mut Vec<u64>, delivered: &mut u64) {
 fn decode_light(encoding: Encoding, payload: &[u8]) -> Option<Light<'_>> {
     match encoding {
         Encoding::Msgpack => msgpack_light(payload),
-        Encoding::Json => serde_json::from_slice(payload).ok(),
-        Encoding::Protobuf => {
-            let m = <crate::pb::ServerMessage as prost::Message>::decode(payload).ok()?;
-            Some(Light {
-                kind: Cow::Owned(m.r#type),
-                sym: Cow::Owned(m.sym),
-                seq: m.seq,
-                ts_event: m.ts_event,
-                ts_ingest: m.ts_ingest,
-            })
+        Encoding::Json => json_light(payload).or_else(|| serde_json::from_slice(payload).ok()),
+        Encoding::Protobuf => protobuf_light(payload),
+    }
+}
+
+/// Reads the leading fields of a market message as the server writes them
+/// (`{"type":..,"sym":..,"seq":..,"ts_event":..,"ts_ingest":..`); any
+/// other shape returns `None` and is parsed in full by the caller.
+fn json_light(buf: &[u8]) -> Option<Light<'_>> {
+    fn string<'a>(buf: &'a [u8], prefix: &[u8]) -> Option<(&'a str, &'a [u8])> {
+        let rest = buf.strip_prefix(prefix)?;
+        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+        (rest[end] == b'"').then_some(())?;
+        Some((ascii(&rest[..end])?, &rest[end + 1..]))
+    }
+    fn number<'a>(buf: &'a [u8], prefix: &[u8]) -> Option<(u64, &'a [u8])> {
+        let rest = buf.strip_prefix(prefix)?;
+        let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+        let mut n: u64 = 0;
+        for &d in &rest[..end] {
+            n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        Some((n, &rest[end..]))
+    }
+    let (kind, rest) = string(buf, br#"{"type":""#)?;
+    let (sym, rest) = string(rest, br#","sym":""#)?;
+    let (seq, rest) = number(rest, br#","seq":"#)?;
+    let (ts_event, rest) = number(rest, br#","ts_event":"#)?;
+    let (ts_ingest, _) = number(rest, br#","ts_ingest":"#)?;
+    Some(Light { kind: Cow::Borrowed(kind), sym: Cow::Borrowed(sym), seq, ts_event, ts_ingest })
+}
+
+/// Reads fields 1-5 of a `ServerMessage` (type, sym, seq, ts_event,
+/// ts_ingest) and stops at the body, without allocating.
+fn protobuf_light(mut buf: &[u8]) -> Option<Light<'_>> {
+    use prost::encoding::{decode_varint, WireType};
+    let mut light = Light { kind: Cow::Borrowed(""), sym: Cow::Borrowed(""), seq: 0, ts_event: 0, ts_ingest: 0 };
+    while !buf.is_empty() {
+        let key = decode_varint(&mut buf).ok()?;
+        let (tag, wire) = (key >> 3, WireType::try_from(key & 7).ok()?);
+        match (tag, wire) {
+            (1 | 2, WireType::LengthDelimited) => {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                let text = ascii(buf.get(..len)?)?;
+                buf = &buf[len..];
+                if tag == 1 {
+                    light.kind = Cow::Borrowed(text);
+                } else {
+                    light.sym = Cow::Borrowed(text);
+                }
+            }
+            (3, WireType::Varint) => light.seq = decode_varint(&mut buf).ok()?,
+            (4, WireType::Varint) => light.ts_event = decode_varint(&mut buf).ok()?,
+            (5, WireType::Varint) => light.ts_ingest = decode_varint(&mut buf).ok()?,
+            // The body follows the envelope fields: nothing more to read.
+            _ => break,
         }
     }
+    Some(light)
 }
 
 async fn drive_feed(feed: SocketAddr, names: Vec<String>, rate: f64, shared: Arc<Shared>) {
@@ -603,7 +650,7 @@ mod tests {
     use crate::tick::{BookDelta, Level, Side, Trade, Update};
 
     #[test]
-    fn the_light_msgpack_reader_agrees_with_the_codec() {
+    fn the_light_readers_agree_with_the_codec() {
         let updates = [
             Update::Trade(Trade { px: 1.5, sz: 2.0, side: Side::Buy }),
             Update::Book(BookDelta { bids: vec![Level { px: 1.0, sz: 0.0 }], asks: vec![Level { px: 2.0, sz: 3.0 }] }),
@@ -613,10 +660,23 @@ mod tests {
             let msg = ServerMessage::update("BTC-USDT", seq, u64::MAX - 1, 1_700_000_000_000_000_000, u);
             let mut buf = Vec::new();
             encode_payload(Encoding::Msgpack, &msg, &mut buf);
-            let light = msgpack_light(&buf).expect("decodes");
-            assert_eq!(&*light.kind, u.kind());
-            assert_eq!(&*light.sym, "BTC-USDT");
-            assert_eq!((light.seq, light.ts_event, light.ts_ingest), (seq, u64::MAX - 1, 1_700_000_000_000_000_000));
+            for encoding in Encoding::ALL {
+                let mut buf = Vec::new();
+                encode_payload(encoding, &msg, &mut buf);
+                let light = match encoding {
+                    Encoding::Msgpack => msgpack_light(&buf),
+                    Encoding::Json => json_light(&buf),
+                    Encoding::Protobuf => protobuf_light(&buf),
+                }
+                .unwrap_or_else(|| panic!("{encoding:?} light reader failed"));
+                assert_eq!(&*light.kind, u.kind(), "{encoding:?}");
+                assert_eq!(&*light.sym, "BTC-USDT", "{encoding:?}");
+                assert_eq!(
+                    (light.seq, light.ts_event, light.ts_ingest),
+                    (seq, u64::MAX - 1, 1_700_000_000_000_000_000),
+                    "{encoding:?}"
+                );
+            }
         }
         assert!(msgpack_light(b"\x81").is_none());
     }
