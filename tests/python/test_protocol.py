@@ -556,21 +556,14 @@ def test_oversized_fragmented_message_is_closed_with_1009(server, enc):
     assert server.metric('tickcast_client_errors_total{code="message_too_big"}') == 1
 
 
-def test_message_of_just_under_the_limit_is_accepted(server, enc):
+@pytest.mark.parametrize("size", [65535, 65536], ids=["just_under", "exactly"])
+def test_message_up_to_the_limit_is_accepted(server, enc, size):
     seed(server, "AAPL")
     client = server.connect(enc)
     body = '{"op":"subscribe","symbols":["AAPL"]}'
-    client.send_text(body + " " * (65535 - len(body)))
+    client.send_text(body + " " * (size - len(body)))
     assert client.recv_type("ack")["symbols"] == ["AAPL"]
     assert client.recv_type("snapshot")["sym"] == "AAPL"
-
-
-def test_message_of_exactly_the_limit_is_accepted(server, enc):
-    seed(server, "AAPL")
-    client = server.connect(enc)
-    body = '{"op":"subscribe","symbols":["AAPL"]}'
-    client.send_text(body + " " * (65536 - len(body)))
-    assert client.recv_type("ack")["symbols"] == ["AAPL"]
 
 
 def test_invalid_utf8_text_frame_is_closed_with_1007(server, enc):
