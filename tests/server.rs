@@ -248,14 +248,16 @@ async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
             other => panic!("healthy client got {other:?}"),
         }
     }
-    // Bad feed lines are counted and skipped; the feed goes on.
+    // Bad feed lines, including one over the 1 MiB line limit, are counted
+    // and skipped; the feed goes on.
+    let overlong = format!(r#"{{"type":"trade","sym":"AAPL","px":1,"sz":1,"pad":"{}"}}"#, "x".repeat(2 << 20));
     send_lines(
         &mut feed,
-        &["garbage".into(), r#"{"type":"trade","sym":"AAPL","px":1}"#.into(), quote("AAPL", 1.0, 3.0, 4)],
+        &["garbage".into(), r#"{"type":"trade","sym":"AAPL","px":1}"#.into(), overlong, quote("AAPL", 1.0, 3.0, 4)],
     )
     .await;
     assert!(matches!(next(&mut healthy).await, ServerMessage::Quote { seq: 4, .. }));
-    assert_eq!(running.metric("tickcast_feed_errors_total").await, 2.0);
+    assert_eq!(running.metric("tickcast_feed_errors_total").await, 3.0);
     assert_eq!(running.metric("tickcast_client_errors_total{code=\"bad_json\"}").await, 1.0);
     assert_eq!(running.metric("tickcast_client_errors_total{code=\"unknown_op\"}").await, 1.0);
     assert_eq!(running.metric("tickcast_client_errors_total{code=\"bad_request\"}").await, 2.0);
