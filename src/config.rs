@@ -79,6 +79,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_FLUSH_INTERVAL", default_value = "1ms", value_parser = duration)]
     pub flush_interval: Duration,
 
+    /// Bytes queued for one subscriber (not yet accepted by its socket)
+    /// above which it is closed with 1008 "slow consumer" and its queue freed.
+    #[arg(long, env = "TICKCAST_DISCONNECT_ABOVE", default_value_t = 8 << 20)]
+    pub disconnect_above: usize,
+
+    /// A subscriber with data queued whose socket accepts no byte for this
+    /// long is closed with 1008 "slow consumer".
+    #[arg(long, env = "TICKCAST_SLOW_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub slow_timeout: Duration,
+
     /// Book levels per side in snapshots.
     #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value_t = 10)]
     pub book_depth: usize,
@@ -127,6 +137,8 @@ pub struct Config {
     pub writers: usize,
     /// Least time between two writes to one subscriber.
     pub flush_interval: Duration,
+    /// When a subscriber is closed as too slow.
+    pub slow: crate::engine::SlowConsumerPolicy,
     /// Book levels per side in snapshots.
     pub book_depth: usize,
     /// Symbol table bound.
@@ -154,6 +166,10 @@ impl Default for Config {
             ring_capacity: crate::ring::DEFAULT_CAPACITY,
             writers: default_writers(),
             flush_interval: Duration::from_millis(1),
+            slow: crate::engine::SlowConsumerPolicy {
+                disconnect_above: 8 << 20,
+                slow_timeout: Duration::from_secs(10),
+            },
             book_depth: 10,
             max_symbols: 100_000,
             max_connections: 50_000,
@@ -217,6 +233,14 @@ impl ServeArgs {
             format!("--pong-timeout {:?}: must be at least 100ms", self.pong_timeout),
         );
         check(
+            (64 * 1024..=1 << 30).contains(&self.disconnect_above),
+            format!("--disconnect-above {}: must be 65536 to 1073741824 bytes", self.disconnect_above),
+        );
+        check(
+            self.slow_timeout >= Duration::from_millis(100),
+            format!("--slow-timeout {:?}: must be at least 100ms", self.slow_timeout),
+        );
+        check(
             self.flush_interval <= Duration::from_millis(100),
             format!("--flush-interval {:?}: must be at most 100ms", self.flush_interval),
         );
@@ -238,6 +262,10 @@ impl ServeArgs {
                 ring_capacity: self.ring_capacity,
                 writers,
                 flush_interval: self.flush_interval,
+                slow: crate::engine::SlowConsumerPolicy {
+                    disconnect_above: self.disconnect_above,
+                    slow_timeout: self.slow_timeout,
+                },
                 book_depth: self.book_depth,
                 max_symbols: self.max_symbols,
                 max_connections: self.max_connections,

@@ -55,6 +55,19 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// soon as a tick or command arrives; this only bounds a lost wake-up).
 const IDLE_PARK: Duration = Duration::from_millis(2);
 
+/// When the engine gives up on a subscriber. Checked where frames are
+/// staged, once per flush, from the session's exact queued-byte count and
+/// its writer's last progress; nothing here waits on a socket.
+#[derive(Clone, Copy, Debug)]
+pub struct SlowConsumerPolicy {
+    /// Queued bytes (not yet accepted by the kernel) above which the
+    /// session is closed with 1008 "slow consumer" and its queue freed.
+    pub disconnect_above: usize,
+    /// A session with bytes queued whose writer made no progress for this
+    /// long is closed the same way.
+    pub slow_timeout: Duration,
+}
+
 /// What sessions ask of the engine.
 pub enum Command {
     /// A new session: give it a slot.
@@ -130,6 +143,7 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     book_depth: usize,
     flush_interval: Duration,
+    slow: SlowConsumerPolicy,
     topics: Vec<Topic>,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<SlotId>,
@@ -147,6 +161,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         book_depth: usize,
         flush_interval: Duration,
+        slow: SlowConsumerPolicy,
     ) -> (Engine, EngineHandle) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let handle = EngineHandle { tx, ring: ring.clone() };
@@ -157,6 +172,7 @@ impl Engine {
             metrics,
             book_depth,
             flush_interval,
+            slow,
             topics: Vec::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -426,6 +442,27 @@ impl Engine {
         }
     }
 
+    /// Closes a session that cannot keep up: 1008 "slow consumer", its
+    /// queued data dropped at once, its subscriptions removed so nothing
+    /// more is staged for it. The session's task then ends and deregisters.
+    fn disconnect_slow(&mut self, slot: SlotId, queued: usize, stalled_ns: u64) {
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        s.staged.clear();
+        s.staged_bytes = 0;
+        s.dirty = false;
+        s.urgent = false;
+        let session = s.session.clone();
+        self.unsubscribe_all(slot);
+        session.close(crate::codec::close_frame(crate::session::close_code::POLICY, "slow consumer"));
+        self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            session = session.id,
+            queued_bytes = queued,
+            stalled_ms = stalled_ns / 1_000_000,
+            "closed slow consumer (1008)"
+        );
+    }
+
     /// Moves staged frames to the outbox of every dirty session that is
     /// due: its last flush is at least `--flush-interval` ago, it holds
     /// [`FLUSH_BYTES`], or it has a reply waiting. A session that receives
@@ -435,12 +472,22 @@ impl Engine {
     fn flush(&mut self, now: Instant) -> Option<Duration> {
         let mut next: Option<Duration> = None;
         let mut i = 0;
+        let now_ns = crate::tick::now_ns();
         while i < self.dirty.len() {
             let slot = self.dirty[i];
             let Some(s) = self.slots[slot as usize].as_mut() else {
                 self.dirty.swap_remove(i);
                 continue;
             };
+            let queued = s.session.queued_bytes();
+            let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
+            let too_big = queued + s.staged_bytes > self.slow.disconnect_above;
+            let too_slow = queued > 0 && stalled_ns > self.slow.slow_timeout.as_nanos() as u64;
+            if too_big || too_slow {
+                self.dirty.swap_remove(i);
+                self.disconnect_slow(slot, queued, stalled_ns);
+                continue;
+            }
             let since = now.saturating_duration_since(s.last_flush);
             if s.urgent || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {
                 s.session.push_data(&mut s.staged, s.staged_bytes);

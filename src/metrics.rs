@@ -96,6 +96,8 @@ pub struct Metrics {
     pub write_calls: AtomicU64,
     /// Socket write errors (peer reset and the like).
     pub write_errors: AtomicU64,
+    /// Sessions closed with 1008 "slow consumer".
+    pub slow_disconnects: AtomicU64,
     /// Client errors by kind.
     client_errors: [AtomicU64; ClientError::ALL.len()],
 }
@@ -261,6 +263,12 @@ impl Metrics {
             "counter",
             "Socket write errors.",
             &one(self.write_errors.load(r) as f64),
+        );
+        metric(
+            "tickcast_slow_disconnects_total",
+            "counter",
+            "Sessions closed as slow consumers (1008).",
+            &one(self.slow_disconnects.load(r) as f64),
         );
         metric(
             "tickcast_queued_bytes",

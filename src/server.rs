@@ -149,8 +149,14 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let symbols = Arc::new(SymbolTable::default());
         let ring = Arc::new(TickRing::new(config.ring_capacity));
-        let (engine, handle) =
-            Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, config.flush_interval);
+        let (engine, handle) = Engine::new(
+            ring.clone(),
+            symbols.clone(),
+            metrics.clone(),
+            config.book_depth,
+            config.flush_interval,
+            config.slow,
+        );
         let engine_thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || engine.run())

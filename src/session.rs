@@ -23,7 +23,7 @@
 //! the control frames; queued data behind it is discarded.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Policy: no pong within `--pong-timeout`.
+    /// Policy: no pong within `--pong-timeout`, or a slow consumer.
     pub const POLICY: u16 = 1008;
     /// A message over `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
@@ -71,6 +71,12 @@ pub struct SessionShared {
     notify: Notify,
     /// Set once a close frame is queued: no more frames are accepted.
     closing: AtomicBool,
+    /// Wakes the session's reader when someone else (the engine's
+    /// slow-consumer policy) closes the session.
+    closed: Notify,
+    /// Wall clock (ns) of the writer's last progress: a write that moved
+    /// bytes, or an outbox found empty. The slow-consumer timeout reads it.
+    last_progress_ns: AtomicU64,
 }
 
 #[derive(Default)]
@@ -109,6 +115,8 @@ impl SessionShared {
             queued_bytes: AtomicUsize::new(0),
             notify: Notify::new(),
             closing: AtomicBool::new(false),
+            closed: Notify::new(),
+            last_progress_ns: AtomicU64::new(crate::tick::now_ns()),
         }
     }
 
@@ -170,6 +178,22 @@ impl SessionShared {
         outbox.close = Some(frame);
         drop(outbox);
         self.notify.notify_one();
+        self.closed.notify_one();
+    }
+
+    /// Resolves once the session has been closed (see [`close`](Self::close)).
+    pub(crate) async fn wait_closed(&self) {
+        self.closed.notified().await
+    }
+
+    /// When the writer last made progress, ns since the Unix epoch.
+    pub fn last_progress_ns(&self) -> u64 {
+        self.last_progress_ns.load(Ordering::Relaxed)
+    }
+
+    /// Records writer progress now.
+    pub(crate) fn progressed(&self) {
+        self.last_progress_ns.store(crate::tick::now_ns(), Ordering::Relaxed);
     }
 
     /// Waits until something is queued (or was queued since the last take).
@@ -325,6 +349,10 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
             biased;
             _ = shutdown.changed() => {
                 shared.close(codec::close_frame(close_code::GOING_AWAY, "server shutting down"));
+                break;
+            }
+            _ = shared.wait_closed() => {
+                // Closed by the engine (slow consumer); the close frame is queued.
                 break;
             }
             _ = &mut writer => {

@@ -55,7 +55,9 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
             if closing {
                 return Ok(());
             }
+            session.progressed();
             session.wait().await;
+            session.progressed();
             continue;
         }
         let result = {
@@ -72,6 +74,7 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
                 let (frames, partial) = advance(&mut inflight, n);
                 head_started = partial;
                 session.written(n);
+                session.progressed();
                 metrics.write_calls.fetch_add(1, Ordering::Relaxed);
                 metrics.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                 metrics.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);

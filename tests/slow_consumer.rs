@@ -1,0 +1,105 @@
+//! A subscriber that stops reading is closed as a slow consumer once its
+//! queue passes `--disconnect-above`, its memory is freed, and a healthy
+//! subscriber of the same symbols loses nothing meanwhile.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tickcast::client::{http_get, Client};
+use tickcast::codec::{Encoding, ServerMessage};
+use tickcast::config::Config;
+use tickcast::engine::SlowConsumerPolicy;
+use tickcast::feed::SyntheticSettings;
+use tickcast::metrics::scrape_value;
+use tickcast::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await.unwrap();
+    scrape_value(&body, name).unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// A subscriber to everything that never reads after the handshake, with a
+/// tiny receive buffer so the server's side fills quickly.
+async fn stalled_subscriber(addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    let req = format!(
+        "GET /ws?encoding=json HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let payload = br#"{"op":"subscribe","symbols":["*"]}"#;
+    let mask = [9u8, 8, 7, 6];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_disconnected_and_a_healthy_one_loses_nothing() {
+    let limit = 256 * 1024;
+    let config = Config {
+        synthetic: SyntheticSettings { symbols: 10, rate: 20_000.0, seed: 5 },
+        slow: SlowConsumerPolicy { disconnect_above: limit, slow_timeout: Duration::from_secs(30) },
+        ..Config::default()
+    };
+    let server = Server::bind(config).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut healthy = Client::connect(addr, Encoding::Msgpack).await.unwrap();
+    healthy.subscribe(&["*"]).await.unwrap();
+    let stalled = stalled_subscriber(addr).await;
+
+    let mut last = std::collections::HashMap::<String, u64>::new();
+    let mut received = 0u64;
+    let started = Instant::now();
+    let mut disconnected_at = None;
+    // Read until well after the stalled session was closed.
+    while started.elapsed() < Duration::from_secs(20) {
+        let msg = tokio::time::timeout(Duration::from_secs(5), healthy.next_message()).await.unwrap().unwrap();
+        if let Some((sym, seq)) = msg.sym_seq() {
+            let is_update = !matches!(msg, ServerMessage::Snapshot { .. });
+            if let Some(prev) = last.insert(sym.to_owned(), seq) {
+                assert!(!is_update || seq == prev + 1, "healthy subscriber saw a gap in {sym}: {prev} -> {seq}");
+            }
+            received += 1;
+        }
+        if received % 2000 == 0 {
+            if disconnected_at.is_none() && metric(addr, "tickcast_slow_disconnects_total").await == 1.0 {
+                disconnected_at = Some(received);
+            }
+            if disconnected_at.is_some_and(|at| received >= at + 20_000) {
+                break;
+            }
+        }
+    }
+    let at = disconnected_at.expect("the stalled subscriber was closed as a slow consumer");
+    assert!(received >= at + 20_000, "healthy subscriber kept receiving after the disconnect");
+    // The stalled session is gone, with its memory.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while metric(addr, "tickcast_connections").await != 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slow session ended");
+    assert!(metric(addr, "tickcast_queued_bytes").await < limit as f64);
+    drop(stalled);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+}
