@@ -102,9 +102,43 @@ pub struct Metrics {
     client_errors: [AtomicU64; ClientError::ALL.len()],
 }
 
+/// Upper bounds (bytes) of the per-session buffered-bytes histogram.
+pub const BUFFERED_BUCKETS: [u64; 7] = [4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 8 << 20, 64 << 20];
+
+/// Distribution of sessions' buffered bytes (outbox + kernel send queue).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BufferedHistogram {
+    /// Sessions at or under each bound of [`BUFFERED_BUCKETS`] (cumulative
+    /// when rendered).
+    pub counts: [u64; BUFFERED_BUCKETS.len()],
+    /// Sessions over every bound.
+    pub over: u64,
+    /// Sum of buffered bytes.
+    pub sum: u64,
+}
+
+impl BufferedHistogram {
+    /// Adds one session's buffered bytes.
+    pub fn record(&mut self, bytes: u64) {
+        self.sum += bytes;
+        match BUFFERED_BUCKETS.iter().position(|&b| bytes <= b) {
+            Some(i) => self.counts[i] += 1,
+            None => self.over += 1,
+        }
+    }
+}
+
 /// Gauges read at scrape time from the stages that own them.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LiveGauges {
+    /// Bytes in all sessions' kernel send queues.
+    pub kernel_queued_bytes: u64,
+    /// Per-session buffered bytes (outbox + kernel).
+    pub buffered: BufferedHistogram,
+    /// Sessions serving normally.
+    pub sessions_open: usize,
+    /// Sessions with a close frame queued (shutting down or being dropped).
+    pub sessions_closing: usize,
     /// Ticks waiting in the ring.
     pub ring_depth: usize,
     /// The ring's capacity.
@@ -277,6 +311,38 @@ impl Metrics {
             &one(live.queued_bytes as f64),
         );
         metric(
+            "tickcast_kernel_queued_bytes",
+            "gauge",
+            "Bytes in all sessions' kernel send queues (SIOCOUTQ), not yet acknowledged.",
+            &one(live.kernel_queued_bytes as f64),
+        );
+        let mut cumulative = 0u64;
+        let mut buckets: Vec<(String, f64)> = BUFFERED_BUCKETS
+            .iter()
+            .zip(live.buffered.counts)
+            .map(|(bound, n)| {
+                cumulative += n;
+                (format!("_bucket{{le=\"{bound}\"}}"), cumulative as f64)
+            })
+            .collect();
+        let count = cumulative + live.buffered.over;
+        buckets.push(("_bucket{le=\"+Inf\"}".to_owned(), count as f64));
+        buckets.push(("_sum".to_owned(), live.buffered.sum as f64));
+        buckets.push(("_count".to_owned(), count as f64));
+        let buckets: Vec<(&str, f64)> = buckets.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "tickcast_session_buffered_bytes",
+            "histogram",
+            "Per-session buffered bytes (queued frames plus kernel send queue), at scrape time.",
+            &buckets,
+        );
+        metric(
+            "tickcast_sessions",
+            "gauge",
+            "Sessions by state.",
+            &[("{state=\"open\"}", live.sessions_open as f64), ("{state=\"closing\"}", live.sessions_closing as f64)],
+        );
+        metric(
             "tickcast_session_queued_bytes_max",
             "gauge",
             "Largest queued bytes of one session.",
@@ -315,7 +381,16 @@ mod tests {
         m.ticks_ingested.fetch_add(42, Ordering::Relaxed);
         m.frames_encoded[Encoding::Json.index()].fetch_add(3, Ordering::Relaxed);
         m.client_error(ClientError::UnknownOp);
-        let text = m.render(&LiveGauges { ring_capacity: 8, ..Default::default() });
+        let mut buffered = BufferedHistogram::default();
+        for bytes in [0, 5000, 70_000, 100 << 20] {
+            buffered.record(bytes);
+        }
+        let text = m.render(&LiveGauges { ring_capacity: 8, buffered, ..Default::default() });
+        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"4096\"}"), Some(1.0));
+        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"65536\"}"), Some(2.0));
+        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"262144\"}"), Some(3.0));
+        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"+Inf\"}"), Some(4.0));
+        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_count"), Some(4.0));
         assert_eq!(scrape_value(&text, "tickcast_ticks_ingested_total"), Some(42.0));
         assert_eq!(scrape_value(&text, "tickcast_frames_encoded_total{encoding=\"json\"}"), Some(3.0));
         assert_eq!(scrape_value(&text, "tickcast_client_errors_total{code=\"unknown_op\"}"), Some(1.0));

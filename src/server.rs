@@ -64,6 +64,9 @@ pub enum ServerError {
     Thread(std::io::Error),
 }
 
+/// A registered session and its socket.
+type LiveSession = (Arc<SessionShared>, Arc<TcpStream>);
+
 /// What every connection and session shares.
 pub struct ServerCtx {
     /// The configuration.
@@ -77,7 +80,8 @@ pub struct ServerCtx {
     /// The ingest ring (for gauges).
     pub ring: Arc<TickRing>,
     /// Live sessions, for gauges and shutdown.
-    sessions: Mutex<HashMap<u64, Arc<SessionShared>>>,
+    /// Live sessions and their sockets (for the kernel send-queue gauge).
+    sessions: Mutex<HashMap<u64, LiveSession>>,
     next_id: AtomicU64,
     shutdown: watch::Sender<bool>,
 }
@@ -102,9 +106,9 @@ impl ServerCtx {
     }
 
     /// Adds a session to the registry until the guard drops.
-    pub fn register_session(self: &Arc<Self>, session: Arc<SessionShared>) -> SessionGuard {
+    pub fn register_session(self: &Arc<Self>, session: Arc<SessionShared>, socket: Arc<TcpStream>) -> SessionGuard {
         let id = session.id;
-        self.sessions.lock().insert(id, session);
+        self.sessions.lock().insert(id, (session, socket));
         self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         SessionGuard { ctx: self.clone(), id }
     }
@@ -114,15 +118,30 @@ impl ServerCtx {
         self.shutdown.subscribe()
     }
 
-    /// Gauges owned by other stages, read now.
+    /// Gauges owned by other stages, read now. Each session's buffered
+    /// bytes are its outbox count plus its socket's kernel send queue
+    /// (one `SIOCOUTQ` per session per scrape, never per message).
     pub fn live_gauges(&self) -> LiveGauges {
-        let (mut total, mut max) = (0u64, 0u64);
-        for s in self.sessions.lock().values() {
+        let (mut total, mut max, mut kernel) = (0u64, 0u64, 0u64);
+        let mut buffered = crate::metrics::BufferedHistogram::default();
+        let mut closing = 0usize;
+        let sessions = self.sessions.lock();
+        for (s, socket) in sessions.values() {
             let q = s.queued_bytes() as u64;
+            let k = crate::writer::kernel_queued_bytes(socket).unwrap_or(0) as u64;
             total += q;
             max = max.max(q);
+            kernel += k;
+            buffered.record(q + k);
+            closing += usize::from(s.is_closing());
         }
+        let open = sessions.len() - closing;
+        drop(sessions);
         LiveGauges {
+            kernel_queued_bytes: kernel,
+            buffered,
+            sessions_open: open,
+            sessions_closing: closing,
             ring_depth: self.ring.len(),
             ring_capacity: self.ring.capacity(),
             ring_full: self.ring.full_events(),

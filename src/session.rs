@@ -309,10 +309,10 @@ pub fn frame_for(encoding: Encoding, msg: &ServerMessage<'_>) -> Bytes {
 pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encoding: Encoding) {
     let id = ctx.next_session_id();
     let shared = Arc::new(SessionShared::new(id, encoding));
-    let _guard = ctx.register_session(shared.clone());
+    let stream = Arc::new(stream);
+    let _guard = ctx.register_session(shared.clone(), stream.clone());
     ctx.engine.send(Command::Register { session: shared.clone() });
 
-    let stream = Arc::new(stream);
     let mut writer = tokio::spawn(writer::run(shared.clone(), stream.clone(), ctx.metrics.clone()));
     let mut writer_done = false;
 

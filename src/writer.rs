@@ -85,6 +85,19 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
     }
 }
 
+/// Bytes in the socket's kernel send queue, not yet acknowledged by the
+/// peer (`SIOCOUTQ`). Read at scrape time, never per message.
+#[allow(unsafe_code)]
+pub fn kernel_queued_bytes(socket: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: the fd is open for as long as `socket` is borrowed, and
+    // TIOCOUTQ (== SIOCOUTQ on Linux) writes one c_int through the pointer,
+    // which points at a live local of that type.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
+    (rc == 0).then(|| queued.max(0) as usize)
+}
+
 /// Drops `n` written bytes from the front. Returns how many whole frames
 /// were completed, and whether the new head frame is now partly written.
 fn advance(inflight: &mut VecDeque<Bytes>, mut n: usize) -> (usize, bool) {

@@ -69,6 +69,8 @@ async fn a_stalled_subscriber_is_disconnected_and_a_healthy_one_loses_nothing() 
     let mut received = 0u64;
     let started = Instant::now();
     let mut disconnected_at = None;
+    let mut kernel_max = 0.0f64;
+    let mut buffered_over_64k = 0.0f64;
     // Read until well after the stalled session was closed.
     while started.elapsed() < Duration::from_secs(20) {
         let msg = tokio::time::timeout(Duration::from_secs(5), healthy.next_message()).await.unwrap().unwrap();
@@ -80,6 +82,14 @@ async fn a_stalled_subscriber_is_disconnected_and_a_healthy_one_loses_nothing() 
             received += 1;
         }
         if received % 2000 == 0 {
+            if disconnected_at.is_none() {
+                // While stalled, its bytes show in the kernel send queue and
+                // in the buffered-bytes histogram.
+                kernel_max = kernel_max.max(metric(addr, "tickcast_kernel_queued_bytes").await);
+                let count = metric(addr, "tickcast_session_buffered_bytes_count").await;
+                let small = metric(addr, "tickcast_session_buffered_bytes_bucket{le=\"65536\"}").await;
+                buffered_over_64k = buffered_over_64k.max(count - small);
+            }
             if disconnected_at.is_none() && metric(addr, "tickcast_slow_disconnects_total").await == 1.0 {
                 disconnected_at = Some(received);
             }
@@ -89,6 +99,8 @@ async fn a_stalled_subscriber_is_disconnected_and_a_healthy_one_loses_nothing() 
         }
     }
     let at = disconnected_at.expect("the stalled subscriber was closed as a slow consumer");
+    assert!(kernel_max > 0.0, "SIOCOUTQ showed the stalled socket's kernel queue");
+    assert!(buffered_over_64k >= 1.0, "the histogram showed a session over 64 KiB buffered");
     assert!(received >= at + 20_000, "healthy subscriber kept receiving after the disconnect");
     // The stalled session is gone, with its memory.
     tokio::time::timeout(Duration::from_secs(5), async {
