@@ -2,6 +2,8 @@
 //! killed browser tab or a load generator's abort does) must cost the
 //! server nothing: no panic in any task, every session cleaned up.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,27 +20,12 @@ async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
     scrape_value(&body, name).unwrap()
 }
 
-/// Handshakes by hand and subscribes to everything, so the test owns the
-/// socket and can reset it.
+/// Subscribes to everything over a socket the test owns (so it can reset
+/// it), and reads a little.
 async fn raw_subscriber(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let payload = br#"{"op":"subscribe","symbols":["*"]}"#;
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    stream.write_all(&frame).await.unwrap();
+    use tokio::io::AsyncReadExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = common::handshake_and_subscribe_all(stream, addr, "/ws").await;
     let mut some = [0u8; 1024];
     let _ = stream.read(&mut some).await.unwrap();
     stream

@@ -2,6 +2,8 @@
 //! queue passes `--disconnect-above`, its memory is freed, and a healthy
 //! subscriber of the same symbols loses nothing meanwhile.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,7 +14,6 @@ use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::SyntheticSettings;
 use tickcast::metrics::scrape_value;
 use tickcast::server::Server;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").await.unwrap();
@@ -26,24 +27,8 @@ async fn stalled_subscriber(addr: SocketAddr) -> tokio::net::TcpStream {
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&addr.into()).unwrap();
     socket.set_nonblocking(true).unwrap();
-    let mut stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
-    let req = format!(
-        "GET /ws?encoding=json HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
-    let payload = br#"{"op":"subscribe","symbols":["*"]}"#;
-    let mask = [9u8, 8, 7, 6];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    stream.write_all(&frame).await.unwrap();
-    stream
+    let stream = tokio::net::TcpStream::from_std(socket.into()).unwrap();
+    common::handshake_and_subscribe_all(stream, addr, "/ws?encoding=json").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
