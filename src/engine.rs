@@ -470,6 +470,9 @@ impl Engine {
     /// one write per interval instead of one per update. Returns how long
     /// until the next session is due, if any is waiting.
     fn flush(&mut self, now: Instant) -> Option<Duration> {
+        if self.dirty.is_empty() {
+            return None;
+        }
         let mut next: Option<Duration> = None;
         let mut i = 0;
         let now_ns = crate::tick::now_ns();
@@ -490,7 +493,7 @@ impl Engine {
             }
             let since = now.saturating_duration_since(s.last_flush);
             if s.urgent || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {
-                s.session.push_data(&mut s.staged, s.staged_bytes);
+                s.session.push_data(&mut s.staged, s.staged_bytes, now_ns);
                 s.staged_bytes = 0;
                 s.dirty = false;
                 s.urgent = false;

@@ -202,13 +202,13 @@ impl Metrics {
     pub fn render(&self, live: &LiveGauges) -> String {
         let mut out = String::with_capacity(4096);
         let r = Ordering::Relaxed;
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        let one = |v: f64| [("", v)];
+        let one = |v: f64| [(String::new(), v)];
         metric("tickcast_connections", "gauge", "Open WebSocket sessions.", &one(self.connections.load(r) as f64));
         metric(
             "tickcast_connections_total",
@@ -271,7 +271,6 @@ impl Metrics {
             .iter()
             .map(|e| (format!("{{encoding=\"{}\"}}", e.name()), self.frames_encoded[e.index()].load(r) as f64))
             .collect();
-        let encoded: Vec<(&str, f64)> = encoded.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric("tickcast_frames_encoded_total", "counter", "Update frames encoded, per encoding.", &encoded);
         metric("tickcast_snapshots_sent_total", "counter", "Snapshots sent.", &one(self.snapshots_sent.load(r) as f64));
         metric(
@@ -329,7 +328,6 @@ impl Metrics {
         buckets.push(("_bucket{le=\"+Inf\"}".to_owned(), count as f64));
         buckets.push(("_sum".to_owned(), live.buffered.sum as f64));
         buckets.push(("_count".to_owned(), count as f64));
-        let buckets: Vec<(&str, f64)> = buckets.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric(
             "tickcast_session_buffered_bytes",
             "histogram",
@@ -340,7 +338,10 @@ impl Metrics {
             "tickcast_sessions",
             "gauge",
             "Sessions by state.",
-            &[("{state=\"open\"}", live.sessions_open as f64), ("{state=\"closing\"}", live.sessions_closing as f64)],
+            &[
+                ("{state=\"open\"}".to_owned(), live.sessions_open as f64),
+                ("{state=\"closing\"}".to_owned(), live.sessions_closing as f64),
+            ],
         );
         metric(
             "tickcast_session_queued_bytes_max",
@@ -352,7 +353,6 @@ impl Metrics {
             .iter()
             .map(|k| (format!("{{code=\"{}\"}}", k.code()), self.client_errors(*k) as f64))
             .collect();
-        let errors: Vec<(&str, f64)> = errors.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric("tickcast_client_errors_total", "counter", "Client errors by code.", &errors);
         if let Some(p) = ProcessStats::read(None) {
             metric("process_cpu_seconds_total", "counter", "User and system CPU time.", &one(p.cpu_seconds));

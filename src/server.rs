@@ -125,8 +125,10 @@ impl ServerCtx {
         let (mut total, mut max, mut kernel) = (0u64, 0u64, 0u64);
         let mut buffered = crate::metrics::BufferedHistogram::default();
         let mut closing = 0usize;
-        let sessions = self.sessions.lock();
-        for (s, socket) in sessions.values() {
+        // Snapshot the registry, then do the per-socket ioctls without the
+        // lock, so a scrape never holds up sessions registering or leaving.
+        let sessions: Vec<LiveSession> = self.sessions.lock().values().cloned().collect();
+        for (s, socket) in &sessions {
             let q = s.queued_bytes() as u64;
             let k = crate::writer::kernel_queued_bytes(socket).unwrap_or(0) as u64;
             total += q;
@@ -136,7 +138,6 @@ impl ServerCtx {
             closing += usize::from(s.is_closing());
         }
         let open = sessions.len() - closing;
-        drop(sessions);
         LiveGauges {
             kernel_queued_bytes: kernel,
             buffered,

@@ -74,8 +74,9 @@ pub struct SessionShared {
     /// Wakes the session's reader when someone else (the engine's
     /// slow-consumer policy) closes the session.
     closed: Notify,
-    /// Wall clock (ns) of the writer's last progress: a write that moved
-    /// bytes, or an outbox found empty. The slow-consumer timeout reads it.
+    /// Wall clock (ns) of the last progress: a write that moved bytes, or
+    /// data queued to a session that had none. The slow-consumer timeout
+    /// reads it.
     last_progress_ns: AtomicU64,
 }
 
@@ -131,8 +132,10 @@ impl SessionShared {
     }
 
     /// Appends data frames (the engine, once per batch), draining `frames`
-    /// so its capacity is reused. `bytes` is their total length.
-    pub fn push_data(&self, frames: &mut Vec<Bytes>, bytes: usize) {
+    /// so its capacity is reused. `bytes` is their total length, `now_ns`
+    /// the engine's clock: when the session had nothing queued, the stall
+    /// clock starts now, so time spent idle never counts as a stall.
+    pub fn push_data(&self, frames: &mut Vec<Bytes>, bytes: usize, now_ns: u64) {
         if self.is_closing() {
             frames.clear();
             return;
@@ -146,7 +149,9 @@ impl SessionShared {
             } else {
                 outbox.data.append(frames);
             }
-            self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) == 0 {
+                self.last_progress_ns.store(now_ns, Ordering::Relaxed);
+            }
         }
         if was_empty {
             self.notify.notify_one();
@@ -537,7 +542,8 @@ mod tests {
     fn outbox_counts_bytes_exactly_and_control_jumps_data() {
         let s = SessionShared::new(1, Encoding::Json);
         let mut frames = vec![Bytes::from_static(b"aaaa"), Bytes::from_static(b"bb")];
-        s.push_data(&mut frames, 6);
+        s.push_data(&mut frames, 6, 1);
+        assert_eq!(s.last_progress_ns(), 1, "the stall clock starts when data reaches an empty queue");
         assert!(frames.is_empty());
         s.push_control(Bytes::from_static(b"p"));
         assert_eq!(s.queued_bytes(), 7);
@@ -551,7 +557,7 @@ mod tests {
         // Close drops data behind the head and ends the stream.
         s.close(Bytes::from_static(b"CC"));
         let mut more = vec![Bytes::from_static(b"zzz")];
-        s.push_data(&mut more, 3);
+        s.push_data(&mut more, 3, 2);
         assert_eq!(s.take(&mut inflight, true), Take::Closing);
         assert_eq!(inflight, [&b"p"[..], b"CC"]);
         assert_eq!(s.queued_bytes(), 3);

@@ -55,9 +55,7 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
             if closing {
                 return Ok(());
             }
-            session.progressed();
             session.wait().await;
-            session.progressed();
             continue;
         }
         let result = {
