@@ -669,7 +669,7 @@ mod tests {
                     Encoding::Protobuf => protobuf_light(&buf),
                 }
                 .unwrap_or_else(|| panic!("{encoding:?} light reader failed"));
-                assert_eq!(&*light.kind, u.kind(), "{encoding:?}");
+                assert_eq!(&*light.kind, u.kind().name(), "{encoding:?}");
                 assert_eq!(&*light.sym, "BTC-USDT", "{encoding:?}");
                 assert_eq!(
                     (light.seq, light.ts_event, light.ts_ingest),

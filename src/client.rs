@@ -73,6 +73,17 @@ impl Client {
     /// Connects to `path` (with its query), expecting `encoding`.
     pub async fn connect_path(addr: SocketAddr, path: &str, encoding: Encoding) -> Result<Client, ClientError> {
         let stream = TcpStream::connect(addr).await?;
+        Client::connect_stream(stream, addr, path, encoding).await
+    }
+
+    /// Upgrades an already connected `stream` (e.g. one with a small
+    /// receive buffer, to play a slow reader) on `path`.
+    pub async fn connect_stream(
+        stream: TcpStream,
+        addr: SocketAddr,
+        path: &str,
+        encoding: Encoding,
+    ) -> Result<Client, ClientError> {
         stream.set_nodelay(true)?;
         let req = Request::builder()
             .method("GET")

@@ -91,6 +91,31 @@ pub struct BookLevels<'a> {
     pub asks: Cow<'a, [Level]>,
 }
 
+/// What a slow client missed of one symbol, in a [`ServerMessage::Conflated`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped<'a> {
+    /// Symbol.
+    pub sym: Cow<'a, str>,
+    /// First seq not delivered.
+    pub from_seq: u64,
+    /// Last seq not delivered (inclusive); the snapshot that follows has
+    /// this seq.
+    pub to_seq: u64,
+    /// Trades not delivered: trades cannot be merged, so they are lost to
+    /// this client (the snapshot carries only the last one).
+    pub trades: u64,
+    /// Quotes not delivered, superseded by the snapshot's quote.
+    pub quotes: u64,
+    /// Book changes not delivered, folded into the snapshot's book.
+    pub books: u64,
+}
+
+impl Skipped<'_> {
+    fn into_owned(self) -> Skipped<'static> {
+        Skipped { sym: Cow::Owned(self.sym.into_owned()), ..self }
+    }
+}
+
 /// Every message the server sends. Borrowed when the engine encodes it,
 /// owned (`'static`) when a client decodes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,6 +205,12 @@ pub enum ServerMessage<'a> {
         /// The symbols concerned, if any.
         symbols: Vec<Cow<'a, str>>,
     },
+    /// The client fell behind and has drained: these symbols' updates in
+    /// the named seq ranges were not delivered. A snapshot of each follows.
+    Conflated {
+        /// One entry per affected symbol.
+        symbols: Vec<Skipped<'a>>,
+    },
 }
 
 impl<'a> ServerMessage<'a> {
@@ -256,6 +287,9 @@ impl<'a> ServerMessage<'a> {
                 message: own(message),
                 symbols: symbols.into_iter().map(own).collect(),
             },
+            ServerMessage::Conflated { symbols } => {
+                ServerMessage::Conflated { symbols: symbols.into_iter().map(Skipped::into_owned).collect() }
+            }
         }
     }
 
@@ -268,6 +302,7 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Snapshot { .. } => "snapshot",
             ServerMessage::Ack { .. } => "ack",
             ServerMessage::Error { .. } => "error",
+            ServerMessage::Conflated { .. } => "conflated",
         }
     }
 
@@ -456,6 +491,22 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
             }));
             return out;
         }
+        ServerMessage::Conflated { symbols } => {
+            out.body = Some(Body::Conflated(pb::Conflated {
+                symbols: symbols
+                    .iter()
+                    .map(|s| pb::Skipped {
+                        sym: s.sym.to_string(),
+                        from_seq: s.from_seq,
+                        to_seq: s.to_seq,
+                        trades: s.trades,
+                        quotes: s.quotes,
+                        books: s.books,
+                    })
+                    .collect(),
+            }));
+            return out;
+        }
     };
     out.sym = sym.to_string();
     out.seq = seq;
@@ -512,6 +563,20 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
             message: Cow::Owned(e.message),
             symbols: e.symbols.into_iter().map(Cow::Owned).collect(),
         },
+        ("conflated", Some(Body::Conflated(c))) => ServerMessage::Conflated {
+            symbols: c
+                .symbols
+                .into_iter()
+                .map(|s| Skipped {
+                    sym: Cow::Owned(s.sym),
+                    from_seq: s.from_seq,
+                    to_seq: s.to_seq,
+                    trades: s.trades,
+                    quotes: s.quotes,
+                    books: s.books,
+                })
+                .collect(),
+        },
         (other, _) => return Err(DecodeError::ProtobufBody(other.to_owned())),
     };
     Ok(out)
@@ -552,6 +617,12 @@ mod tests {
             code: "unknown_symbol".into(),
             message: "unknown symbol: NOPE".into(),
             symbols: vec!["NOPE".into()],
+        });
+        out.push(ServerMessage::Conflated {
+            symbols: vec![
+                Skipped { sym: "AAPL".into(), from_seq: 43, to_seq: 900, trades: 100, quotes: 700, books: 58 },
+                Skipped { sym: "MSFT".into(), from_seq: 1, to_seq: 1, trades: 0, quotes: 1, books: 0 },
+            ],
         });
         out
     }

@@ -35,6 +35,23 @@ pub enum Tool {
     Bench(BenchArgs),
 }
 
+/// Parses a byte count: a plain integer, or one with a binary suffix
+/// (`256KiB`, `8MiB`, `1GiB`; `K`, `M`, `G` mean the same).
+pub fn byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" | "kiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(format!("unknown unit {other:?} (examples: 65536, 256KiB, 8MiB)")),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("{s:?} is not a byte count (examples: 65536, 256KiB, 8MiB)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 15s, 500ms, 1m)"))
 }
@@ -80,8 +97,16 @@ pub struct ServeArgs {
     pub flush_interval: Duration,
 
     /// Bytes queued for one subscriber (not yet accepted by its socket)
-    /// above which it is closed with 1008 "slow consumer" and its queue freed.
-    #[arg(long, env = "TICKCAST_DISCONNECT_ABOVE", default_value_t = 8 << 20)]
+    /// above which it stops receiving every update: each symbol's updates
+    /// are conflated into one fresh snapshot, sent (after a `conflated`
+    /// message naming what was skipped) once the queue drains below half
+    /// this mark. A client that chose `?slow=disconnect` is closed instead.
+    #[arg(long, env = "TICKCAST_CONFLATE_ABOVE", default_value = "256KiB", value_parser = byte_size)]
+    pub conflate_above: usize,
+
+    /// Bytes queued for one subscriber above which it is closed with 1008
+    /// "slow consumer" and its queue freed.
+    #[arg(long, env = "TICKCAST_DISCONNECT_ABOVE", default_value = "8MiB", value_parser = byte_size)]
     pub disconnect_above: usize,
 
     /// A subscriber with data queued whose socket accepts no byte for this
@@ -167,6 +192,7 @@ impl Default for Config {
             writers: default_writers(),
             flush_interval: Duration::from_millis(1),
             slow: crate::engine::SlowConsumerPolicy {
+                conflate_above: 256 << 10,
                 disconnect_above: 8 << 20,
                 slow_timeout: Duration::from_secs(10),
             },
@@ -237,6 +263,13 @@ impl ServeArgs {
             format!("--disconnect-above {}: must be 65536 to 1073741824 bytes", self.disconnect_above),
         );
         check(
+            (4096..=self.disconnect_above).contains(&self.conflate_above),
+            format!(
+                "--conflate-above {}: must be 4096 bytes to --disconnect-above ({}); equal to it turns conflation off",
+                self.conflate_above, self.disconnect_above
+            ),
+        );
+        check(
             self.slow_timeout >= Duration::from_millis(100),
             format!("--slow-timeout {:?}: must be at least 100ms", self.slow_timeout),
         );
@@ -263,6 +296,7 @@ impl ServeArgs {
                 writers,
                 flush_interval: self.flush_interval,
                 slow: crate::engine::SlowConsumerPolicy {
+                    conflate_above: self.conflate_above,
                     disconnect_above: self.disconnect_above,
                     slow_timeout: self.slow_timeout,
                 },
@@ -304,6 +338,21 @@ mod tests {
         assert_eq!(errors.len(), 5, "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));
         assert!(errors.iter().any(|e| e.contains("udp://x")));
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes() {
+        assert_eq!(byte_size("65536"), Ok(65536));
+        assert_eq!(byte_size("256KiB"), Ok(256 << 10));
+        assert_eq!(byte_size("8MiB"), Ok(8 << 20));
+        assert_eq!(byte_size("1G"), Ok(1 << 30));
+        assert!(byte_size("8MB").unwrap_err().contains("unknown unit"));
+        assert!(byte_size("lots").is_err());
+        assert!(byte_size("99999999999999999999G").is_err());
+        let c = parse(&["--conflate-above", "64KiB", "--disconnect-above", "1MiB"]).unwrap();
+        assert_eq!((c.slow.conflate_above, c.slow.disconnect_above), (64 << 10, 1 << 20));
+        let errors = parse(&["--conflate-above", "16MiB"]).unwrap_err();
+        assert!(errors[0].starts_with("--conflate-above 16777216"), "{errors:?}");
     }
 
     #[test]

@@ -20,6 +20,50 @@
 //! outbox was empty. The engine never touches a socket and never waits on a
 //! session, so a slow reader cannot slow it or anyone else.
 //!
+//! # Slow consumers: the ladder
+//! Checked per session where its frames are staged, once per flush, from
+//! the exact count of bytes queued and not yet accepted by its socket
+//! ([`SessionShared::queued_bytes`]) plus the frames staged for it:
+//!
+//! 1. At or below `--conflate-above`, every update is delivered.
+//! 2. Above it the session is *conflating*: nothing more is staged for it.
+//!    Each update of a subscribed symbol only bumps that symbol's one
+//!    [`Missed`] record (seq range and counts by kind); the newest state is
+//!    the topic's own, so quotes are replaced, book changes fold into the
+//!    book, and trades, which cannot be merged, are counted as dropped.
+//!    Once the queue drains to half the mark, the engine stages a
+//!    `conflated` message naming each symbol and the seq range skipped,
+//!    then a fresh snapshot of each, and live updates resume from the
+//!    snapshot's seq + 1. Recovery is released in chunks of about a quarter
+//!    of the mark, so a client on thousands of symbols never gets all its
+//!    snapshots in one burst; symbols not yet released stay conflated.
+//! 3. Above `--disconnect-above`, or with queued bytes and no progress for
+//!    `--slow-timeout`, the session is closed with 1008 "slow consumer" and
+//!    its queue freed. A client that chose `?slow=disconnect` is closed at
+//!    step 2 instead of conflating.
+//!
+//! # Isolation
+//! No slow consumer makes anyone else wait; this is where it is
+//! guaranteed:
+//! - The ingest thread only waits when the ring is full, which only the
+//!   engine's own speed decides.
+//! - The engine never waits on a session. Per session it does atomic loads
+//!   and, per flush, one `parking_lot` lock on the outbox that the writer
+//!   holds only to swap buffers (never across a write or an await).
+//!   Conflating a session makes its per-update cost smaller, not larger.
+//! - Each session has its own writer task, which awaits only its own
+//!   socket's writability; a full socket parks that task, not a thread.
+//!
+//! `tests/slow_consumer.rs` shows it: stalled subscribers are conflated
+//! and then dropped while the ring never fills and healthy subscribers get
+//! every update in order.
+//!
+//! # Control before data
+//! Acks and errors the engine produces go to the session's control queue,
+//! which the writer sends ahead of queued data. A subscribe's ack therefore
+//! still comes before its snapshots; an unsubscribe's ack may overtake
+//! updates of those symbols that were already queued.
+//!
 //! # Commands
 //! Sessions send commands over an unbounded channel, which is bounded in
 //! practice: each session has at most one request in flight (it waits for
@@ -35,11 +79,11 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use crate::codec::{encode_frame, Encoding, ServerMessage};
+use crate::codec::{encode_frame, Encoding, ServerMessage, Skipped};
 use crate::metrics::{ClientError, Metrics};
 use crate::ring::TickRing;
 use crate::session::SessionShared;
-use crate::tick::{SymbolTable, Tick};
+use crate::tick::{SymbolTable, Tick, UpdateKind};
 use crate::topic::{SlotId, Topic};
 
 /// Most ticks taken from the ring before staged frames are flushed to
@@ -60,12 +104,37 @@ const IDLE_PARK: Duration = Duration::from_millis(2);
 /// its writer's last progress; nothing here waits on a socket.
 #[derive(Clone, Copy, Debug)]
 pub struct SlowConsumerPolicy {
+    /// Queued bytes above which a session stops getting every update and
+    /// conflates (or is closed, if it chose [`SlowMode::Disconnect`]).
+    pub conflate_above: usize,
     /// Queued bytes (not yet accepted by the kernel) above which the
     /// session is closed with 1008 "slow consumer" and its queue freed.
     pub disconnect_above: usize,
     /// A session with bytes queued whose writer made no progress for this
     /// long is closed the same way.
     pub slow_timeout: Duration,
+}
+
+/// What a client asked for at the handshake (`?slow=`) when it falls
+/// behind. Both stay within the operator's [`SlowConsumerPolicy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SlowMode {
+    /// Conflate above `--conflate-above`, recover with `conflated` and
+    /// snapshots (the default).
+    #[default]
+    Conflate,
+    /// Close with 1008 "slow consumer" above `--conflate-above`: for
+    /// clients that would rather reconnect than see conflated data.
+    Disconnect,
+}
+
+/// One symbol's updates held back from a conflating session.
+struct Missed {
+    topic: u32,
+    from_seq: u64,
+    to_seq: u64,
+    /// Held updates by [`UpdateKind`] index.
+    counts: [u64; 3],
 }
 
 /// What sessions ask of the engine.
@@ -133,6 +202,48 @@ struct Slot {
     urgent: bool,
     /// When frames were last moved to the outbox.
     last_flush: Instant,
+    /// What the client chose for falling behind.
+    mode: SlowMode,
+    /// Over `--conflate-above`: every update is held in `missed`.
+    conflating: bool,
+    /// Symbols with held updates, one record each, until recovery releases
+    /// them. While any remain, their updates keep being held.
+    missed: Vec<Missed>,
+    /// Topic -> index in `missed`.
+    missed_at: HashMap<u32, usize>,
+    /// In the engine's `behind` list.
+    behind: bool,
+}
+
+impl Slot {
+    /// Holds back an update of `topic` if this session is conflating it.
+    /// Returns whether it was held (and must not be staged).
+    fn hold(&mut self, topic: u32, seq: u64, kind: UpdateKind) -> bool {
+        if let Some(&i) = self.missed_at.get(&topic) {
+            let m = &mut self.missed[i];
+            m.to_seq = seq;
+            m.counts[kind as usize] += 1;
+            return true;
+        }
+        if !self.conflating {
+            return false;
+        }
+        let mut counts = [0; 3];
+        counts[kind as usize] = 1;
+        self.missed_at.insert(topic, self.missed.len());
+        self.missed.push(Missed { topic, from_seq: seq, to_seq: seq, counts });
+        true
+    }
+
+    /// Forgets the held updates of `topic` (it was unsubscribed).
+    fn forget(&mut self, topic: u32) {
+        if let Some(i) = self.missed_at.remove(&topic) {
+            self.missed.swap_remove(i);
+            if let Some(moved) = self.missed.get(i) {
+                self.missed_at.insert(moved.topic, i);
+            }
+        }
+    }
 }
 
 /// The engine's state; [`Engine::run`] is the thread's body.
@@ -150,6 +261,10 @@ pub struct Engine {
     slot_of: HashMap<u64, SlotId>,
     wildcard: Vec<SlotId>,
     dirty: Vec<SlotId>,
+    /// Slots conflating or still releasing held symbols.
+    behind: Vec<SlotId>,
+    /// Updates held back this batch, by [`UpdateKind`] index.
+    skipped: [u64; 3],
     scratch: Vec<u8>,
 }
 
@@ -179,6 +294,8 @@ impl Engine {
             slot_of: HashMap::new(),
             wildcard: Vec::new(),
             dirty: Vec::new(),
+            behind: Vec::new(),
+            skipped: [0; 3],
             scratch: Vec::with_capacity(4096),
         };
         (engine, handle)
@@ -208,6 +325,14 @@ impl Engine {
                         self.metrics.frames_encoded[e.index()].fetch_add(count, Ordering::Relaxed);
                     }
                 }
+                for (i, n) in std::mem::take(&mut self.skipped).into_iter().enumerate() {
+                    if n > 0 {
+                        self.metrics.skipped_updates[i].fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            if !self.behind.is_empty() {
+                self.recover();
             }
             let next_flush = self.flush(Instant::now());
             if n == 0 && !worked {
@@ -233,6 +358,11 @@ impl Engine {
                     dirty: false,
                     urgent: false,
                     last_flush: Instant::now(),
+                    mode: session.slow,
+                    conflating: false,
+                    missed: Vec::new(),
+                    missed_at: HashMap::new(),
+                    behind: false,
                 };
                 let id = match self.free_slots.pop() {
                     Some(id) => {
@@ -261,6 +391,9 @@ impl Engine {
             Command::Deregister { id } => {
                 if let Some(slot) = self.slot_of.remove(&id) {
                     self.unsubscribe_all(slot);
+                    // The slot id will be reused: drop every reference to it.
+                    self.dirty.retain(|&d| d != slot);
+                    self.behind.retain(|&b| b != slot);
                     self.slots[slot as usize] = None;
                     self.free_slots.push(slot);
                 }
@@ -303,6 +436,7 @@ impl Engine {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         let Some(pos) = s.topics.iter().position(|&t| t == topic) else { return };
         s.topics.swap_remove(pos);
+        s.forget(topic);
         let subs = &mut self.topics[topic as usize].subscribers[s.encoding.index()];
         if let Some(i) = subs.iter().position(|&x| x == slot) {
             subs.swap_remove(i);
@@ -408,11 +542,12 @@ impl Engine {
         self.stage_message(slot, &msg);
     }
 
+    /// Sends an ack or error ahead of queued data (see "Control before
+    /// data" above).
     fn stage_message(&mut self, slot: SlotId, msg: &ServerMessage<'_>) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         let frame = encode_frame(s.encoding, msg, &mut self.scratch);
-        stage(s, &mut self.dirty, slot, frame);
-        s.urgent = true;
+        s.session.push_control(frame);
     }
 
     /// Sequences one tick and stages its frames for every subscriber.
@@ -426,6 +561,7 @@ impl Engine {
         }
         let topic = &mut self.topics[index];
         let seq = topic.apply(&tick.update, tick.ts_event, tick.ts_ingest);
+        let kind = tick.update.kind();
         for encoding in Encoding::ALL {
             let subscribers = &topic.subscribers[encoding.index()];
             if subscribers.is_empty() {
@@ -436,6 +572,10 @@ impl Engine {
             encoded[encoding.index()] += 1;
             for &slot in subscribers {
                 if let Some(s) = self.slots[slot as usize].as_mut() {
+                    if s.behind && s.hold(tick.symbol, seq, kind) {
+                        self.skipped[kind as usize] += 1;
+                        continue;
+                    }
                     stage(s, &mut self.dirty, slot, frame.clone());
                 }
             }
@@ -451,7 +591,14 @@ impl Engine {
         s.staged_bytes = 0;
         s.dirty = false;
         s.urgent = false;
+        s.conflating = false;
+        s.missed.clear();
+        s.missed_at.clear();
+        if std::mem::take(&mut s.behind) {
+            self.behind.retain(|&b| b != slot);
+        }
         let session = s.session.clone();
+        session.set_conflating(false);
         self.unsubscribe_all(slot);
         session.close(crate::codec::close_frame(crate::session::close_code::POLICY, "slow consumer"));
         self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
@@ -461,6 +608,78 @@ impl Engine {
             stalled_ms = stalled_ns / 1_000_000,
             "closed slow consumer (1008)"
         );
+    }
+
+    /// Looks at every session that is behind: closes it if it made no
+    /// progress for `--slow-timeout`, and once its queue has drained to
+    /// half of `--conflate-above`, releases held symbols: one `conflated`
+    /// message naming them and their skipped seq ranges, then a snapshot of
+    /// each. Releases stop at about a quarter of the mark per pass; the
+    /// rest wait for the next drain.
+    fn recover(&mut self) {
+        let now_ns = crate::tick::now_ns();
+        let low_water = self.slow.conflate_above / 2;
+        // A quarter of the mark per release: low water plus one release
+        // stays under the mark, so recovery itself never re-triggers it.
+        let budget = self.slow.conflate_above / 4;
+        let mut i = 0;
+        while i < self.behind.len() {
+            let slot = self.behind[i];
+            let Some(s) = self.slots[slot as usize].as_mut() else {
+                self.behind.swap_remove(i);
+                continue;
+            };
+            let queued = s.session.queued_bytes();
+            let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
+            if queued > 0 && stalled_ns > self.slow.slow_timeout.as_nanos() as u64 {
+                self.disconnect_slow(slot, queued, stalled_ns);
+                continue; // disconnect_slow removed it from `behind`.
+            }
+            if queued + s.staged_bytes > low_water {
+                i += 1;
+                continue;
+            }
+            s.conflating = false;
+            let mut skipped = Vec::new();
+            let mut snapshots = Vec::new();
+            let mut bytes = 0;
+            while bytes < budget {
+                let Some(m) = s.missed.pop() else { break };
+                s.missed_at.remove(&m.topic);
+                let topic = &self.topics[m.topic as usize];
+                debug_assert_eq!(topic.seq, m.to_seq, "a held symbol's last update is held too");
+                let frame = encode_frame(s.encoding, &topic.snapshot(self.book_depth), &mut self.scratch);
+                bytes += frame.len();
+                snapshots.push(frame);
+                skipped.push(Skipped {
+                    sym: std::borrow::Cow::Borrowed(&topic.sym),
+                    from_seq: m.from_seq,
+                    to_seq: m.to_seq,
+                    trades: m.counts[UpdateKind::Trade as usize],
+                    quotes: m.counts[UpdateKind::Quote as usize],
+                    books: m.counts[UpdateKind::Book as usize],
+                });
+            }
+            if !skipped.is_empty() {
+                let n = snapshots.len() as u64;
+                let head = encode_frame(s.encoding, &ServerMessage::Conflated { symbols: skipped }, &mut self.scratch);
+                stage(s, &mut self.dirty, slot, head);
+                for frame in snapshots {
+                    stage(s, &mut self.dirty, slot, frame);
+                }
+                s.urgent = true;
+                self.metrics.conflated_messages.fetch_add(1, Ordering::Relaxed);
+                self.metrics.snapshots_sent.fetch_add(n, Ordering::Relaxed);
+            }
+            if s.missed.is_empty() {
+                s.behind = false;
+                s.session.set_conflating(false);
+                self.behind.swap_remove(i);
+                tracing::debug!(session = s.session.id, "slow consumer: caught up");
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Moves staged frames to the outbox of every dirty session that is
@@ -486,10 +705,25 @@ impl Engine {
             let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
             let too_big = queued + s.staged_bytes > self.slow.disconnect_above;
             let too_slow = queued > 0 && stalled_ns > self.slow.slow_timeout.as_nanos() as u64;
-            if too_big || too_slow {
+            // Only what the socket has not taken counts toward the mark: a
+            // busy but healthy session may stage a full batch at once.
+            let over_mark = !s.conflating && queued > self.slow.conflate_above;
+            if too_big || too_slow || (over_mark && s.mode == SlowMode::Disconnect) {
                 self.dirty.swap_remove(i);
                 self.disconnect_slow(slot, queued, stalled_ns);
                 continue;
+            }
+            if over_mark {
+                // What is staged still goes out (it is in order); from now
+                // on updates are held instead.
+                s.conflating = true;
+                s.session.set_conflating(true);
+                if !s.behind {
+                    s.behind = true;
+                    self.behind.push(slot);
+                }
+                self.metrics.conflation_episodes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(session = s.session.id, queued_bytes = queued, "slow consumer: conflating");
             }
             let since = now.saturating_duration_since(s.last_flush);
             if s.urgent || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::codec::Encoding;
+use crate::tick::UpdateKind;
 
 /// Client-visible error codes, counted in `tickcast_client_errors_total`.
 /// The names are the `code` of `error` messages (or the close reason).
@@ -98,6 +99,14 @@ pub struct Metrics {
     pub write_errors: AtomicU64,
     /// Sessions closed with 1008 "slow consumer".
     pub slow_disconnects: AtomicU64,
+    /// Times a session crossed `--conflate-above` and began conflating.
+    pub conflation_episodes: AtomicU64,
+    /// `conflated` messages sent (each followed by its snapshots).
+    pub conflated_messages: AtomicU64,
+    /// Updates not delivered to a conflating session, by [`UpdateKind`]
+    /// index: quotes and book changes superseded by a snapshot, trades
+    /// dropped.
+    pub skipped_updates: [AtomicU64; 3],
     /// Client errors by kind.
     client_errors: [AtomicU64; ClientError::ALL.len()],
 }
@@ -137,6 +146,8 @@ pub struct LiveGauges {
     pub buffered: BufferedHistogram,
     /// Sessions serving normally.
     pub sessions_open: usize,
+    /// Sessions over `--conflate-above`, or still catching up after it.
+    pub sessions_conflating: usize,
     /// Sessions with a close frame queued (shutting down or being dropped).
     pub sessions_closing: usize,
     /// Ticks waiting in the ring.
@@ -304,6 +315,29 @@ impl Metrics {
             &one(self.slow_disconnects.load(r) as f64),
         );
         metric(
+            "tickcast_conflation_episodes_total",
+            "counter",
+            "Times a session crossed --conflate-above and began conflating.",
+            &one(self.conflation_episodes.load(r) as f64),
+        );
+        metric(
+            "tickcast_conflated_messages_total",
+            "counter",
+            "conflated messages sent to sessions that drained (each followed by snapshots).",
+            &one(self.conflated_messages.load(r) as f64),
+        );
+        let skipped: Vec<(String, f64)> = UpdateKind::ALL
+            .iter()
+            .map(|k| (format!("{{kind=\"{}\"}}", k.name()), self.skipped_updates[*k as usize].load(r) as f64))
+            .collect();
+        metric(
+            "tickcast_skipped_updates_total",
+            "counter",
+            "Updates not delivered to conflating sessions: quotes and book changes are folded into the \
+             snapshot sent on recovery; trades are dropped.",
+            &skipped,
+        );
+        metric(
             "tickcast_queued_bytes",
             "gauge",
             "Bytes queued in all sessions, not yet written.",
@@ -340,6 +374,7 @@ impl Metrics {
             "Sessions by state.",
             &[
                 ("{state=\"open\"}".to_owned(), live.sessions_open as f64),
+                ("{state=\"conflating\"}".to_owned(), live.sessions_conflating as f64),
                 ("{state=\"closing\"}".to_owned(), live.sessions_closing as f64),
             ],
         );

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::codec::Encoding;
 use crate::config::Config;
-use crate::engine::{Engine, EngineHandle};
+use crate::engine::{Engine, EngineHandle, SlowMode};
 use crate::feed::{self, FeedContext};
 use crate::metrics::{LiveGauges, Metrics};
 use crate::ring::TickRing;
@@ -124,7 +124,7 @@ impl ServerCtx {
     pub fn live_gauges(&self) -> LiveGauges {
         let (mut total, mut max, mut kernel) = (0u64, 0u64, 0u64);
         let mut buffered = crate::metrics::BufferedHistogram::default();
-        let mut closing = 0usize;
+        let (mut closing, mut conflating) = (0usize, 0usize);
         // Snapshot the registry, then do the per-socket ioctls without the
         // lock, so a scrape never holds up sessions registering or leaving.
         let sessions: Vec<LiveSession> = self.sessions.lock().values().cloned().collect();
@@ -135,13 +135,16 @@ impl ServerCtx {
             max = max.max(q);
             kernel += k;
             buffered.record(q + k);
-            closing += usize::from(s.is_closing());
+            let is_closing = s.is_closing();
+            closing += usize::from(is_closing);
+            conflating += usize::from(!is_closing && s.is_conflating());
         }
-        let open = sessions.len() - closing;
+        let open = sessions.len() - closing - conflating;
         LiveGauges {
             kernel_queued_bytes: kernel,
             buffered,
             sessions_open: open,
+            sessions_conflating: conflating,
             sessions_closing: closing,
             ring_depth: self.ring.len(),
             ring_capacity: self.ring.capacity(),
@@ -376,13 +379,29 @@ pub fn choose_encoding(query: Option<&str>, protocols: Option<&str>) -> Result<(
     }
 }
 
+/// Picks the client's slow-consumer policy from `?slow=` (default
+/// `conflate`). Either choice stays within the operator's flags:
+/// `disconnect` only makes the ladder stricter.
+pub fn choose_slow_mode(query: Option<&str>) -> Result<SlowMode, String> {
+    match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("slow="))) {
+        None | Some("conflate") => Ok(SlowMode::Conflate),
+        Some("disconnect") => Ok(SlowMode::Disconnect),
+        Some(other) => {
+            let other: String = other.chars().take(64).collect();
+            Err(format!("unknown slow-consumer policy {other:?}: valid policies are conflate, disconnect (?slow=)"))
+        }
+    }
+}
+
 fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
     }
     let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
-    let (encoding, echo) = match choose_encoding(req.uri().query(), protocols) {
+    let chosen = choose_encoding(req.uri().query(), protocols)
+        .and_then(|(encoding, echo)| Ok((encoding, echo, choose_slow_mode(req.uri().query())?)));
+    let (encoding, echo, slow) = match chosen {
         Ok(choice) => choice,
         Err(message) => {
             ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
@@ -413,7 +432,7 @@ fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Byt
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // The registry guard inside the session now owns the count.
-                session::run(ctx, parts.io.into_inner(), parts.read_buf, encoding).await;
+                session::run(ctx, parts.io.into_inner(), parts.read_buf, encoding, slow).await;
             }
             Err(_) => {
                 ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);
@@ -484,5 +503,15 @@ mod tests {
         assert!(err.contains("\"xml\"") && err.contains("msgpack, protobuf, json"), "{err}");
         assert!(choose_encoding(None, Some("graphql-ws")).is_err());
         assert!(choose_encoding(Some("encoding=json"), Some("tickcast.msgpack")).is_err());
+    }
+
+    #[test]
+    fn slow_policy_comes_from_the_query() {
+        assert_eq!(choose_slow_mode(None), Ok(SlowMode::Conflate));
+        assert_eq!(choose_slow_mode(Some("encoding=json")), Ok(SlowMode::Conflate));
+        assert_eq!(choose_slow_mode(Some("encoding=json&slow=disconnect")), Ok(SlowMode::Disconnect));
+        assert_eq!(choose_slow_mode(Some("slow=conflate")), Ok(SlowMode::Conflate));
+        let err = choose_slow_mode(Some("slow=drop")).unwrap_err();
+        assert!(err.contains("\"drop\"") && err.contains("conflate, disconnect"), "{err}");
     }
 }

@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use crate::codec::{self, Encoding, ServerMessage};
-use crate::engine::Command;
+use crate::engine::{Command, SlowMode};
 use crate::metrics::ClientError;
 use crate::server::ServerCtx;
 use crate::writer;
@@ -64,6 +64,10 @@ pub struct SessionShared {
     pub id: u64,
     /// The encoding this client chose at the handshake.
     pub encoding: Encoding,
+    /// What the client wants when it falls behind (`?slow=`).
+    pub slow: SlowMode,
+    /// Set by the engine while the session is conflating (for gauges).
+    conflating: AtomicBool,
     outbox: Mutex<Outbox>,
     /// Bytes queued and not yet written, exact.
     queued_bytes: AtomicUsize,
@@ -108,10 +112,12 @@ pub(crate) enum Take {
 
 impl SessionShared {
     /// A session with an empty outbox.
-    pub fn new(id: u64, encoding: Encoding) -> SessionShared {
+    pub fn new(id: u64, encoding: Encoding, slow: SlowMode) -> SessionShared {
         SessionShared {
             id,
             encoding,
+            slow,
+            conflating: AtomicBool::new(false),
             outbox: Mutex::new(Outbox::default()),
             queued_bytes: AtomicUsize::new(0),
             notify: Notify::new(),
@@ -124,6 +130,16 @@ impl SessionShared {
     /// Bytes queued for this socket and not yet written to the kernel.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the engine is conflating this session's updates.
+    pub fn is_conflating(&self) -> bool {
+        self.conflating.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as conflating or caught up (the engine).
+    pub(crate) fn set_conflating(&self, on: bool) {
+        self.conflating.store(on, Ordering::Relaxed);
     }
 
     /// Whether a close frame has been queued.
@@ -311,9 +327,9 @@ pub fn frame_for(encoding: Encoding, msg: &ServerMessage<'_>) -> Bytes {
 /// starts its writer, reads and answers client frames, sends heartbeats,
 /// and cleans up. `leftover` holds bytes the client sent right after the
 /// handshake, which the HTTP layer had already read.
-pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encoding: Encoding) {
+pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encoding: Encoding, slow: SlowMode) {
     let id = ctx.next_session_id();
-    let shared = Arc::new(SessionShared::new(id, encoding));
+    let shared = Arc::new(SessionShared::new(id, encoding, slow));
     let stream = Arc::new(stream);
     let _guard = ctx.register_session(shared.clone(), stream.clone());
     ctx.engine.send(Command::Register { session: shared.clone() });
@@ -540,7 +556,7 @@ mod tests {
 
     #[test]
     fn outbox_counts_bytes_exactly_and_control_jumps_data() {
-        let s = SessionShared::new(1, Encoding::Json);
+        let s = SessionShared::new(1, Encoding::Json, SlowMode::Conflate);
         let mut frames = vec![Bytes::from_static(b"aaaa"), Bytes::from_static(b"bb")];
         s.push_data(&mut frames, 6, 1);
         assert_eq!(s.last_progress_ns(), 1, "the stall clock starts when data reaches an empty queue");

@@ -109,12 +109,37 @@ pub enum Update {
 }
 
 impl Update {
-    /// The wire name of this update's `type`.
-    pub fn kind(&self) -> &'static str {
+    /// This update's kind; its `name()` is the wire `type`.
+    pub fn kind(&self) -> UpdateKind {
         match self {
-            Update::Trade(_) => "trade",
-            Update::Quote(_) => "quote",
-            Update::Book(_) => "book",
+            Update::Trade(_) => UpdateKind::Trade,
+            Update::Quote(_) => UpdateKind::Quote,
+            Update::Book(_) => UpdateKind::Book,
+        }
+    }
+}
+
+/// The kinds of market update, for per-kind counters and records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// A trade print.
+    Trade = 0,
+    /// A best bid and offer.
+    Quote = 1,
+    /// A book change.
+    Book = 2,
+}
+
+impl UpdateKind {
+    /// Every kind, in index order.
+    pub const ALL: [UpdateKind; 3] = [UpdateKind::Trade, UpdateKind::Quote, UpdateKind::Book];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateKind::Trade => "trade",
+            UpdateKind::Quote => "quote",
+            UpdateKind::Book => "book",
         }
     }
 }

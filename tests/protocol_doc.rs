@@ -40,7 +40,7 @@ fn server_examples_decode_and_survive_every_encoding() {
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(ours, doc, "documented example differs from what the server sends");
     }
-    for kind in ["trade", "quote", "book", "snapshot", "ack", "error"] {
+    for kind in ["trade", "quote", "book", "snapshot", "ack", "error", "conflated"] {
         assert!(kinds.contains(kind), "no example of {kind}");
     }
 }
@@ -61,6 +61,13 @@ fn feed_examples_parse() {
     for text in examples {
         parse_line(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
     }
+}
+
+#[test]
+fn the_documented_slow_policy_error_is_what_the_server_says() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let ours = tickcast::server::choose_slow_mode(Some("slow=drop")).unwrap_err();
+    assert!(doc.contains(&format!("```text\n{ours}\n```")), "PROTOCOL.md lacks: {ours}");
 }
 
 #[test]

@@ -230,11 +230,12 @@ async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
             other => panic!("for {input}: expected error, got {other:?}"),
         }
     }
-    // Partly valid: ack for the known symbol, error naming the unknown one.
+    // Partly valid: ack for the known symbol, error naming the unknown one,
+    // both as control messages ahead of the snapshot.
     bad.send_text(r#"{"op":"subscribe","symbols":["AAPL","ZZZZ"]}"#).await.unwrap();
     assert!(matches!(next(&mut bad).await, ServerMessage::Ack { symbols, .. } if symbols == ["AAPL"]));
-    assert!(matches!(next(&mut bad).await, ServerMessage::Snapshot { .. }));
     assert!(matches!(next(&mut bad).await, ServerMessage::Error { code, .. } if code == "unknown_symbol"));
+    assert!(matches!(next(&mut bad).await, ServerMessage::Snapshot { .. }));
 
     // Oversized frame: close 1009; the healthy client still gets every update.
     let mut huge = Client::connect(running.addr, Encoding::Json).await.unwrap();
