@@ -50,7 +50,8 @@
 //! - The engine never waits on a session. Per session it does atomic loads
 //!   and, per flush, one `parking_lot` lock on the outbox that the writer
 //!   holds only to swap buffers (never across a write or an await).
-//!   Conflating a session makes its per-update cost smaller, not larger.
+//!   Holding an update back from a conflating session costs one hash
+//!   lookup, about what staging the shared frame for it costs.
 //! - Each session has its own writer task, which awaits only its own
 //!   socket's writability; a full socket parks that task, not a thread.
 //!
@@ -749,5 +750,54 @@ fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, id: SlotId, frame: Bytes) {
     if !slot.dirty {
         slot.dirty = true;
         dirty.push(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Slot {
+        Slot {
+            session: Arc::new(SessionShared::new(1, Encoding::Json, SlowMode::Conflate)),
+            encoding: Encoding::Json,
+            topics: Vec::new(),
+            wildcard: false,
+            staged: Vec::new(),
+            staged_bytes: 0,
+            dirty: false,
+            urgent: false,
+            last_flush: Instant::now(),
+            mode: SlowMode::Conflate,
+            conflating: false,
+            missed: Vec::new(),
+            missed_at: HashMap::new(),
+            behind: true,
+        }
+    }
+
+    #[test]
+    fn a_conflating_slot_keeps_one_record_per_symbol_with_its_range_and_counts() {
+        let mut s = slot();
+        assert!(!s.hold(7, 1, UpdateKind::Quote), "not conflating: the update is staged");
+        s.conflating = true;
+        assert!(s.hold(7, 2, UpdateKind::Quote));
+        assert!(s.hold(9, 40, UpdateKind::Trade));
+        assert!(s.hold(7, 3, UpdateKind::Book));
+        assert!(s.hold(7, 4, UpdateKind::Trade));
+        assert_eq!(s.missed.len(), 2);
+        let m = &s.missed[s.missed_at[&7]];
+        assert_eq!((m.from_seq, m.to_seq, m.counts), (2, 4, [1, 1, 1]));
+        // Released from full conflation: held symbols stay held, others flow.
+        s.conflating = false;
+        assert!(s.hold(9, 41, UpdateKind::Quote));
+        assert!(!s.hold(8, 5, UpdateKind::Quote));
+        // Unsubscribing forgets a record and keeps the index consistent.
+        s.forget(7);
+        assert_eq!(s.missed.len(), 1);
+        let m = &s.missed[s.missed_at[&9]];
+        assert_eq!((m.topic, m.from_seq, m.to_seq, m.counts), (9, 40, 41, [1, 1, 0]));
+        s.forget(9);
+        assert!(s.missed.is_empty() && s.missed_at.is_empty());
     }
 }
