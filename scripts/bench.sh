@@ -40,3 +40,13 @@ run "tcp feed driven by the bench, 100k ticks/s (1M msgs/s), latency from send" 
     --drive-feed "127.0.0.1:$FEED_PORT" --rate 100000
 run "light load: 100 subs x 5 of 50, 10k ticks/s (100k msgs/s)" \
     --symbols 50 --rate 10000 -- --subscribers 100 --per-sub 5 --symbols 50
+# Slow consumers: the same 1M msgs/s load without, then with, subscribers
+# on every symbol that cannot keep up. Healthy figures should not move, and
+# the server's RSS should stay flat (--rss-every prints its timeline).
+run "1M msgs/s (100k ticks/s, 100 subs x 5 of 50), healthy only" \
+    --symbols 50 --rate 100000 -- --subscribers 100 --per-sub 5 --symbols 50
+run "same plus 5 stalled subscribers" \
+    --symbols 50 --rate 100000 -- --subscribers 100 --per-sub 5 --symbols 50 --stalled 5 --rss-every 1s
+run "same plus 3 slow readers at 64 KiB/s" \
+    --symbols 50 --rate 100000 -- --subscribers 100 --per-sub 5 --symbols 50 \
+    --slow-readers 3 --slow-read-rate 65536 --rss-every 1s

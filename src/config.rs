@@ -263,9 +263,9 @@ impl ServeArgs {
             format!("--disconnect-above {}: must be 65536 to 1073741824 bytes", self.disconnect_above),
         );
         check(
-            (4096..=self.disconnect_above).contains(&self.conflate_above),
+            (64 * 1024..=self.disconnect_above).contains(&self.conflate_above),
             format!(
-                "--conflate-above {}: must be 4096 bytes to --disconnect-above ({}); equal to it turns conflation off",
+                "--conflate-above {}: must be 65536 bytes to --disconnect-above ({}); equal to it turns conflation off",
                 self.conflate_above, self.disconnect_above
             ),
         );

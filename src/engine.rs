@@ -100,6 +100,11 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// soon as a tick or command arrives; this only bounds a lost wake-up).
 const IDLE_PARK: Duration = Duration::from_millis(2);
 
+/// How often the engine looks at every session for the stall timeout.
+/// Sessions that get data are checked at every flush anyway; the sweep
+/// catches one whose symbols went quiet while bytes sat unread.
+const STALL_SWEEP: Duration = Duration::from_millis(100);
+
 /// When the engine gives up on a subscriber. Checked where frames are
 /// staged, once per flush, from the session's exact queued-byte count and
 /// its writer's last progress; nothing here waits on a socket.
@@ -306,6 +311,7 @@ impl Engine {
     pub fn run(mut self) {
         self.ring.register_consumer();
         let mut encoded = [0u64; 3];
+        let mut last_sweep = Instant::now();
         loop {
             let mut worked = false;
             while let Ok(cmd) = self.commands.try_recv() {
@@ -334,6 +340,10 @@ impl Engine {
             }
             if !self.behind.is_empty() {
                 self.recover();
+            }
+            if last_sweep.elapsed() >= STALL_SWEEP {
+                self.sweep_stalled();
+                last_sweep = Instant::now();
             }
             let next_flush = self.flush(Instant::now());
             if n == 0 && !worked {
@@ -609,6 +619,26 @@ impl Engine {
             stalled_ms = stalled_ns / 1_000_000,
             "closed slow consumer (1008)"
         );
+    }
+
+    /// Closes every session that has bytes queued and whose socket has
+    /// taken none of them for `--slow-timeout` (one atomic load or two per
+    /// session, every [`STALL_SWEEP`]).
+    fn sweep_stalled(&mut self) {
+        let now_ns = crate::tick::now_ns();
+        let timeout_ns = self.slow.slow_timeout.as_nanos() as u64;
+        for slot in 0..self.slots.len() {
+            let Some(s) = self.slots[slot].as_ref() else { continue };
+            let queued = s.session.queued_bytes();
+            if queued == 0 || s.session.is_closing() {
+                continue;
+            }
+            let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
+            if stalled_ns > timeout_ns {
+                self.dirty.retain(|&d| d != slot as SlotId);
+                self.disconnect_slow(slot as SlotId, queued, stalled_ns);
+            }
+        }
     }
 
     /// Looks at every session that is behind: closes it if it made no

@@ -11,16 +11,19 @@
 //! the writer's in-flight frames). The engine adds to it under a short
 //! `parking_lot` lock, once per batch; the writer subtracts as bytes reach
 //! the kernel. Nothing here waits on a socket, so a slow reader never slows
-//! the engine: the slow-consumer policy (conflate, drop, disconnect) will
-//! read [`SessionShared::queued_bytes`] at the point where the engine stages
-//! frames.
+//! the engine: the slow-consumer ladder (conflate, then disconnect) reads
+//! [`SessionShared::queued_bytes`] where the engine stages frames.
 //!
-//! Ordering: market data, snapshots, acks and engine errors share the data
-//! queue, in the order the engine produced them (so after an unsubscribe
-//! `ack` no update of those symbols follows). Pings, pongs and errors about
-//! malformed requests go in the control queue, which the writer puts ahead
-//! of queued data at the next frame boundary. A close frame is written after
-//! the control frames; queued data behind it is discarded.
+//! Ordering: market data, snapshots and `conflated` messages share the data
+//! queue, in the order the engine produced them. Control traffic (pings,
+//! pongs, acks, errors) goes in the control queue, which the writer puts
+//! ahead of queued data at the next frame boundary, so a backlog of market
+//! data never delays it and the ladder never drops it. A close frame is
+//! written after the control frames; queued data behind it is discarded.
+//!
+//! After a slow-consumer close the session waits up to `--slow-timeout`
+//! (not `--shutdown-grace`) for the close frame to get through: a slow
+//! client should learn it was dropped for being slow, not see a reset.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -222,19 +225,23 @@ impl SessionShared {
         self.notify.notified().await
     }
 
-    /// Moves queued frames into the writer's in-flight list: control frames
-    /// go first (after a partly written head frame, which must finish), then
-    /// data. With a close queued, in-flight data behind the head is dropped
-    /// and the close frame is the last frame.
-    pub(crate) fn take(&self, inflight: &mut VecDeque<Bytes>, head_started: bool) -> Take {
+    /// Moves queued frames into the writer's in-flight list. The first
+    /// `front` in-flight frames keep their place and are never dropped: a
+    /// partly written head frame (which must finish) and control frames
+    /// taken earlier. New control frames go right after them, in order,
+    /// then data at the back. With a close queued, in-flight data behind
+    /// `front` is dropped and the close frame is the last frame. Returns
+    /// how many control frames were added.
+    pub(crate) fn take(&self, inflight: &mut VecDeque<Bytes>, front: usize) -> (Take, usize) {
         let mut outbox = self.outbox.lock();
-        let keep = usize::from(head_started && !inflight.is_empty());
+        let front = front.min(inflight.len());
+        let control = outbox.control.len();
         if let Some(close) = outbox.close.take() {
-            let dropped: usize = inflight.drain(keep..).map(|f| f.len()).sum();
+            let dropped: usize = inflight.drain(front..).map(|f| f.len()).sum();
             self.queued_bytes.fetch_sub(dropped, Ordering::Relaxed);
             inflight.extend(outbox.control.drain(..));
             inflight.push_back(close);
-            return Take::Closing;
+            return (Take::Closing, control);
         }
         if inflight.is_empty() {
             // Trade buffers: the writer's empty one (keeping its capacity)
@@ -246,9 +253,9 @@ impl SessionShared {
             inflight.extend(outbox.data.drain(..));
         }
         for (i, frame) in outbox.control.drain(..).enumerate() {
-            inflight.insert(keep + i, frame);
+            inflight.insert(front + i, frame);
         }
-        Take::Open
+        (Take::Open, control)
     }
 
     /// Records that `n` queued bytes reached the kernel (or were dropped).
@@ -330,6 +337,7 @@ pub fn frame_for(encoding: Encoding, msg: &ServerMessage<'_>) -> Bytes {
 pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encoding: Encoding, slow: SlowMode) {
     let id = ctx.next_session_id();
     let shared = Arc::new(SessionShared::new(id, encoding, slow));
+    writer::tune_socket(&stream);
     let stream = Arc::new(stream);
     let _guard = ctx.register_session(shared.clone(), stream.clone());
     ctx.engine.send(Command::Register { session: shared.clone() });
@@ -345,6 +353,8 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
     let mut ws = FragmentCollectorRead::new(ws);
 
     let mut shutdown = ctx.shutdown_rx();
+    // How long the goodbye (close frame, then the peer's FIN) may take.
+    let mut grace = ctx.config.shutdown_grace;
     let ping_every = ctx.config.ping_interval;
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -373,7 +383,10 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
                 break;
             }
             _ = shared.wait_closed() => {
-                // Closed by the engine (slow consumer); the close frame is queued.
+                // Closed by the engine (slow consumer); the close frame is
+                // queued behind what the kernel already holds for this slow
+                // reader, so give it as long as a stall is allowed.
+                grace = grace.max(ctx.config.slow.slow_timeout);
                 break;
             }
             _ = &mut writer => {
@@ -423,7 +436,6 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
     // then read (and discard) until the peer closes its side, so that the
     // kernel does not answer unread bytes with a reset that would destroy
     // the close frame before the client reads it.
-    let grace = ctx.config.shutdown_grace;
     let goodbye = async {
         if !writer_done && (&mut writer).await.is_ok_and(|r| r.is_ok()) {
             drain_until_eof(&stream).await;
@@ -564,18 +576,20 @@ mod tests {
         s.push_control(Bytes::from_static(b"p"));
         assert_eq!(s.queued_bytes(), 7);
         let mut inflight = VecDeque::new();
-        assert_eq!(s.take(&mut inflight, false), Take::Open);
+        assert_eq!(s.take(&mut inflight, 0), (Take::Open, 1));
         assert_eq!(inflight, [&b"p"[..], b"aaaa", b"bb"]);
-        // A head frame partly written keeps its place; control goes after it.
+        // Frames already in flight at the front (here the control frame)
+        // keep their place: later control goes after them, in order.
         s.push_control(Bytes::from_static(b"q"));
-        s.take(&mut inflight, true);
-        assert_eq!(inflight, [&b"p"[..], b"q", b"aaaa", b"bb"]);
-        // Close drops data behind the head and ends the stream.
+        s.push_control(Bytes::from_static(b"r"));
+        assert_eq!(s.take(&mut inflight, 1), (Take::Open, 2));
+        assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"aaaa", b"bb"]);
+        // Close drops data behind the front and ends the stream.
         s.close(Bytes::from_static(b"CC"));
         let mut more = vec![Bytes::from_static(b"zzz")];
         s.push_data(&mut more, 3, 2);
-        assert_eq!(s.take(&mut inflight, true), Take::Closing);
-        assert_eq!(inflight, [&b"p"[..], b"CC"]);
-        assert_eq!(s.queued_bytes(), 3);
+        assert_eq!(s.take(&mut inflight, 3), (Take::Closing, 0));
+        assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"CC"]);
+        assert_eq!(s.queued_bytes(), 5);
     }
 }

@@ -10,6 +10,13 @@
 //! `writev`: one system call per socket per pass, never one per message,
 //! and no frame is copied. Partial writes resume mid-frame. The session's
 //! queued-byte count drops by exactly what the kernel accepted.
+//!
+//! Each socket's kernel queue of *unsent* bytes is capped at
+//! [`KERNEL_UNSENT_LOWAT`] (`TCP_NOTSENT_LOWAT`). Without it Linux autotunes
+//! a slow reader's send buffer up to megabytes: the backlog would hide in
+//! the kernel, out of reach of the slow-consumer ladder, the client would
+//! read seconds-old data, and a reader that drains steadily but slowly would
+//! see the socket stay unwritable for longer than `--slow-timeout`.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -24,6 +31,22 @@ use crate::session::{SessionShared, Take};
 
 /// Most frames handed to one `writev` (Linux allows 1024).
 pub const MAX_IOVECS: usize = 256;
+
+/// Most bytes a socket's kernel send queue holds that the peer has not yet
+/// been sent (`TCP_NOTSENT_LOWAT`); the rest waits in the session's outbox,
+/// where the slow-consumer ladder counts and conflates it. 128 KiB is ample
+/// for a healthy reader: a full megabyte per second needs it refilled only
+/// about every 100 ms.
+pub const KERNEL_UNSENT_LOWAT: u32 = 128 * 1024;
+
+/// Prepares a session's socket for the writer: caps the kernel's unsent
+/// queue (see the module doc). Failure only costs visibility of the
+/// backlog, so it is logged, not fatal.
+pub fn tune_socket(socket: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_notsent_lowat(KERNEL_UNSENT_LOWAT) {
+        tracing::debug!(error = %e, "cannot set TCP_NOTSENT_LOWAT");
+    }
+}
 
 /// Runs until the session's close frame is written or the socket fails.
 /// The socket is shared with the session's reader: writes need only
@@ -44,12 +67,19 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
     // Whether `inflight[0]` is partly written (advanced in place): control
     // frames must not cut into it.
     let mut head_started = false;
+    // Control frames in flight right after the head: later control frames
+    // queue behind them, so control keeps its own order (an ack before the
+    // error of the same request).
+    let mut control = 0usize;
     loop {
         if !closing {
-            closing = session.take(&mut inflight, head_started) == Take::Closing;
+            let (take, added) = session.take(&mut inflight, usize::from(head_started) + control);
+            closing = take == Take::Closing;
+            control += added;
         }
         while inflight.front().is_some_and(|f| f.is_empty()) {
             inflight.pop_front();
+            control = control.saturating_sub(1);
         }
         if inflight.is_empty() {
             if closing {
@@ -70,6 +100,15 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 let (frames, partial) = advance(&mut inflight, n);
+                // Completed frames: the old partial head (if any), then
+                // control frames, then data.
+                let done = if head_started { frames.saturating_sub(1) } else { frames };
+                control -= done.min(control);
+                // A frame newly started becomes the head; if it was a
+                // control frame it leaves the control count.
+                if partial && (frames > 0 || !head_started) && control > 0 {
+                    control -= 1;
+                }
                 head_started = partial;
                 session.written(n);
                 session.progressed();
@@ -77,7 +116,20 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
                 metrics.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
                 metrics.frames_sent.fetch_add(frames as u64, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if closing {
+                    socket.writable().await?;
+                } else {
+                    // Also wake when something is queued: a close then drops
+                    // the in-flight data at once instead of holding it until
+                    // a stalled peer reads. (A conflating session gets no
+                    // new data, so this costs nothing while it is stalled.)
+                    tokio::select! {
+                        ready = socket.writable() => ready?,
+                        _ = session.wait() => {}
+                    }
+                }
+            }
             Err(e) => return Err(e),
         }
     }

@@ -116,6 +116,15 @@ def pb_to_dict(msg) -> dict:
     if msg.type == "error":
         assert (msg.sym, msg.seq, msg.ts_event, msg.ts_ingest) == ("", 0, 0, 0), msg
         return {"type": "error", "code": b.code, "message": b.message, "symbols": list(b.symbols)}
+    if msg.type == "conflated":
+        assert (msg.sym, msg.seq, msg.ts_event, msg.ts_ingest) == ("", 0, 0, 0), msg
+        return {
+            "type": "conflated",
+            "symbols": [
+                {"sym": e.sym, "from_seq": e.from_seq, "to_seq": e.to_seq, "trades": e.trades, "quotes": e.quotes, "books": e.books}
+                for e in b.symbols
+            ],
+        }
     out = {"type": msg.type, "sym": msg.sym, "seq": msg.seq, "ts_event": msg.ts_event, "ts_ingest": msg.ts_ingest}
     if msg.type == "trade":
         out.update(px=b.px, sz=b.sz, side=SIDES[b.side])
@@ -433,9 +442,23 @@ class Server:
         subprotocols: Iterable[str] | None = None,
         query: str | None = None,
         decode_as: str | None = None,
+        rcvbuf: int | None = None,
+        max_queue: int | None = None,
     ) -> WsClient:
+        """``rcvbuf``: SO_RCVBUF set on the socket before it connects (a small
+        TCP window). ``max_queue``: how many received frames the library
+        buffers before its reader thread stops reading the socket (default
+        unbounded); with both, a client that stops calling ``recv`` really
+        stops reading, so the server's side of the socket fills up."""
+        sock = None
+        if rcvbuf is not None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: the window stays small
+            sock.settimeout(TIMEOUT)
+            sock.connect(("127.0.0.1", self.port))
         ws = ws_connect(
             self.ws_url(encoding, query),
+            sock=sock,
             subprotocols=list(subprotocols) if subprotocols else None,
             compression=None,
             proxy=None,
@@ -443,7 +466,7 @@ class Server:
             close_timeout=2,
             ping_interval=None,  # the server pings; the library answers
             max_size=None,
-            max_queue=None,
+            max_queue=max_queue,
             **_CONNECT_EXTRA,
         )
         client = WsClient(ws, decode_as or encoding or "msgpack", self._pb2)
@@ -491,6 +514,7 @@ def _child_env() -> dict[str, str]:
 
 
 def start_server(log_dir: Path, pb2_module, feed: str = "tcp", extra: Iterable[str] = (), attempts: int = 3) -> Server:
+    extra = list(extra)
     binary = tickcast_bin()
     if not binary.is_file():
         pytest.fail(f"tickcast binary not found at {binary}: run `cargo build` or set TICKCAST_BIN")
@@ -506,10 +530,10 @@ def start_server(log_dir: Path, pb2_module, feed: str = "tcp", extra: Iterable[s
             f"127.0.0.1:{port}",
             "--feed",
             f"tcp://127.0.0.1:{feed_port}" if feed == "tcp" else feed,
-            "--ping-interval",
-            "1s",
-            "--pong-timeout",
-            "1s",
+            # 1 s heartbeats unless the caller sets its own (a client that
+            # stops reading on purpose cannot answer pings).
+            *(["--ping-interval", "1s"] if "--ping-interval" not in extra else []),
+            *(["--pong-timeout", "1s"] if "--pong-timeout" not in extra else []),
             *extra,
         ]
         log_path = log_dir / f"tickcast-{port}.log"
