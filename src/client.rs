@@ -156,6 +156,13 @@ impl Client {
     pub fn raw(&mut self) -> &mut FragmentCollector<TokioIo<Upgraded>> {
         &mut self.ws
     }
+
+    /// Gives up the framing and returns the upgraded stream, for tools that
+    /// write many pre-built frames with one write (the bench's publisher).
+    /// Bytes the server sent that were already read are dropped.
+    pub fn into_inner(self) -> TokioIo<Upgraded> {
+        self.ws.into_inner()
+    }
 }
 
 /// A plain `GET` over HTTP/1.1 with `Connection: close`; returns the status
