@@ -345,6 +345,10 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
     let mut writer = tokio::spawn(writer::run(shared.clone(), stream.clone(), ctx.metrics.clone()));
     let mut writer_done = false;
 
+    // `leftover` is a view into hyper's whole read buffer (8 KiB or more):
+    // keep a copy of just its bytes, so that buffer is freed now rather than
+    // held for the life of the connection.
+    let leftover = Bytes::copy_from_slice(&leftover);
     let reader = std::io::Cursor::new(leftover).chain(SharedRead(stream.clone()));
     let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     // fastwebsockets refuses payloads >= its limit; ours allows exactly

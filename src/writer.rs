@@ -62,7 +62,8 @@ pub async fn run(session: Arc<SessionShared>, socket: Arc<TcpStream>, metrics: A
 }
 
 async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -> io::Result<()> {
-    let mut inflight: VecDeque<Bytes> = VecDeque::with_capacity(MAX_IOVECS);
+    // Grows with use: an idle connection should not pay for 256 slots.
+    let mut inflight: VecDeque<Bytes> = VecDeque::new();
     let mut closing = false;
     // Whether `inflight[0]` is partly written (advanced in place): control
     // frames must not cut into it.
