@@ -89,10 +89,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_WRITERS")]
     pub writers: Option<usize>,
 
-    /// Least time between two writes to one subscriber: updates that arrive
-    /// faster are coalesced into one vectored write (a quiet subscriber is
-    /// written at once). Trades up to this much latency for far fewer
-    /// system calls; 0 writes every engine batch.
+    /// Least time between two writes to one busy subscriber: updates that
+    /// arrive faster are coalesced into one vectored write. A light
+    /// subscriber (fewer than 2 updates per interval on average) is written
+    /// at once. Trades up to this much latency for far fewer system calls;
+    /// 0 writes every engine batch.
     #[arg(long, env = "TICKCAST_FLUSH_INTERVAL", default_value = "1ms", value_parser = duration)]
     pub flush_interval: Duration,
 

@@ -96,6 +96,17 @@ pub const MAX_BATCH: usize = 512;
 /// flush interval.
 const FLUSH_BYTES: usize = 64 * 1024;
 
+/// A session that averages fewer than this many frames per
+/// `--flush-interval` is *light*: its frames are flushed at once instead of
+/// waiting out the interval. Coalescing saves system calls only where there
+/// is something to coalesce; for a light session it would only add latency
+/// (up to a whole interval for the second frame of a burst).
+const LIGHT_FRAMES_PER_INTERVAL: f32 = 2.0;
+
+/// Time constant of each session's frame-rate average, in ms: long enough
+/// to see through a burst, short enough to follow a market that wakes up.
+const RATE_TAU_MS: f32 = 10.0;
+
 /// How long an idle engine parks before looking again (it is unparked as
 /// soon as a tick or command arrives; this only bounds a lost wake-up).
 const IDLE_PARK: Duration = Duration::from_millis(2);
@@ -208,6 +219,9 @@ struct Slot {
     urgent: bool,
     /// When frames were last moved to the outbox.
     last_flush: Instant,
+    /// Frames per ms moved to the outbox, averaged over about
+    /// [`RATE_TAU_MS`]: decides whether the session is light.
+    rate_per_ms: f32,
     /// What the client chose for falling behind.
     mode: SlowMode,
     /// Over `--conflate-above`: every update is held in `missed`.
@@ -369,6 +383,7 @@ impl Engine {
                     dirty: false,
                     urgent: false,
                     last_flush: Instant::now(),
+                    rate_per_ms: 0.0,
                     mode: session.slow,
                     conflating: false,
                     missed: Vec::new(),
@@ -715,9 +730,10 @@ impl Engine {
 
     /// Moves staged frames to the outbox of every dirty session that is
     /// due: its last flush is at least `--flush-interval` ago, it holds
-    /// [`FLUSH_BYTES`], or it has a reply waiting. A session that receives
-    /// less than one update per interval is flushed at once; a busy one gets
-    /// one write per interval instead of one per update. Returns how long
+    /// [`FLUSH_BYTES`], it has a reply waiting, or it is light (fewer than
+    /// [`LIGHT_FRAMES_PER_INTERVAL`] frames per interval on average). A
+    /// light session is written at once; a busy one gets one write per
+    /// interval instead of one per update. Returns how long
     /// until the next session is due, if any is waiting.
     fn flush(&mut self, now: Instant) -> Option<Duration> {
         if self.dirty.is_empty() {
@@ -726,6 +742,7 @@ impl Engine {
         let mut next: Option<Duration> = None;
         let mut i = 0;
         let now_ns = crate::tick::now_ns();
+        let interval_ms = self.flush_interval.as_secs_f32() * 1000.0;
         while i < self.dirty.len() {
             let slot = self.dirty[i];
             let Some(s) = self.slots[slot as usize].as_mut() else {
@@ -757,7 +774,13 @@ impl Engine {
                 tracing::debug!(session = s.session.id, queued_bytes = queued, "slow consumer: conflating");
             }
             let since = now.saturating_duration_since(s.last_flush);
-            if s.urgent || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {
+            let light = s.rate_per_ms * interval_ms < LIGHT_FRAMES_PER_INTERVAL;
+            if s.urgent || light || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {
+                // Exponentially decaying frame count: each frame adds
+                // 1/tau, and the average decays by since/tau.
+                let since_ms = since.as_secs_f32() * 1000.0;
+                let decay = (since_ms / RATE_TAU_MS).min(1.0);
+                s.rate_per_ms += s.staged.len() as f32 / RATE_TAU_MS.max(since_ms) - decay * s.rate_per_ms;
                 s.session.push_data(&mut s.staged, s.staged_bytes, now_ns);
                 s.staged_bytes = 0;
                 s.dirty = false;
@@ -798,6 +821,7 @@ mod tests {
             dirty: false,
             urgent: false,
             last_flush: Instant::now(),
+            rate_per_ms: 0.0,
             mode: SlowMode::Conflate,
             conflating: false,
             missed: Vec::new(),
