@@ -1,0 +1,208 @@
+"""Turns scripts/bench-peers.sh results into the table in BENCHMARKS.md and
+the chart docs/bench-peers.svg, and checks issue #4's targets.
+
+Input: one JSON object per line, each a `tickcast bench --json` report with
+"workload" and "system" added (or "failed": true). The table goes between
+the bench-peers markers in BENCHMARKS.md (a section is added if missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+SYSTEMS = ["tickcast", "nats", "node"]
+LABELS = {"tickcast": "tickcast", "nats": "nats-server (websocket)", "node": "Node ws rooms (JSON)"}
+WORKLOADS = {
+    "W1": "100 subs × 5 of 50 symbols, 10k ticks/s (100k msgs/s)",
+    "W2": "100 subs × 5 of 50 symbols, 100k ticks/s (1M msgs/s)",
+    "W3": "1,000 subs × 10 of 100 symbols, 20k ticks/s (2M msgs/s)",
+    "W4": "W2 + 5 stalled subscribers on every symbol",
+}
+BEGIN = "<!-- bench-peers:begin -->"
+END = "<!-- bench-peers:end -->"
+
+
+def ms(us: float) -> str:
+    v = us / 1000.0
+    return f"{v:.2f} ms" if v < 10 else f"{v:.1f} ms" if v < 1000 else f"{v / 1000:.2f} s"
+
+
+def mib(b: float) -> str:
+    return f"{b / 2**20:.1f} MiB"
+
+
+def load(path: Path) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], list[dict]]]:
+    """Per (workload, system): the run with the median p99 (median RSS per
+    connection for idle), and every run. A failed run counts as worst."""
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            runs.setdefault((r["workload"], r["system"]), []).append(r)
+
+    def key(r: dict) -> float:
+        if r.get("failed"):
+            return float("inf")
+        return r["idle_rss_per_conn_bytes"] if r["workload"] == "idle" else r["p99_us"]
+
+    median = {k: sorted(v, key=key)[(len(v) - 1) // 2] for k, v in runs.items()}
+    return median, runs
+
+
+def spread(runs: dict, w: str, s: str) -> str:
+    """The p99 of every round, for the reader to judge the noise."""
+    rs = runs.get((w, s), [])
+    if len(rs) < 2:
+        return ""
+    return ", ".join("failed" if r.get("failed") else ms(r["p99_us"]) for r in rs)
+
+
+def table(results: dict, runs: dict) -> str:
+    rows = [
+        "| workload | system | delivered msgs/s (expected) | p50 | p99 | p99.9 | max | server CPU / msg | RSS | seq errors "
+        "| p99 of each round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for w in WORKLOADS:
+        for s in SYSTEMS:
+            r = results.get((w, s))
+            if r is None:
+                continue
+            if r.get("failed"):
+                rows.append(f"| {w} | {s} | run failed | | | | | | | | {spread(runs, w, s)} |")
+                continue
+            rows.append(
+                f"| {w} | {s} | {r['delivered_per_sec']:,.0f} ({r['expected_per_sec']:,.0f}) | {ms(r['p50_us'])} | "
+                f"{ms(r['p99_us'])} | {ms(r['p999_us'])} | {ms(r['max_us'])} | "
+                f"{r['server_cpu_ns_per_msg']:,.0f} ns | {mib(r['server_rss_bytes'])} | {r['seq_errors']:,} | "
+                f"{spread(runs, w, s)} |"
+            )
+    rows += ["", "| idle | system | connections | RSS before | RSS after | per connection |", "|---|---|---|---|---|---|"]
+    for s in SYSTEMS:
+        r = results.get(("idle", s))
+        if r is None:
+            continue
+        if r.get("failed"):
+            rows.append(f"| idle | {s} | run failed | | | |")
+            continue
+        rows.append(
+            f"| idle | {s} | {r['idle_connections']:,} | {mib(r['idle_rss_before_bytes'])} | "
+            f"{mib(r['idle_rss_after_bytes'])} | {r['idle_rss_per_conn_bytes'] / 1024:.1f} KiB |"
+        )
+    return "\n".join(rows)
+
+
+def targets(results: dict) -> list[str]:
+    """Issue #4's targets for tickcast against nats-server in the same run."""
+    def get(w, s, key):
+        r = results.get((w, s))
+        return None if r is None or r.get("failed") else r.get(key)
+
+    lines = []
+
+    def check(name: str, value: float | None, limit: float, fmt: str, better: str = "<=") -> None:
+        if value is None:
+            lines.append(f"- {name}: not measured")
+            return
+        ok = value <= limit if better == "<=" else value >= limit
+        lines.append(f"- {name}: {fmt.format(value)} (target {better} {fmt.format(limit)}): **{'met' if ok else 'missed'}**")
+
+    for w in ("W1", "W2"):
+        a, b = get(w, "tickcast", "p99_us"), get(w, "nats", "p99_us")
+        check(f"{w} p99, tickcast / nats", a / b if a and b else None, 0.25, "{:.3f}")
+    a, b = get("W2", "tickcast", "server_cpu_ns_per_msg"), get("W2", "nats", "server_cpu_ns_per_msg")
+    check("W2 CPU per delivered message, tickcast / nats", a / b if a and b else None, 1 / 3, "{:.3f}")
+    d, e = get("W3", "tickcast", "delivered_per_sec"), get("W3", "tickcast", "expected_per_sec")
+    check("W3 delivered / expected, tickcast", d / e if d and e else None, 0.99, "{:.3f}", ">=")
+    check("W3 p99, tickcast (ms)", (get("W3", "tickcast", "p99_us") or 0) / 1000 or None, 20.0, "{:.2f}")
+    a, b = get("W4", "tickcast", "p99_us"), get("W2", "tickcast", "p99_us")
+    check("W4 healthy p99 / W2 p99, tickcast", a / b if a and b else None, 1.2, "{:.2f}")
+    per = get("idle", "tickcast", "idle_rss_per_conn_bytes")
+    check("idle RSS per connection, tickcast (KiB)", per / 1024 if per is not None else None, 10.0, "{:.1f}")
+    return lines
+
+
+def chart(results: dict, path: Path) -> None:
+    plt.rcParams["svg.hashsalt"] = "tickcast"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = {"tickcast": "o", "nats": "s", "node": "^"}
+    for s in SYSTEMS:
+        xs, ys, names = [], [], []
+        for w in WORKLOADS:
+            r = results.get((w, s))
+            if r and not r.get("failed") and r["delivered_per_sec"] > 0:
+                xs.append(r["delivered_per_sec"])
+                ys.append(max(r["p99_us"], 1.0) / 1000.0)
+                names.append(w)
+        if not xs:
+            continue
+        ax.plot(xs, ys, marker=markers[s], linestyle="none", markersize=8, label=LABELS[s])
+        for x, y, n in zip(xs, ys, names):
+            ax.annotate(n, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("delivered messages per second (all subscribers)")
+    ax.set_ylabel("p99 latency, publish to receive (ms)")
+    ax.set_title("p99 latency against delivered rate, same machine, same load generator")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("results", type=Path)
+    p.add_argument("--benchmarks", type=Path, required=True)
+    p.add_argument("--chart", type=Path, required=True)
+    p.add_argument("--duration", default="10s")
+    p.add_argument("--rounds", type=int, default=1)
+    a = p.parse_args()
+    results, runs = load(a.results)
+    chart(results, a.chart)
+    section = "\n".join(
+        [
+            BEGIN,
+            f"Run of `scripts/bench-peers.sh {a.duration}` ({a.rounds} interleaved rounds; each row is the round "
+            f"with the median p99) on {dt.date.today().isoformat()}, "
+            f"{platform.machine()}, {__import__('os').cpu_count()} cores, server and load generator on the same cores. "
+            "Latency is publish (stamp in the tick) to receive. CPU and RSS are the server process's, "
+            "from /proc/PID. tickcast subscribers use msgpack; nats and node carry the publisher's JSON.",
+            "",
+            "Workloads: " + "; ".join(f"**{k}** {v}" for k, v in WORKLOADS.items())
+            + "; **idle** 10,000 idle subscribed connections.",
+            "",
+            table(results, runs),
+            "",
+            f"![p99 latency against delivered rate]({Path('docs') / a.chart.name})",
+            "",
+            "Targets (tickcast against nats-server, same run):",
+            "",
+            *targets(results),
+            END,
+        ]
+    )
+    text = a.benchmarks.read_text()
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
+    else:
+        marker = "## Micro-benchmarks (criterion)"
+        head = "## Side by side with peers\n\n" + section + "\n\n"
+        text = text.replace(marker, head + marker) if marker in text else text + "\n" + head
+    a.benchmarks.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
