@@ -348,7 +348,11 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
     // `leftover` is a view into hyper's whole read buffer (8 KiB or more):
     // keep a copy of just its bytes, so that buffer is freed now rather than
     // held for the life of the connection.
-    let leftover = Bytes::copy_from_slice(&leftover);
+    // (Shadowing would keep the original alive to the end of this function.)
+    let leftover = {
+        let view = leftover;
+        Bytes::copy_from_slice(&view)
+    };
     let reader = std::io::Cursor::new(leftover).chain(SharedRead(stream.clone()));
     let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
     // fastwebsockets refuses payloads >= its limit; ours allows exactly
@@ -452,7 +456,10 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
 
 /// Reads and discards until EOF or an error.
 async fn drain_until_eof(stream: &TcpStream) {
-    let mut scratch = [0u8; 4096];
+    // On the heap, and only now: an array here would live in every
+    // session's future (it is held across an await), 4 KiB per idle
+    // connection for its whole life.
+    let mut scratch = vec![0u8; 4096];
     loop {
         if stream.readable().await.is_err() {
             return;
