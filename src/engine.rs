@@ -132,6 +132,16 @@ pub struct SlowConsumerPolicy {
     pub slow_timeout: Duration,
 }
 
+impl SlowConsumerPolicy {
+    /// Whether a session with `queued` bytes that last made progress at
+    /// `last_progress_ns` has stalled past `--slow-timeout` by `now_ns`;
+    /// returns how long it has been stalled, in ns.
+    fn stalled(&self, queued: usize, last_progress_ns: u64, now_ns: u64) -> (bool, u64) {
+        let stalled_ns = now_ns.saturating_sub(last_progress_ns);
+        (queued > 0 && stalled_ns > self.slow_timeout.as_nanos() as u64, stalled_ns)
+    }
+}
+
 /// What a client asked for at the handshake (`?slow=`) when it falls
 /// behind. Both stay within the operator's [`SlowConsumerPolicy`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -641,15 +651,11 @@ impl Engine {
     /// session, every [`STALL_SWEEP`]).
     fn sweep_stalled(&mut self) {
         let now_ns = crate::tick::now_ns();
-        let timeout_ns = self.slow.slow_timeout.as_nanos() as u64;
         for slot in 0..self.slots.len() {
             let Some(s) = self.slots[slot].as_ref() else { continue };
             let queued = s.session.queued_bytes();
-            if queued == 0 || s.session.is_closing() {
-                continue;
-            }
-            let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
-            if stalled_ns > timeout_ns {
+            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
+            if too_slow && !s.session.is_closing() {
                 self.dirty.retain(|&d| d != slot as SlotId);
                 self.disconnect_slow(slot as SlotId, queued, stalled_ns);
             }
@@ -676,8 +682,8 @@ impl Engine {
                 continue;
             };
             let queued = s.session.queued_bytes();
-            let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
-            if queued > 0 && stalled_ns > self.slow.slow_timeout.as_nanos() as u64 {
+            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
+            if too_slow {
                 self.disconnect_slow(slot, queued, stalled_ns);
                 continue; // disconnect_slow removed it from `behind`.
             }
@@ -750,9 +756,8 @@ impl Engine {
                 continue;
             };
             let queued = s.session.queued_bytes();
-            let stalled_ns = now_ns.saturating_sub(s.session.last_progress_ns());
+            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
             let too_big = queued + s.staged_bytes > self.slow.disconnect_above;
-            let too_slow = queued > 0 && stalled_ns > self.slow.slow_timeout.as_nanos() as u64;
             // Only what the socket has not taken counts toward the mark: a
             // busy but healthy session may stage a full batch at once.
             let over_mark = !s.conflating && queued > self.slow.conflate_above;
