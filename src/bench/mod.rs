@@ -871,6 +871,15 @@ impl Tally {
         Tally { last_seq: Vec::with_capacity(symbols), pending: Vec::with_capacity(1024), delivered: 0 }
     }
 
+    /// Sets `sym`'s seq from a snapshot: the next update must follow it.
+    /// Snapshots are neither seq-checked nor counted as delivered.
+    fn baseline(&mut self, sym: &str, seq: u64) {
+        match self.last_seq.iter_mut().find(|(s, _)| s == sym) {
+            Some((_, prev)) => *prev = seq,
+            None => self.last_seq.push((sym.to_owned(), seq)),
+        }
+    }
+
     /// Counts one market update received at `now`: its seq must follow the
     /// last one of its symbol (the first one seen sets the baseline), and
     /// inside the window its latency is recorded.

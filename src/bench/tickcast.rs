@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::light::{decode_light, Light};
-use super::{flush, small_buffer_stream, Shared, SlowStats};
+use super::{small_buffer_stream, Shared, SlowStats, Tally};
 use crate::client::{http_get, Client};
 use crate::codec::{decode, Encoding, ServerMessage};
 use crate::metrics::scrape_value;
@@ -87,10 +87,7 @@ pub(super) async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: 
         return;
     }
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    // A subscriber has a handful of symbols: a linear scan beats hashing.
-    let mut last_seq: Vec<(String, u64)> = Vec::with_capacity(symbols.len());
-    let mut pending: Vec<u64> = Vec::with_capacity(1024);
-    let mut delivered = 0u64;
+    let mut tally = Tally::new(symbols.len());
     let ws = client.raw();
     while !shared.stop.load(Ordering::Relaxed) {
         // Decode straight from the frame buffer: no copy per message.
@@ -118,29 +115,14 @@ pub(super) async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: 
             }
             continue;
         }
-        match last_seq.iter_mut().find(|(s, _)| *s == *light.sym).map(|(_, q)| q) {
-            Some(prev) => {
-                if is_update && light.seq != *prev + 1 {
-                    shared.seq_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                *prev = light.seq;
-            }
-            None => {
-                last_seq.push((light.sym.into_owned(), light.seq));
-            }
-        }
-        if is_update && shared.measuring.load(Ordering::Relaxed) {
+        if is_update {
             let from = if shared.from_event { light.ts_event } else { light.ts_ingest };
-            pending.push(now.saturating_sub(from) / 1000);
-            delivered += 1;
-            if pending.len() == pending.capacity() {
-                flush(&shared, &mut pending, &mut delivered);
-            }
-        } else if !pending.is_empty() {
-            flush(&shared, &mut pending, &mut delivered);
+            tally.update(&shared, &light.sym, light.seq, from, now);
+        } else {
+            tally.baseline(&light.sym, light.seq);
         }
     }
-    flush(&shared, &mut pending, &mut delivered);
+    tally.flush(&shared);
 }
 
 /// Connects on a small-buffer socket and subscribes to every symbol.
