@@ -38,10 +38,12 @@ pub mod config;
 pub mod engine;
 pub mod feed;
 pub mod metrics;
+pub mod recorded;
 pub mod ring;
 pub mod server;
 pub mod session;
 pub mod tick;
+pub mod ticklog;
 pub mod topic;
 pub mod writer;
 

@@ -1,0 +1,30 @@
+//! INTERFACE STUB, being implemented.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Event, Format, Source, SourceError};
+
+/// Reader of one file in this format.
+pub struct BinanceReader {}
+
+impl BinanceReader {
+    /// Opens the file.
+    pub fn open(path: &Path) -> Result<BinanceReader, SourceError> {
+        let _ = path;
+        todo!()
+    }
+}
+
+impl Source for BinanceReader {
+    fn next_event(&mut self) -> Result<Option<Event>, SourceError> {
+        todo!()
+    }
+    fn symbol(&self, id: u32) -> Arc<str> {
+        let _ = id;
+        todo!()
+    }
+    fn format(&self) -> Format {
+        Format::Binance
+    }
+}
