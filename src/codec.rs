@@ -211,6 +211,18 @@ pub enum ServerMessage<'a> {
         /// One entry per affected symbol.
         symbols: Vec<Skipped<'a>>,
     },
+    /// A replay session's stream ended (`/replay` only); `ts_event` is the
+    /// event time of the last market message sent (0 if none).
+    ReplayEnd {
+        /// The recording's name (`?source=`).
+        source: Cow<'a, str>,
+        /// `end`: the recording ran out; `to`: it passed the session's `to`.
+        reason: Cow<'a, str>,
+        /// Market messages sent since the session started or last seeked.
+        events: u64,
+        /// Event time of the last market message sent.
+        ts_event: u64,
+    },
 }
 
 impl<'a> ServerMessage<'a> {
@@ -290,6 +302,9 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Conflated { symbols } => {
                 ServerMessage::Conflated { symbols: symbols.into_iter().map(Skipped::into_owned).collect() }
             }
+            ServerMessage::ReplayEnd { source, reason, events, ts_event } => {
+                ServerMessage::ReplayEnd { source: own(source), reason: own(reason), events, ts_event }
+            }
         }
     }
 
@@ -303,6 +318,7 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Ack { .. } => "ack",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Conflated { .. } => "conflated",
+            ServerMessage::ReplayEnd { .. } => "replay_end",
         }
     }
 
@@ -334,7 +350,8 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Trade { ts_event, .. }
             | ServerMessage::Quote { ts_event, .. }
             | ServerMessage::Book { ts_event, .. }
-            | ServerMessage::Snapshot { ts_event, .. } => Some(*ts_event),
+            | ServerMessage::Snapshot { ts_event, .. }
+            | ServerMessage::ReplayEnd { ts_event, .. } => Some(*ts_event),
             _ => None,
         }
     }
@@ -507,6 +524,15 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
             }));
             return out;
         }
+        ServerMessage::ReplayEnd { source, reason, events, ts_event } => {
+            out.ts_event = *ts_event;
+            out.body = Some(Body::ReplayEnd(pb::ReplayEnd {
+                source: source.to_string(),
+                reason: reason.to_string(),
+                events: *events,
+            }));
+            return out;
+        }
     };
     out.sym = sym.to_string();
     out.seq = seq;
@@ -577,6 +603,12 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
                 })
                 .collect(),
         },
+        ("replay_end", Some(Body::ReplayEnd(r))) => ServerMessage::ReplayEnd {
+            source: Cow::Owned(r.source),
+            reason: Cow::Owned(r.reason),
+            events: r.events,
+            ts_event,
+        },
         (other, _) => return Err(DecodeError::ProtobufBody(other.to_owned())),
     };
     Ok(out)
@@ -623,6 +655,12 @@ mod tests {
                 Skipped { sym: "AAPL".into(), from_seq: 43, to_seq: 900, trades: 100, quotes: 700, books: 58 },
                 Skipped { sym: "MSFT".into(), from_seq: 1, to_seq: 1, trades: 0, quotes: 1, books: 0 },
             ],
+        });
+        out.push(ServerMessage::ReplayEnd {
+            source: "btcusdt_20240808.gz".into(),
+            reason: "end".into(),
+            events: 41_248,
+            ts_event: 1_723_161_599_999_231_384,
         });
         out
     }

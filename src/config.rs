@@ -8,12 +8,16 @@
 //! the first.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::BenchArgs;
-use crate::feed::{FeedSpec, SyntheticSettings};
+use crate::feed::replay::{parse_event_time, Speed};
+use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings};
+use crate::record::RecordSettings;
+use crate::ticklog::{Fsync, WriterOptions};
 
 /// `tickcast`: realtime market-data fan-out over WebSocket.
 #[derive(Debug, Parser)]
@@ -33,6 +37,11 @@ pub enum Tool {
     /// Load generator: N subscribers against a running server; reports
     /// delivered msgs/s, latency percentiles and server CPU per message.
     Bench(BenchArgs),
+    /// Convert a recording (Binance capture, DBN file) into a tick log.
+    Convert(crate::tools::ConvertArgs),
+    /// Summarize a recording: per symbol, counts by type, first and last
+    /// event time, and any seq or update-id gaps.
+    Inspect(crate::tools::InspectArgs),
 }
 
 /// Parses a byte count: a plain integer, or one with a binary suffix
@@ -63,10 +72,61 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Market-data source: `synthetic`, or `tcp://IP:PORT` to listen for feed
-    /// handlers sending newline-delimited JSON ticks.
+    /// Market-data source: `synthetic`; `tcp://IP:PORT` to listen for feed
+    /// handlers sending newline-delimited JSON ticks; or `replay:PATH` to
+    /// play back a recording (a tick log directory or segment, a Binance
+    /// capture, plain or gzip, or a DBN file, plain or zstd).
     #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic")]
     pub feed: String,
+
+    /// Replay feed: pace, as a factor of real time (`1`, `10`, `0.5`) or
+    /// `max` for as fast as the pipeline goes [default: 1].
+    #[arg(long, env = "TICKCAST_SPEED")]
+    pub speed: Option<String>,
+
+    /// Replay feed: start again from the beginning at the end.
+    #[arg(long = "loop", env = "TICKCAST_LOOP")]
+    pub looped: bool,
+
+    /// Replay feed: first event time to publish, ns since the Unix epoch or
+    /// RFC 3339. Earlier quotes and book changes are folded into the
+    /// starting state.
+    #[arg(long, env = "TICKCAST_FROM")]
+    pub from: Option<String>,
+
+    /// Replay feed: last event time to publish (inclusive), ns since the
+    /// Unix epoch or RFC 3339.
+    #[arg(long, env = "TICKCAST_TO")]
+    pub to: Option<String>,
+
+    /// Record every sequenced tick to a tick log in this directory
+    /// (created if missing; a torn tail from a crash is cut on start).
+    #[arg(long, env = "TICKCAST_RECORD")]
+    pub record: Option<PathBuf>,
+
+    /// Tick-log durability: `never` (the OS writes back), `always`
+    /// (fdatasync after every write), or an interval such as `1s`
+    /// (fdatasync at most that often). A process crash loses nothing
+    /// already written in any mode; this bounds what a power loss can.
+    #[arg(long, env = "TICKCAST_FSYNC", default_value = "1s")]
+    pub fsync: String,
+
+    /// Tick log: start a new segment file at this size.
+    #[arg(long, env = "TICKCAST_RECORD_SEGMENT_BYTES", default_value = "256MiB", value_parser = byte_size)]
+    pub record_segment_bytes: usize,
+
+    /// Tick log: start a new segment file at this age.
+    #[arg(long, env = "TICKCAST_RECORD_SEGMENT_AGE", default_value = "1h", value_parser = duration)]
+    pub record_segment_age: Duration,
+
+    /// Directory of recordings that `/replay?source=NAME` may open (only
+    /// plain names inside it). Without it `/replay` answers 404.
+    #[arg(long, env = "TICKCAST_REPLAY_DIR")]
+    pub replay_dir: Option<PathBuf>,
+
+    /// Most concurrent `/replay` sessions; more get HTTP 503.
+    #[arg(long, env = "TICKCAST_MAX_REPLAY_SESSIONS", default_value_t = 16)]
+    pub max_replay_sessions: usize,
 
     /// Synthetic feed: number of symbols.
     #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 100)]
@@ -157,6 +217,14 @@ pub struct Config {
     pub feed: FeedSpec,
     /// Synthetic feed settings (used when `feed` is synthetic).
     pub synthetic: SyntheticSettings,
+    /// Replay feed settings (used when `feed` is `replay:`).
+    pub replay: ReplayOptions,
+    /// Where and how to record, with `--record`.
+    pub record: Option<RecordSettings>,
+    /// Recordings `/replay` may open.
+    pub replay_dir: Option<PathBuf>,
+    /// Concurrent `/replay` session bound.
+    pub max_replay_sessions: usize,
     /// Ring capacity in ticks.
     pub ring_capacity: usize,
     /// Writer (runtime worker) threads.
@@ -189,6 +257,10 @@ impl Default for Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             feed: FeedSpec::Synthetic,
             synthetic: SyntheticSettings { symbols: 100, rate: 10_000.0, seed: 1 },
+            replay: ReplayOptions::default(),
+            record: None,
+            replay_dir: None,
+            max_replay_sessions: 16,
             ring_capacity: crate::ring::DEFAULT_CAPACITY,
             writers: default_writers(),
             flush_interval: Duration::from_millis(1),
@@ -285,6 +357,61 @@ impl ServeArgs {
         if let Err(e) = &feed {
             errors.push(e.clone());
         }
+        let is_replay = matches!(feed, Ok(FeedSpec::Replay(_)));
+        for (flag, set) in [
+            ("--speed", self.speed.is_some()),
+            ("--loop", self.looped),
+            ("--from", self.from.is_some()),
+            ("--to", self.to.is_some()),
+        ] {
+            if set && !is_replay && feed.is_ok() {
+                errors.push(format!("{flag} applies only to --feed replay:PATH"));
+            }
+        }
+        let speed = match self.speed.as_deref().unwrap_or("1").parse::<Speed>() {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(format!("--{e}"));
+                Speed::Max
+            }
+        };
+        let mut event_time = |flag: &str, value: &Option<String>| match value.as_deref().map(parse_event_time) {
+            None => None,
+            Some(Ok(ns)) => Some(ns),
+            Some(Err(e)) => {
+                errors.push(format!("{flag}: {e}"));
+                None
+            }
+        };
+        let from = event_time("--from", &self.from);
+        let to = event_time("--to", &self.to);
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                errors.push(format!("--from {f} is after --to {t}"));
+            }
+        }
+        let fsync = match self.fsync.parse::<Fsync>() {
+            Ok(f) => f,
+            Err(e) => {
+                errors
+                    .push(format!("--fsync {:?}: {e} (expected never, always or an interval such as 1s)", self.fsync));
+                Fsync::Never
+            }
+        };
+        if !(1 << 20..=1 << 40).contains(&self.record_segment_bytes) {
+            errors.push(format!("--record-segment-bytes {}: must be 1MiB to 1TiB", self.record_segment_bytes));
+        }
+        if self.record_segment_age < Duration::from_secs(1) {
+            errors.push(format!("--record-segment-age {:?}: must be at least 1s", self.record_segment_age));
+        }
+        if let Some(dir) = &self.replay_dir {
+            if !dir.is_dir() {
+                errors.push(format!("--replay-dir {}: not a directory", dir.display()));
+            }
+        }
+        if !(1..=10_000).contains(&self.max_replay_sessions) {
+            errors.push(format!("--max-replay-sessions {}: must be 1 to 10000", self.max_replay_sessions));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             errors.push(format!("--log {:?}: {e}", self.log));
         }
@@ -293,6 +420,17 @@ impl ServeArgs {
                 listen: self.listen,
                 feed,
                 synthetic: SyntheticSettings { symbols: self.symbols, rate: self.rate, seed: self.seed },
+                replay: ReplayOptions { speed, looped: self.looped, from, to },
+                record: self.record.map(|dir| RecordSettings {
+                    dir,
+                    options: WriterOptions {
+                        segment_bytes: self.record_segment_bytes as u64,
+                        segment_age: self.record_segment_age,
+                        fsync,
+                    },
+                }),
+                replay_dir: self.replay_dir,
+                max_replay_sessions: self.max_replay_sessions,
                 ring_capacity: self.ring_capacity,
                 writers,
                 flush_interval: self.flush_interval,
@@ -354,6 +492,26 @@ mod tests {
         assert_eq!((c.slow.conflate_above, c.slow.disconnect_above), (64 << 10, 1 << 20));
         let errors = parse(&["--conflate-above", "16MiB"]).unwrap_err();
         assert!(errors[0].starts_with("--conflate-above 16777216"), "{errors:?}");
+    }
+
+    #[test]
+    fn replay_and_record_flags_are_checked() {
+        let c =
+            parse(&["--feed", "replay:x.gz", "--speed", "max", "--loop", "--from", "2024-08-08T23:55:00Z"]).unwrap();
+        assert_eq!(c.feed, FeedSpec::Replay("x.gz".into()));
+        assert_eq!(c.replay.speed, Speed::Max);
+        assert!(c.replay.looped);
+        assert_eq!(c.replay.from, Some(1_723_161_300_000_000_000));
+        let errors = parse(&["--speed", "10"]).unwrap_err();
+        assert_eq!(errors, ["--speed applies only to --feed replay:PATH"]);
+        let errors = parse(&["--feed", "replay:x", "--speed", "warp", "--from", "9", "--to", "8"]).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--speed \"warp\"")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("is after --to")), "{errors:?}");
+        let errors = parse(&["--fsync", "sometimes", "--replay-dir", "/no/such/dir"]).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--fsync \"sometimes\"")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("not a directory")), "{errors:?}");
+        let c = parse(&["--record", "/tmp/x", "--fsync", "always"]).unwrap();
+        assert_eq!(c.record.unwrap().options.fsync, Fsync::Always);
     }
 
     #[test]

@@ -296,6 +296,8 @@ pub struct Engine {
     /// Updates held back this batch, by [`UpdateKind`] index.
     skipped: [u64; 3],
     scratch: Vec<u8>,
+    /// The recorder's queue, with `--record`.
+    record: Option<crate::record::RecordTap>,
 }
 
 impl Engine {
@@ -327,8 +329,16 @@ impl Engine {
             behind: Vec::new(),
             skipped: [0; 3],
             scratch: Vec::with_capacity(4096),
+            record: None,
         };
         (engine, handle)
+    }
+
+    /// Hands every sequenced tick to the recorder (`--record`), once per
+    /// batch and without waiting (see [`crate::record`]).
+    pub fn with_recorder(mut self, tap: crate::record::RecordTap) -> Engine {
+        self.record = Some(tap);
+        self
     }
 
     /// Runs until the ring is closed and drained.
@@ -349,6 +359,9 @@ impl Engine {
                 n += 1;
             }
             if n > 0 {
+                if let Some(tap) = self.record.as_mut() {
+                    tap.end_batch();
+                }
                 self.metrics.updates_published.fetch_add(n as u64, Ordering::Relaxed);
                 for e in Encoding::ALL {
                     let count = std::mem::take(&mut encoded[e.index()]);
@@ -615,6 +628,9 @@ impl Engine {
                     stage(s, &mut self.dirty, slot, frame.clone());
                 }
             }
+        }
+        if let Some(tap) = self.record.as_mut() {
+            tap.push(tick, seq);
         }
     }
 

@@ -15,7 +15,13 @@
 //!
 //! The modules, one per stage:
 //! - [`tick`]: the normalized tick model and the symbol table.
-//! - [`feed`]: sources and normalizers (synthetic, tcp JSON).
+//! - [`feed`]: sources and normalizers (synthetic, tcp JSON, replay).
+//! - [`recorded`]: recordings read as normalized events (tick log,
+//!   Binance captures, DBN).
+//! - [`ticklog`]: the crash-safe tick log format.
+//! - [`record`]: the recording stage (`--record`), fed by the engine.
+//! - [`replay`]: private paced replay sessions (`/replay`).
+//! - [`tools`]: `tickcast convert` and `tickcast inspect`.
 //! - [`ring`]: the bounded lock-free ring from feeds to the engine.
 //! - [`engine`]: sequencing, snapshots and fan-out staging.
 //! - [`topic`]: per-symbol state: seq, last values, book, subscribers.
@@ -38,12 +44,15 @@ pub mod config;
 pub mod engine;
 pub mod feed;
 pub mod metrics;
+pub mod record;
 pub mod recorded;
+pub mod replay;
 pub mod ring;
 pub mod server;
 pub mod session;
 pub mod tick;
 pub mod ticklog;
+pub mod tools;
 pub mod topic;
 pub mod writer;
 

@@ -10,8 +10,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Tool::Bench(args)) = cli.command {
-        return tickcast::bench::main(args);
+    match cli.command {
+        Some(Tool::Bench(args)) => return tickcast::bench::main(args),
+        Some(Tool::Convert(args)) => return tickcast::tools::convert(args),
+        Some(Tool::Inspect(args)) => return tickcast::tools::inspect(args),
+        None => {}
     }
     let log = cli.serve.log.clone();
     let config = match cli.serve.into_config() {

@@ -107,6 +107,19 @@ pub struct Metrics {
     /// index: quotes and book changes superseded by a snapshot, trades
     /// dropped.
     pub skipped_updates: [AtomicU64; 3],
+    /// Ticks handed to the recorder (`--record`).
+    pub record_ticks: AtomicU64,
+    /// Ticks the recorder's queue had no room for, each a seq gap in the
+    /// tick log (see [`crate::record`] for the policy).
+    pub record_dropped: AtomicU64,
+    /// Bytes the recorder wrote to the tick log.
+    pub record_bytes: AtomicU64,
+    /// Tick-log write failures (disk full and the like).
+    pub record_errors: AtomicU64,
+    /// Replay sessions (`/replay`) open now.
+    pub replay_sessions: AtomicI64,
+    /// Replay sessions refused at `--max-replay-sessions`.
+    pub replay_rejected: AtomicU64,
     /// Client errors by kind.
     client_errors: [AtomicU64; ClientError::ALL.len()],
 }
@@ -336,6 +349,42 @@ impl Metrics {
             "Updates not delivered to conflating sessions: quotes and book changes are folded into the \
              snapshot sent on recovery; trades are dropped.",
             &skipped,
+        );
+        metric(
+            "tickcast_record_ticks_total",
+            "counter",
+            "Ticks handed to the recorder (--record).",
+            &one(self.record_ticks.load(r) as f64),
+        );
+        metric(
+            "tickcast_record_dropped_total",
+            "counter",
+            "Ticks the recorder queue had no room for; each is a seq gap in the tick log.",
+            &one(self.record_dropped.load(r) as f64),
+        );
+        metric(
+            "tickcast_record_bytes_total",
+            "counter",
+            "Bytes written to the tick log.",
+            &one(self.record_bytes.load(r) as f64),
+        );
+        metric(
+            "tickcast_record_errors_total",
+            "counter",
+            "Tick-log write failures (the batch is lost and a new segment is started).",
+            &one(self.record_errors.load(r) as f64),
+        );
+        metric(
+            "tickcast_replay_sessions",
+            "gauge",
+            "Replay sessions (/replay) open now.",
+            &one(self.replay_sessions.load(r) as f64),
+        );
+        metric(
+            "tickcast_replay_rejected_total",
+            "counter",
+            "Replay sessions refused at --max-replay-sessions (HTTP 503).",
+            &one(self.replay_rejected.load(r) as f64),
         );
         metric(
             "tickcast_queued_bytes",

@@ -59,10 +59,17 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// `--record` could not open its tick log.
+    #[error("cannot record: {0}")]
+    Record(String),
     /// A thread could not be spawned.
     #[error("cannot start the engine thread: {0}")]
     Thread(std::io::Error),
 }
+
+/// Longest wait at shutdown for the engine to drain and the recorder to
+/// write and sync its last batch.
+const RECORDER_GRACE: Duration = Duration::from_secs(10);
 
 /// A registered session and its socket.
 type LiveSession = (Arc<SessionShared>, Arc<TcpStream>);
@@ -161,7 +168,10 @@ pub struct Server {
     listener: TcpListener,
     ctx: Arc<ServerCtx>,
     feed_addr: Option<SocketAddr>,
+    /// The engine, the recorder if any, then the feed threads.
     threads: Vec<JoinHandle<()>>,
+    /// How many of `threads` are the engine and the recorder.
+    record_threads: usize,
     stop_feed: Arc<AtomicBool>,
 }
 
@@ -172,7 +182,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let symbols = Arc::new(SymbolTable::default());
         let ring = Arc::new(TickRing::new(config.ring_capacity));
-        let (engine, handle) = Engine::new(
+        let (mut engine, handle) = Engine::new(
             ring.clone(),
             symbols.clone(),
             metrics.clone(),
@@ -180,6 +190,14 @@ impl Server {
             config.flush_interval,
             config.slow,
         );
+        let mut recorder = None;
+        if let Some(settings) = &config.record {
+            let (tap, r) = crate::record::start(settings.clone(), symbols.clone(), metrics.clone())
+                .map_err(|e| ServerError::Record(e.to_string()))?;
+            tracing::info!(dir = %settings.dir.display(), "recording every tick to the tick log");
+            engine = engine.with_recorder(tap);
+            recorder = Some(r.thread);
+        }
         let engine_thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || engine.run())
@@ -192,7 +210,7 @@ impl Server {
             max_symbols: config.max_symbols,
             shutdown: stop_feed.clone(),
         };
-        let feed = match feed::start(&config.feed, &config.synthetic, feed_ctx) {
+        let feed = match feed::start(&config.feed, &config.synthetic, &config.replay, feed_ctx) {
             Ok(f) => f,
             Err(source) => {
                 ring.close();
@@ -207,8 +225,12 @@ impl Server {
                 return Err(ServerError::Listen { addr: config.listen, source });
             }
         };
-        let mut threads = feed.threads;
-        threads.push(engine_thread);
+        // The engine first, then the recorder it feeds: shutdown waits for
+        // these two (the recorder's last flush) before the feed threads.
+        let mut threads = vec![engine_thread];
+        let record_threads = 1 + usize::from(recorder.is_some());
+        threads.extend(recorder);
+        threads.extend(feed.threads);
         let (shutdown, _) = watch::channel(false);
         let ctx = Arc::new(ServerCtx {
             config,
@@ -220,7 +242,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             shutdown,
         });
-        Ok(Server { listener, ctx, feed_addr: feed.local_addr, threads, stop_feed })
+        Ok(Server { listener, ctx, feed_addr: feed.local_addr, threads, record_threads, stop_feed })
     }
 
     /// The HTTP/WebSocket address actually bound.
@@ -240,7 +262,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, ctx, threads, stop_feed, .. } = self;
+        let Server { listener, ctx, threads, record_threads, stop_feed, .. } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "tickcast listening");
         tokio::pin!(shutdown);
         loop {
@@ -271,13 +293,26 @@ impl Server {
         // Join on a plain thread, not spawn_blocking: the runtime waits for
         // its blocking tasks when it is dropped, and a feed thread stuck in
         // a read must not hold the process past the grace period.
+        // The recorder gets up to RECORDER_GRACE for its last write and
+        // fsync; the feed threads 300 ms more.
+        let (engine_tx, engine_joined) = tokio::sync::oneshot::channel();
         let (joined_tx, joined) = tokio::sync::oneshot::channel();
         let _ = std::thread::Builder::new().name("join".into()).spawn(move || {
-            for t in threads {
+            let mut engine_tx = Some(engine_tx);
+            for (i, t) in threads.into_iter().enumerate() {
+                if i == record_threads {
+                    if let Some(tx) = engine_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
                 let _ = t.join();
+            }
+            if let Some(tx) = engine_tx.take() {
+                let _ = tx.send(());
             }
             let _ = joined_tx.send(());
         });
+        let _ = tokio::time::timeout(RECORDER_GRACE, engine_joined).await;
         let _ = tokio::time::timeout(Duration::from_millis(300), joined).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
     }
@@ -319,7 +354,8 @@ fn route(ctx: Arc<ServerCtx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
     }
     match req.uri().path() {
-        "/ws" => upgrade(ctx, req),
+        "/ws" => upgrade(ctx, req, false),
+        "/replay" => upgrade(ctx, req, true),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
             let mut response = text(StatusCode::OK, ctx.metrics.render(&ctx.live_gauges()));
@@ -332,7 +368,7 @@ fn route(ctx: Arc<ServerCtx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
             response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /ws, /metrics, /healthz, /symbols\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /ws, /replay, /metrics, /healthz, /symbols\n"),
     }
 }
 
@@ -393,7 +429,8 @@ pub fn choose_slow_mode(query: Option<&str>) -> Result<SlowMode, String> {
     }
 }
 
-fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Upgrades `/ws` (live) or `/replay` (a private replay) to a session.
+fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) -> Response<Full<Bytes>> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request\n");
@@ -412,6 +449,24 @@ fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Byt
         ctx.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n");
     }
+    let replay = if replay {
+        let request = match crate::replay::parse_request(ctx.config.replay_dir.as_deref(), req.uri().query()) {
+            Ok(r) => r,
+            Err(refusal) => {
+                ctx.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+                return text(refusal.status, format!("{}\n", refusal.message));
+            }
+        };
+        let Some(slot) = crate::replay::ReplaySlot::acquire(&ctx.metrics, ctx.config.max_replay_sessions) else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many replay sessions ({}): try again later\n", ctx.config.max_replay_sessions),
+            );
+        };
+        Some(crate::replay::ReplaySession { request, slot })
+    } else {
+        None
+    };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -432,7 +487,7 @@ fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>) -> Response<Full<Byt
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 // The registry guard inside the session now owns the count.
-                session::run(ctx, parts.io.into_inner(), parts.read_buf, encoding, slow).await;
+                session::run(ctx, parts.io.into_inner(), parts.read_buf, encoding, slow, replay).await;
             }
             Err(_) => {
                 ctx.metrics.connections.fetch_sub(1, Ordering::Relaxed);

@@ -42,6 +42,7 @@ use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use crate::codec::{self, Encoding, ServerMessage};
 use crate::engine::{Command, SlowMode};
 use crate::metrics::ClientError;
+use crate::replay::{ReplayDriver, ReplaySession};
 use crate::server::ServerCtx;
 use crate::writer;
 
@@ -330,17 +331,40 @@ pub fn frame_for(encoding: Encoding, msg: &ServerMessage<'_>) -> Bytes {
     codec::encode_frame(encoding, msg, &mut Vec::new())
 }
 
-/// Runs one WebSocket session to completion: registers it with the engine,
-/// starts its writer, reads and answers client frames, sends heartbeats,
-/// and cleans up. `leftover` holds bytes the client sent right after the
-/// handshake, which the HTTP layer had already read.
-pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encoding: Encoding, slow: SlowMode) {
+/// Runs one WebSocket session to completion: registers it with the engine
+/// (a live session) or starts its replay (`replay`), starts its writer,
+/// reads and answers client frames, sends heartbeats, and cleans up.
+/// `leftover` holds bytes the client sent right after the handshake, which
+/// the HTTP layer had already read.
+pub async fn run(
+    ctx: Arc<ServerCtx>,
+    stream: TcpStream,
+    leftover: Bytes,
+    encoding: Encoding,
+    slow: SlowMode,
+    replay: Option<ReplaySession>,
+) {
     let id = ctx.next_session_id();
     let shared = Arc::new(SessionShared::new(id, encoding, slow));
     writer::tune_socket(&stream);
     let stream = Arc::new(stream);
     let _guard = ctx.register_session(shared.clone(), stream.clone());
-    ctx.engine.send(Command::Register { session: shared.clone() });
+    // A replay session is private: the engine never hears of it.
+    let (mut driver, _replay_slot) = match replay {
+        Some(ReplaySession { request, slot }) => {
+            match ReplayDriver::start(request, encoding, ctx.config.book_depth, ctx.metrics.clone()) {
+                Ok(d) => (Some(d), Some(slot)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a replay thread");
+                    return;
+                }
+            }
+        }
+        None => {
+            ctx.engine.send(Command::Register { session: shared.clone() });
+            (None, None)
+        }
+    };
 
     let mut writer = tokio::spawn(writer::run(shared.clone(), stream.clone(), ctx.metrics.clone()));
     let mut writer_done = false;
@@ -403,6 +427,7 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
                 writer_done = true;
                 break;
             }
+            _ = replay_step(&mut driver, &shared), if driver.as_ref().is_some_and(ReplayDriver::active) => {}
             _ = sleep_until_opt(deadline), if deadline.is_some() => {
                 ctx.metrics.client_error(ClientError::PongTimeout);
                 shared.close(codec::close_frame(close_code::POLICY, "pong timeout"));
@@ -423,7 +448,10 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
                             shared.close(codec::close_frame(close_code::TOO_BIG, "message too big"));
                             break;
                         }
-                        handle_request(&ctx, &shared, &frame.payload).await;
+                        match driver.as_mut() {
+                            Some(d) => shared.push_control(d.control(&frame.payload)),
+                            None => handle_request(&ctx, &shared, &frame.payload).await,
+                        }
                     }
                     OpCode::Pong => pong_deadline = None,
                     OpCode::Close => break,
@@ -437,8 +465,11 @@ pub async fn run(ctx: Arc<ServerCtx>, stream: TcpStream, leftover: Bytes, encodi
         }
     }
 
-    // Stop fan-out to this session now; the rest is only the goodbye.
-    ctx.engine.send(Command::Deregister { id });
+    // Stop fan-out (or the replay) now; the rest is only the goodbye.
+    if driver.is_none() {
+        ctx.engine.send(Command::Deregister { id });
+    }
+    drop(driver);
     drop(ws);
     // Let the writer flush up to the close frame, within the grace period,
     // then read (and discard) until the peer closes its side, so that the
@@ -501,6 +532,13 @@ impl tokio::io::AsyncRead for SharedRead {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+async fn replay_step(driver: &mut Option<ReplayDriver>, shared: &SessionShared) {
+    match driver {
+        Some(d) => d.step(shared).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -39,6 +39,17 @@ pub enum Fsync {
     Every(Duration),
 }
 
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(Fsync::Never),
+            "always" => Ok(Fsync::Always),
+            d => humantime::parse_duration(d).map(Fsync::Every).map_err(|e| format!("{e}")),
+        }
+    }
+}
+
 /// How the writer rolls segments and syncs.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterOptions {
@@ -81,6 +92,10 @@ impl TickLogWriter {
     }
     /// Hands buffered records to the OS and applies the fsync policy.
     pub fn flush(&mut self) -> Result<(), TickLogError> {
+        todo!()
+    }
+    /// Bytes written to the current segment so far (header included).
+    pub fn bytes_written(&self) -> u64 {
         todo!()
     }
     /// Flushes, syncs and closes the current segment.

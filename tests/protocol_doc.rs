@@ -40,7 +40,7 @@ fn server_examples_decode_and_survive_every_encoding() {
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(ours, doc, "documented example differs from what the server sends");
     }
-    for kind in ["trade", "quote", "book", "snapshot", "ack", "error", "conflated"] {
+    for kind in ["trade", "quote", "book", "snapshot", "ack", "error", "conflated", "replay_end"] {
         assert!(kinds.contains(kind), "no example of {kind}");
     }
 }
@@ -52,6 +52,19 @@ fn client_examples_parse() {
     for text in examples {
         parse_request(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {}", e.message));
     }
+}
+
+#[test]
+fn replay_control_examples_parse() {
+    let examples = blocks("replay");
+    assert_eq!(examples.len(), 4);
+    let ops: Vec<&str> = examples
+        .iter()
+        .map(|text| {
+            tickcast::replay::parse_control(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {}", e.message)).op()
+        })
+        .collect();
+    assert_eq!(ops, ["pause", "resume", "speed", "seek"]);
 }
 
 #[test]

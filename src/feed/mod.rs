@@ -9,18 +9,21 @@
 //! handle, the [`Publisher`], which interns symbols, stamps the ingest
 //! time, counts, and applies the ring's full policy.
 //!
-//! Sources: `synthetic` (the default; see [`synthetic`]) and `tcp://ADDR`
-//! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`]).
-//! Further sources (NATS, recorded files) plug in as new [`FeedSpec`]
-//! variants that drive a [`Publisher`].
+//! Sources: `synthetic` (the default; see [`synthetic`]), `tcp://ADDR`
+//! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`])
+//! and `replay:PATH` (a recording played back; see [`replay`]). Further
+//! sources (NATS) plug in as new [`FeedSpec`] variants that drive a
+//! [`Publisher`].
 
 pub mod json;
+pub mod replay;
 pub mod synthetic;
 pub mod tcp;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub enum FeedSpec {
     Synthetic,
     /// Listen on this address for feed handlers sending JSON lines.
     Tcp(SocketAddr),
+    /// Play back a recording (tick log, Binance capture or DBN file).
+    Replay(PathBuf),
 }
 
 impl FromStr for FeedSpec {
@@ -53,7 +58,13 @@ impl FromStr for FeedSpec {
                 .map(FeedSpec::Tcp)
                 .map_err(|_| format!("--feed {s:?}: {addr:?} is not an IP:PORT address (e.g. tcp://127.0.0.1:9000)"));
         }
-        Err(format!("--feed {s:?}: expected \"synthetic\" or \"tcp://IP:PORT\""))
+        if let Some(path) = s.strip_prefix("replay:") {
+            if path.is_empty() {
+                return Err(format!("--feed {s:?}: name the recording, e.g. replay:./ticks or replay:day.dbn.zst"));
+            }
+            return Ok(FeedSpec::Replay(PathBuf::from(path)));
+        }
+        Err(format!("--feed {s:?}: expected \"synthetic\", \"tcp://IP:PORT\" or \"replay:PATH\""))
     }
 }
 
@@ -62,6 +73,7 @@ impl fmt::Display for FeedSpec {
         match self {
             FeedSpec::Synthetic => f.write_str("synthetic"),
             FeedSpec::Tcp(addr) => write!(f, "tcp://{addr}"),
+            FeedSpec::Replay(path) => write!(f, "replay:{}", path.display()),
         }
     }
 }
@@ -194,11 +206,42 @@ pub struct SyntheticSettings {
     pub seed: u64,
 }
 
+/// How a `replay:` feed plays its recording (`--speed`, `--loop`,
+/// `--from`, `--to`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayOptions {
+    /// Pace.
+    pub speed: replay::Speed,
+    /// Start again at the end.
+    pub looped: bool,
+    /// First event time, ns.
+    pub from: Option<u64>,
+    /// Last event time, ns (inclusive).
+    pub to: Option<u64>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions { speed: replay::Speed::Times(1.0), looped: false, from: None, to: None }
+    }
+}
+
 /// Starts the source described by `spec`.
-pub fn start(spec: &FeedSpec, synthetic: &SyntheticSettings, ctx: FeedContext) -> std::io::Result<FeedHandle> {
+pub fn start(
+    spec: &FeedSpec,
+    synthetic: &SyntheticSettings,
+    replay_options: &ReplayOptions,
+    ctx: FeedContext,
+) -> std::io::Result<FeedHandle> {
     match spec {
         FeedSpec::Synthetic => synthetic::start(synthetic.clone(), ctx),
         FeedSpec::Tcp(addr) => tcp::start(*addr, ctx),
+        FeedSpec::Replay(path) => {
+            let o = replay_options.clone();
+            let settings =
+                replay::ReplaySettings { path: path.clone(), speed: o.speed, looped: o.looped, from: o.from, to: o.to };
+            replay::start(settings, ctx)
+        }
     }
 }
 
@@ -212,5 +255,7 @@ mod tests {
         assert_eq!("tcp://127.0.0.1:9000".parse(), Ok(FeedSpec::Tcp("127.0.0.1:9000".parse().unwrap())));
         assert!("tcp://nowhere".parse::<FeedSpec>().unwrap_err().contains("IP:PORT"));
         assert!("kafka://x".parse::<FeedSpec>().unwrap_err().contains("expected"));
+        assert_eq!("replay:/data/day.tlog".parse(), Ok(FeedSpec::Replay("/data/day.tlog".into())));
+        assert!("replay:".parse::<FeedSpec>().unwrap_err().contains("name the recording"));
     }
 }

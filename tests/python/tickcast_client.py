@@ -125,6 +125,9 @@ def pb_to_dict(msg) -> dict:
                 for e in b.symbols
             ],
         }
+    if msg.type == "replay_end":
+        assert (msg.sym, msg.seq, msg.ts_ingest) == ("", 0, 0), msg
+        return {"type": "replay_end", "source": b.source, "reason": b.reason, "events": b.events, "ts_event": msg.ts_event}
     out = {"type": msg.type, "sym": msg.sym, "seq": msg.seq, "ts_event": msg.ts_event, "ts_ingest": msg.ts_ingest}
     if msg.type == "trade":
         out.update(px=b.px, sz=b.sz, side=SIDES[b.side])
@@ -427,8 +430,8 @@ class Server:
         return json.loads(body)
 
     # -- WebSocket
-    def ws_url(self, encoding: str | None = None, query: str | None = None) -> str:
-        url = f"ws://127.0.0.1:{self.port}/ws"
+    def ws_url(self, encoding: str | None = None, query: str | None = None, path: str = "/ws") -> str:
+        url = f"ws://127.0.0.1:{self.port}{path}"
         if query:
             url += "?" + query
         elif encoding is not None:
@@ -444,6 +447,7 @@ class Server:
         decode_as: str | None = None,
         rcvbuf: int | None = None,
         max_queue: int | None = None,
+        path: str = "/ws",
     ) -> WsClient:
         """``rcvbuf``: SO_RCVBUF set on the socket before it connects (a small
         TCP window). ``max_queue``: how many received frames the library
@@ -457,7 +461,7 @@ class Server:
             sock.settimeout(TIMEOUT)
             sock.connect(("127.0.0.1", self.port))
         ws = ws_connect(
-            self.ws_url(encoding, query),
+            self.ws_url(encoding, query, path),
             sock=sock,
             subprotocols=list(subprotocols) if subprotocols else None,
             compression=None,

@@ -1,0 +1,252 @@
+//! The recording stage: every sequenced tick, appended to the tick log.
+//!
+//! In: ticks the engine has sequenced, handed over in batches through a
+//! bounded queue ([`RecordTap`]). Out: records in the tick log under
+//! `--record DIR` ([`crate::ticklog`]).
+//!
+//! Recording is its own thread, fed by the engine after sequencing, so the
+//! tick log holds exactly the seq every client saw. Neither the ingest
+//! thread nor the engine ever waits on the disk: the engine only moves each
+//! tick (no copy, no encoding) into a batch `Vec` and, once per engine
+//! batch, offers the batch to the queue without blocking.
+//!
+//! # Bound and full policy
+//! The queue holds [`QUEUE_BATCHES`] batches of up to
+//! [`MAX_BATCH`](crate::engine::MAX_BATCH) ticks: at 1M ticks/s that is
+//! about a quarter of a second of disk stall absorbed. When it is full the
+//! batch is **dropped** and counted (`tickcast_record_dropped_total`, and a
+//! rate-limited error log): live fan-out must never stall behind a disk.
+//! Nothing is silently lost from the recording's point of view either:
+//! every tick carries its seq, so a drop is a seq gap that `tickcast
+//! inspect` and the replay reader report per symbol.
+//!
+//! # Writes and durability
+//! The recorder drains whatever is queued, appends it, and hands it to the
+//! OS in one write before it waits again, so at any moment the only ticks
+//! not yet written are the ones still in the queue (milliseconds). A kill
+//! of the process loses only those; `--fsync` decides what a power loss
+//! may lose. A torn last record is cut off when the log is next opened.
+//!
+//! A write error (disk full, say) loses that batch, is counted
+//! (`tickcast_record_errors_total`) and logged, and the recorder reopens the
+//! log (which cuts any torn tail) before the next batch, at most once a
+//! second.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::metrics::Metrics;
+use crate::tick::{SymbolTable, Tick};
+use crate::ticklog::{LogTick, TickLogWriter, WriterOptions};
+
+/// Batches the recorder queue holds (see the module doc for the policy).
+pub const QUEUE_BATCHES: usize = 512;
+
+/// How often an idle recorder wakes to apply the fsync policy.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
+
+/// One sequenced tick on its way to the tick log.
+pub struct Sequenced {
+    /// The tick as the engine published it.
+    pub tick: Tick,
+    /// The seq it was published with.
+    pub seq: u64,
+}
+
+/// Where the recording goes and how.
+#[derive(Clone, Debug)]
+pub struct RecordSettings {
+    /// The tick-log directory (`--record`).
+    pub dir: PathBuf,
+    /// Segment roll and fsync policy.
+    pub options: WriterOptions,
+}
+
+/// The engine's end of the recorder queue. Owned by the engine thread.
+pub struct RecordTap {
+    tx: Sender<Vec<Sequenced>>,
+    /// Emptied batches coming back, so steady state allocates nothing.
+    recycled: Receiver<Vec<Sequenced>>,
+    batch: Vec<Sequenced>,
+    metrics: Arc<Metrics>,
+    last_drop_log: Option<Instant>,
+    dropped_since_log: u64,
+}
+
+impl RecordTap {
+    /// Adds one sequenced tick to the current batch.
+    #[inline]
+    pub fn push(&mut self, tick: Tick, seq: u64) {
+        self.batch.push(Sequenced { tick, seq });
+    }
+
+    /// Offers the current batch to the recorder without waiting; a full
+    /// queue drops it (counted). Called once per engine batch.
+    pub fn end_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let next = self.recycled.try_recv().unwrap_or_default();
+        let batch = std::mem::replace(&mut self.batch, next);
+        let n = batch.len() as u64;
+        match self.tx.try_send(batch) {
+            Ok(()) => {
+                self.metrics.record_ticks.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(mut batch)) | Err(TrySendError::Disconnected(mut batch)) => {
+                self.metrics.record_dropped.fetch_add(n, Ordering::Relaxed);
+                self.dropped_since_log += n;
+                if self.last_drop_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::error!(
+                        dropped = self.dropped_since_log,
+                        "recorder queue full: ticks not recorded (the disk is slower than the feed); \
+                         they show as seq gaps in the tick log"
+                    );
+                    self.last_drop_log = Some(Instant::now());
+                    self.dropped_since_log = 0;
+                }
+                batch.clear();
+                self.batch = batch;
+            }
+        }
+    }
+}
+
+/// The running recorder thread.
+pub struct Recorder {
+    /// Joined at shutdown, after the engine (which owns the tap) stops.
+    pub thread: JoinHandle<()>,
+}
+
+/// Opens the tick log (recovering a torn tail) and starts the recorder
+/// thread. Fails if the directory cannot be opened, so a bad `--record`
+/// stops the server at start-up rather than losing the recording.
+pub fn start(
+    settings: RecordSettings,
+    symbols: Arc<SymbolTable>,
+    metrics: Arc<Metrics>,
+) -> Result<(RecordTap, Recorder), crate::ticklog::TickLogError> {
+    let (writer, recovery) = TickLogWriter::open(&settings.dir, settings.options)?;
+    if let Some(r) = recovery {
+        tracing::warn!(
+            segment = %r.path.display(),
+            offset = r.offset,
+            dropped_bytes = r.dropped_bytes,
+            "tick log: cut a torn tail left by a crash; every complete record before it is kept"
+        );
+    }
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
+    let (recycle_tx, recycled) = crossbeam_channel::bounded(QUEUE_BATCHES);
+    let thread_metrics = metrics.clone();
+    let thread = std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || run(writer, settings, rx, recycle_tx, symbols, thread_metrics))
+        .map_err(|source| crate::ticklog::TickLogError::Io { path: PathBuf::from("recorder thread"), source })?;
+    let tap = RecordTap { tx, recycled, batch: Vec::new(), metrics, last_drop_log: None, dropped_since_log: 0 };
+    Ok((tap, Recorder { thread }))
+}
+
+fn run(
+    writer: TickLogWriter,
+    settings: RecordSettings,
+    rx: Receiver<Vec<Sequenced>>,
+    recycle: Sender<Vec<Sequenced>>,
+    symbols: Arc<SymbolTable>,
+    metrics: Arc<Metrics>,
+) {
+    let mut writer = Some(writer);
+    let mut names: Vec<Option<Arc<str>>> = Vec::new();
+    let mut last_reopen: Option<Instant> = None;
+    loop {
+        let first = match rx.recv_timeout(IDLE_WAKE) {
+            Ok(batch) => Some(batch),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if writer.is_none() && last_reopen.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            last_reopen = Some(Instant::now());
+            match TickLogWriter::open(&settings.dir, settings.options) {
+                Ok((w, _)) => {
+                    tracing::info!(dir = %settings.dir.display(), "tick log reopened");
+                    writer = Some(w);
+                }
+                Err(e) => tracing::error!("tick log: cannot reopen: {e}"),
+            }
+        }
+        let Some(w) = writer.as_mut() else {
+            // No log to write to: count what is lost and keep draining, so
+            // the engine's queue never fills behind a dead disk.
+            for batch in first.into_iter().chain(rx.try_iter()) {
+                metrics.record_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.record_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                recycle_batch(&recycle, batch);
+            }
+            continue;
+        };
+        let mut result = Ok(());
+        let mut bytes_before = w.bytes_written();
+        for batch in first.into_iter().chain(rx.try_iter()) {
+            if result.is_ok() {
+                result = append_batch(w, &batch, &mut names, &symbols);
+            } else {
+                metrics.record_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            recycle_batch(&recycle, batch);
+        }
+        if result.is_ok() {
+            result = w.flush();
+        }
+        let bytes_after = w.bytes_written();
+        if bytes_after < bytes_before {
+            bytes_before = 0; // a new segment
+        }
+        metrics.record_bytes.fetch_add(bytes_after - bytes_before, Ordering::Relaxed);
+        if let Err(e) = result {
+            metrics.record_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("tick log write failed, batch lost; reopening: {e}");
+            writer = None;
+        }
+    }
+    if let Some(w) = writer {
+        if let Err(e) = w.finish() {
+            metrics.record_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("tick log: final flush failed: {e}");
+        }
+    }
+}
+
+fn append_batch(
+    w: &mut TickLogWriter,
+    batch: &[Sequenced],
+    names: &mut Vec<Option<Arc<str>>>,
+    symbols: &SymbolTable,
+) -> Result<(), crate::ticklog::TickLogError> {
+    for s in batch {
+        let index = s.tick.symbol as usize;
+        if index >= names.len() {
+            names.resize(index + 1, None);
+        }
+        if names[index].is_none() {
+            names[index] = symbols.name(s.tick.symbol);
+        }
+        let Some(sym) = names[index].as_deref() else { continue };
+        w.append(&LogTick {
+            sym,
+            seq: s.seq,
+            ts_event: s.tick.ts_event,
+            ts_ingest: s.tick.ts_ingest,
+            update: &s.tick.update,
+        })?;
+    }
+    Ok(())
+}
+
+fn recycle_batch(recycle: &Sender<Vec<Sequenced>>, mut batch: Vec<Sequenced>) {
+    batch.clear();
+    let _ = recycle.try_send(batch);
+}

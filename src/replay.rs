@@ -1,0 +1,623 @@
+//! Replay sessions: one client's private, paced replay of a recording over
+//! the same WebSocket API as live (`GET /replay?source=NAME&…`).
+//!
+//! In: the handshake's query (validated before the upgrade) and the
+//! client's control messages. Out: the recording's events as the same
+//! `snapshot`, `trade`, `quote` and `book` messages live clients get, in
+//! the client's encoding, then `replay_end`.
+//!
+//! Two halves per session:
+//! - a **producer** thread reads and normalizes the recording
+//!   ([`crate::recorded`]), keeps each symbol's state in a [`Topic`] (so
+//!   seqs and snapshots follow exactly the live contract), encodes each
+//!   message once for this client and hands batches over a bounded
+//!   channel ([`CHANNEL_BATCHES`] batches of [`BATCH`]); when it is full
+//!   the producer waits, so a replay never reads further ahead than that;
+//! - the **driver**, on the session's task, releases each message when the
+//!   [`Pacer`] says it is due (by the recording's receive clock, as the
+//!   replay feed does: see [`crate::feed::replay`]), into the session's outbox, which the
+//!   session's writer drains like any other.
+//!
+//! A replay is lossless: a client that reads slower than the replay's pace
+//! gets a slower replay, never a conflated one. The driver stops releasing
+//! while more than [`OUTBOX_MARK`] bytes wait for the socket.
+//!
+//! Seqs count from the start of the recording, per symbol, whatever `from`
+//! or seek chose: the same event always has the same seq. Starting at
+//! `from`, and after every seek, the client first gets a snapshot of each
+//! symbol that has state at that time, then updates from the snapshot's
+//! seq + 1. `ts_event` is the recorded event time and `ts_ingest` the time
+//! the recorder received the event.
+//!
+//! Control messages: `{"op":"pause"}`, `{"op":"resume"}`,
+//! `{"op":"speed","value":10}` (or `"max"`), `{"op":"seek","ts":…}` (ns or
+//! RFC 3339), each answered with an `ack` naming the op. At the end of the
+//! recording (or past `to`) the client gets `replay_end`; the session stays
+//! open so the client can seek again, or close.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::codec::{encode_frame, Encoding, ServerMessage};
+use crate::feed::replay::{parse_event_time, Pacer, Speed};
+use crate::metrics::{ClientError, Metrics};
+use crate::recorded;
+use crate::session::SessionShared;
+use crate::topic::Topic;
+
+/// Messages per batch from the producer to the driver.
+pub const BATCH: usize = 256;
+
+/// Batches in flight between producer and driver: bounds how far a replay
+/// reads ahead (and its memory) to about 16k messages.
+pub const CHANNEL_BATCHES: usize = 64;
+
+/// Bytes waiting for the socket above which the driver stops releasing
+/// messages until the client catches up.
+pub const OUTBOX_MARK: usize = 256 * 1024;
+
+/// A validated `/replay` request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayRequest {
+    /// `?source=`: the recording's name in `--replay-dir`.
+    pub name: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// `?from=`: first event time sent (earlier events only build state).
+    pub from: Option<u64>,
+    /// `?to=`: last event time sent (inclusive).
+    pub to: Option<u64>,
+    /// `?speed=` (default 1).
+    pub speed: Speed,
+    /// `?symbols=A,B`: only these symbols (default: all).
+    pub symbols: Option<HashSet<String>>,
+}
+
+/// Why a `/replay` request is refused before the upgrade.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Plain-text explanation.
+    pub message: String,
+}
+
+fn refuse(status: StatusCode, message: String) -> Refusal {
+    Refusal { status, message }
+}
+
+/// Whether `name` may name a recording: a plain file name, no path.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && !name.contains(['/', '\\', '\0'])
+        && !Path::new(name).is_absolute()
+}
+
+/// Validates a `/replay` query against `--replay-dir`.
+pub fn parse_request(replay_dir: Option<&Path>, query: Option<&str>) -> Result<ReplayRequest, Refusal> {
+    let Some(dir) = replay_dir else {
+        return Err(refuse(StatusCode::NOT_FOUND, "replay is off: start the server with --replay-dir DIR".into()));
+    };
+    let bad = |m: String| refuse(StatusCode::BAD_REQUEST, m);
+    let (mut name, mut from, mut to, mut speed, mut symbols) = (None, None, None, Speed::Times(1.0), None);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
+            "source" => name = Some(value.into_owned()),
+            "from" => from = Some(parse_event_time(&value).map_err(|e| bad(format!("from: {e}")))?),
+            "to" => to = Some(parse_event_time(&value).map_err(|e| bad(format!("to: {e}")))?),
+            "speed" => speed = value.parse().map_err(bad)?,
+            "symbols" => {
+                let set: HashSet<String> =
+                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                if set.is_empty() {
+                    return Err(bad("symbols: name at least one symbol, e.g. symbols=BTCUSDT,ETHUSDT".into()));
+                }
+                symbols = Some(set);
+            }
+            // Handled by the session's handshake like /ws.
+            "encoding" => {}
+            other => {
+                let other: String = other.chars().take(32).collect();
+                return Err(bad(format!(
+                    "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, encoding"
+                )));
+            }
+        }
+    }
+    let Some(name) = name else {
+        return Err(bad("missing ?source=NAME: the name of a recording in the replay directory".into()));
+    };
+    if !valid_name(&name) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(bad(format!(
+            "source {shown:?}: must be a plain name of a recording in the replay directory (no paths, no \"..\")"
+        )));
+    }
+    if let (Some(f), Some(t)) = (from, to) {
+        if f > t {
+            return Err(bad(format!("from {f} is after to {t}")));
+        }
+    }
+    let path = dir.join(&name);
+    // A symlink inside the directory must not lead out of it.
+    let inside = match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => return Err(refuse(StatusCode::NOT_FOUND, format!("no recording named {name:?} in the replay directory"))),
+    };
+    if !inside {
+        return Err(bad(format!("source {name:?} leads outside the replay directory")));
+    }
+    if let Err(e) = recorded::detect(&path) {
+        return Err(bad(format!("source {name:?}: {e}")));
+    }
+    Ok(ReplayRequest { name, path, from, to, speed, symbols })
+}
+
+/// One message from the producer.
+enum Produced {
+    /// A frame; `market` frames are paced by their event time and counted,
+    /// others (snapshots) go at once.
+    Frame { gen: u64, ts_pace: u64, market: bool, frame: Bytes },
+    /// The end of this generation's stream (also after an error).
+    End { gen: u64, frame: Bytes },
+}
+
+impl Produced {
+    fn gen(&self) -> u64 {
+        match self {
+            Produced::Frame { gen, .. } | Produced::End { gen, .. } => *gen,
+        }
+    }
+}
+
+/// From the driver to the producer.
+enum Ctl {
+    /// Start over at event time `ts`; tag what follows with `gen`.
+    Seek { ts: u64, gen: u64 },
+}
+
+/// The session's half of a replay: paces the producer's frames into the
+/// session's outbox and answers the client's control messages.
+pub struct ReplayDriver {
+    rx: mpsc::Receiver<Vec<Produced>>,
+    ctl: std_mpsc::Sender<Ctl>,
+    pending: VecDeque<Produced>,
+    /// Generation: bumped by every seek; older frames are dropped.
+    gen: u64,
+    paused: bool,
+    /// The producer has nothing more until a seek (or is gone).
+    idle: bool,
+    pacer: Pacer,
+    encoding: Encoding,
+    out: Vec<Bytes>,
+    metrics: Arc<Metrics>,
+}
+
+impl ReplayDriver {
+    /// Starts the producer thread for `req` and returns the driver.
+    pub fn start(
+        req: ReplayRequest,
+        encoding: Encoding,
+        book_depth: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<ReplayDriver> {
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let (ctl, ctl_rx) = std_mpsc::channel();
+        let speed = req.speed;
+        std::thread::Builder::new()
+            .name("replay".into())
+            .spawn(move || Producer { req, encoding, book_depth, tx, ctl: ctl_rx, scratch: Vec::new() }.run())?;
+        Ok(ReplayDriver {
+            rx,
+            ctl,
+            pending: VecDeque::new(),
+            gen: 0,
+            paused: false,
+            idle: false,
+            pacer: Pacer::new(speed),
+            encoding,
+            out: Vec::new(),
+            metrics,
+        })
+    }
+
+    /// Whether [`ReplayDriver::step`] has anything to do.
+    pub fn active(&self) -> bool {
+        !(self.paused || (self.idle && self.pending.is_empty()))
+    }
+
+    /// Releases the frames that are due into `shared`'s outbox, waiting
+    /// for the next one's time or for the client to catch up. Cancel-safe:
+    /// an unreleased frame stays pending.
+    pub async fn step(&mut self, shared: &SessionShared) {
+        loop {
+            if shared.queued_bytes() > OUTBOX_MARK {
+                self.flush(shared);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            let Some(front) = self.pending.front() else {
+                self.flush(shared);
+                match self.rx.recv().await {
+                    Some(batch) => {
+                        let gen = self.gen;
+                        self.pending.extend(batch.into_iter().filter(|p| p.gen() == gen));
+                    }
+                    None => self.idle = true,
+                }
+                return;
+            };
+            if let Produced::Frame { ts_pace, market: true, .. } = front {
+                if let Some(due) = self.pacer.due(*ts_pace, Instant::now().into_std()) {
+                    if !self.out.is_empty() {
+                        self.flush(shared);
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
+            match self.pending.pop_front() {
+                Some(Produced::Frame { frame, .. }) => self.out.push(frame),
+                Some(Produced::End { frame, .. }) => {
+                    self.out.push(frame);
+                    self.idle = true;
+                    self.flush(shared);
+                    return;
+                }
+                None => {}
+            }
+            if self.out.len() >= BATCH {
+                self.flush(shared);
+                return;
+            }
+        }
+    }
+
+    fn flush(&mut self, shared: &SessionShared) {
+        if self.out.is_empty() {
+            return;
+        }
+        let bytes = self.out.iter().map(Bytes::len).sum();
+        shared.push_data(&mut self.out, bytes, crate::tick::now_ns());
+        self.out.clear();
+    }
+
+    /// Handles one control message; returns the reply frame.
+    pub fn control(&mut self, payload: &[u8]) -> Bytes {
+        match self.apply(payload) {
+            Ok(op) => self.reply(&ServerMessage::Ack { op: op.into(), symbols: Vec::new() }),
+            Err((kind, message)) => {
+                self.metrics.client_error(kind);
+                self.reply(&ServerMessage::error(kind.code(), message))
+            }
+        }
+    }
+
+    fn reply(&self, msg: &ServerMessage<'_>) -> Bytes {
+        encode_frame(self.encoding, msg, &mut Vec::new())
+    }
+
+    fn apply(&mut self, payload: &[u8]) -> Result<&'static str, (ClientError, String)> {
+        let control = parse_control(payload).map_err(|e| (e.kind, e.message))?;
+        match control {
+            ReplayControl::Pause => self.paused = true,
+            ReplayControl::Resume => {
+                if std::mem::take(&mut self.paused) {
+                    self.pacer.rebase();
+                }
+            }
+            ReplayControl::Speed(speed) => self.pacer.set_speed(speed),
+            ReplayControl::Seek(ts) => {
+                self.gen += 1;
+                self.pending.clear();
+                self.out.clear();
+                self.idle = false;
+                self.pacer.rebase();
+                let _ = self.ctl.send(Ctl::Seek { ts, gen: self.gen });
+            }
+        }
+        Ok(control.op())
+    }
+}
+
+/// A replay session's control message.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReplayControl {
+    /// `{"op":"pause"}`: stop releasing messages.
+    Pause,
+    /// `{"op":"resume"}`: go on from where it paused.
+    Resume,
+    /// `{"op":"speed","value":10}` or `"max"`: a new pace from now on.
+    Speed(Speed),
+    /// `{"op":"seek","ts":…}`: start over at this event time.
+    Seek(u64),
+}
+
+impl ReplayControl {
+    /// The op name, echoed in the `ack`.
+    pub fn op(self) -> &'static str {
+        match self {
+            ReplayControl::Pause => "pause",
+            ReplayControl::Resume => "resume",
+            ReplayControl::Speed(_) => "speed",
+            ReplayControl::Seek(_) => "seek",
+        }
+    }
+}
+
+/// Parses a replay session's control message (a JSON object).
+pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, crate::session::RequestError> {
+    use crate::session::RequestError;
+    let err = |kind, message: String| RequestError { kind, message };
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| err(ClientError::BadJson, format!("control message is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| err(ClientError::BadRequest, "control message must be a JSON object".to_owned()))?;
+    let op = obj
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(ClientError::BadRequest, "missing string field \"op\"".into()))?;
+    match op {
+        "pause" => Ok(ReplayControl::Pause),
+        "resume" => Ok(ReplayControl::Resume),
+        "speed" => match obj.get("value") {
+            Some(Value::Number(n)) => n.to_string().parse::<Speed>(),
+            Some(Value::String(s)) => s.parse::<Speed>(),
+            _ => Err("speed needs \"value\": a factor such as 10, or \"max\"".to_owned()),
+        }
+        .map(ReplayControl::Speed)
+        .map_err(|e| err(ClientError::BadRequest, e)),
+        "seek" => match obj.get("ts") {
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| "ts must be a non-negative integer".to_owned()),
+            Some(Value::String(s)) => parse_event_time(s),
+            _ => Err("seek needs \"ts\": an event time, ns since the Unix epoch or RFC 3339".to_owned()),
+        }
+        .map(ReplayControl::Seek)
+        .map_err(|e| err(ClientError::BadRequest, e)),
+        "subscribe" | "unsubscribe" => Err(err(
+            ClientError::BadRequest,
+            "a replay session carries the symbols= of its URL; subscribe on /ws for live data".into(),
+        )),
+        other => {
+            let other: String = other.chars().take(64).collect();
+            Err(err(
+                ClientError::UnknownOp,
+                format!("unknown op {other:?}: valid ops in a replay session are pause, resume, speed, seek"),
+            ))
+        }
+    }
+}
+
+/// The reading half of a replay session, on its own thread.
+struct Producer {
+    req: ReplayRequest,
+    encoding: Encoding,
+    book_depth: usize,
+    tx: mpsc::Sender<Vec<Produced>>,
+    ctl: std_mpsc::Receiver<Ctl>,
+    scratch: Vec<u8>,
+}
+
+/// What ended one pass of the producer.
+enum Stop {
+    /// The driver is gone: the session ended.
+    Gone,
+    /// A seek: start over.
+    Seek { ts: u64, gen: u64 },
+}
+
+impl Producer {
+    fn run(mut self) {
+        let mut from = self.req.from;
+        let mut gen = 0;
+        loop {
+            let stop = self.pass(from, gen);
+            match stop {
+                Stop::Gone => return,
+                Stop::Seek { ts, gen: g } => {
+                    from = Some(ts);
+                    gen = g;
+                }
+            }
+        }
+    }
+
+    /// Replays from `from` to the end (or `to`), then waits for a seek.
+    fn pass(&mut self, from: Option<u64>, gen: u64) -> Stop {
+        let mut batch = Vec::with_capacity(BATCH);
+        let (reason, events, last_ts, error) = match self.stream(from, gen, &mut batch) {
+            Ok(Ok((reason, events, last_ts))) => (reason, events, last_ts, None),
+            Ok(Err(stop)) => return stop,
+            Err((e, events, last_ts)) => ("error", events, last_ts, Some(e)),
+        };
+        if let Some(e) = error {
+            let msg = ServerMessage::error("replay_failed", e.to_string());
+            let frame = encode_frame(self.encoding, &msg, &mut self.scratch);
+            batch.push(Produced::Frame { gen, ts_pace: 0, market: false, frame });
+        }
+        let end = ServerMessage::ReplayEnd {
+            source: self.req.name.as_str().into(),
+            reason: reason.into(),
+            events,
+            ts_event: last_ts,
+        };
+        let frame = encode_frame(self.encoding, &end, &mut self.scratch);
+        batch.push(Produced::End { gen, frame });
+        if self.tx.blocking_send(batch).is_err() {
+            return Stop::Gone;
+        }
+        match self.ctl.recv() {
+            Ok(Ctl::Seek { ts, gen }) => Stop::Seek { ts, gen },
+            Err(_) => Stop::Gone,
+        }
+    }
+
+    /// Streams one pass into batches. `Ok(Ok(..))`: ended (`"end"` or
+    /// `"to"`), with the count and last event time; `Ok(Err(stop))`:
+    /// interrupted; `Err`: the recording is bad.
+    #[allow(clippy::type_complexity)]
+    fn stream(
+        &mut self,
+        from: Option<u64>,
+        gen: u64,
+        batch: &mut Vec<Produced>,
+    ) -> Result<Result<(&'static str, u64, u64), Stop>, (recorded::SourceError, u64, u64)> {
+        let mut src = recorded::open(&self.req.path).map_err(|e| (e, 0, 0))?;
+        // Per source-local symbol id: its topic, or None if filtered out.
+        let mut topics: Vec<Option<Option<Topic>>> = Vec::new();
+        let mut warming = from.is_some();
+        let (mut events, mut last_ts) = (0u64, 0u64);
+        let mut since_ctl = 0u32;
+        loop {
+            since_ctl += 1;
+            if since_ctl >= 256 {
+                since_ctl = 0;
+                match self.ctl.try_recv() {
+                    Ok(Ctl::Seek { ts, gen }) => return Ok(Err(Stop::Seek { ts, gen })),
+                    Err(std_mpsc::TryRecvError::Disconnected) => return Ok(Err(Stop::Gone)),
+                    Err(std_mpsc::TryRecvError::Empty) => {}
+                }
+            }
+            let ev = match src.next_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    if warming {
+                        self.snapshots(&topics, gen, batch);
+                    }
+                    return Ok(Ok(("end", events, last_ts)));
+                }
+                Err(e) => return Err((e, events, last_ts)),
+            };
+            let i = ev.sym as usize;
+            if i >= topics.len() {
+                topics.resize_with(i + 1, || None);
+            }
+            let topic = topics[i].get_or_insert_with(|| {
+                let name = src.symbol(ev.sym);
+                self.req.symbols.as_ref().is_none_or(|s| s.contains(&*name)).then(|| Topic::new(name))
+            });
+            let Some(topic) = topic.as_mut() else { continue };
+            if warming {
+                if from.is_some_and(|f| ev.ts_event < f) {
+                    topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
+                    continue;
+                }
+                warming = false;
+                self.snapshots(&topics, gen, batch);
+            }
+            if self.req.to.is_some_and(|to| ev.ts_event > to) {
+                return Ok(Ok(("to", events, last_ts)));
+            }
+            let Some(topic) = topics[i].as_mut().and_then(Option::as_mut) else { continue };
+            let seq = topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
+            let msg = ServerMessage::update(&topic.sym, seq, ev.ts_event, ev.ts_recv, &ev.update);
+            let frame = encode_frame(self.encoding, &msg, &mut self.scratch);
+            batch.push(Produced::Frame { gen, ts_pace: ev.ts_recv, market: true, frame });
+            events += 1;
+            last_ts = ev.ts_event;
+            if batch.len() >= BATCH {
+                let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                if self.tx.blocking_send(full).is_err() {
+                    return Ok(Err(Stop::Gone));
+                }
+            }
+        }
+    }
+
+    /// Queues a snapshot of every symbol with state, by name.
+    fn snapshots(&mut self, topics: &[Option<Option<Topic>>], gen: u64, batch: &mut Vec<Produced>) {
+        let mut with_state: Vec<&Topic> = topics.iter().flatten().flatten().filter(|t| t.seq > 0).collect();
+        with_state.sort_by(|a, b| a.sym.cmp(&b.sym));
+        for topic in with_state {
+            let frame = encode_frame(self.encoding, &topic.snapshot(self.book_depth), &mut self.scratch);
+            batch.push(Produced::Frame { gen, ts_pace: 0, market: false, frame });
+        }
+    }
+}
+
+/// Counts a replay session against `--max-replay-sessions` until dropped.
+pub struct ReplaySlot {
+    metrics: Arc<Metrics>,
+}
+
+impl ReplaySlot {
+    /// Takes a slot, or `None` if `max` sessions are open.
+    pub fn acquire(metrics: &Arc<Metrics>, max: usize) -> Option<ReplaySlot> {
+        let before = metrics.replay_sessions.fetch_add(1, Ordering::AcqRel);
+        if before >= max as i64 {
+            metrics.replay_sessions.fetch_sub(1, Ordering::AcqRel);
+            metrics.replay_rejected.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ReplaySlot { metrics: metrics.clone() })
+    }
+}
+
+impl Drop for ReplaySlot {
+    fn drop(&mut self) {
+        self.metrics.replay_sessions.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything a replay session needs once upgraded.
+pub struct ReplaySession {
+    /// The request.
+    pub request: ReplayRequest,
+    /// Its place under `--max-replay-sessions`.
+    pub slot: ReplaySlot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_parameters_are_validated() {
+        let dir = std::env::temp_dir().join(format!("tickcast-replay-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("day.gz"), b"1 {}\n").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"hello").unwrap();
+        let status = |q: &str| parse_request(Some(&dir), Some(q)).map(|_| ()).map_err(|r| r.status);
+        assert_eq!(status("source=day.gz&speed=10&from=5&to=9&symbols=A,B"), Ok(()));
+        let ok = parse_request(Some(&dir), Some("source=day.gz&symbols=BTCUSDT%2CETHUSDT&speed=max")).unwrap();
+        assert_eq!(ok.speed, Speed::Max);
+        assert_eq!(ok.symbols.unwrap().len(), 2);
+        for q in ["source=../etc/passwd", "source=%2Fetc%2Fpasswd", "source=a/b", "source=..", "source=.hidden"] {
+            assert_eq!(status(q), Err(StatusCode::BAD_REQUEST), "{q}");
+        }
+        assert_eq!(status("source=nope.gz"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(status("source=notes.txt"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(status("speed=2"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(status("source=day.gz&speed=fast"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(status("source=day.gz&from=9&to=5"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(status("source=day.gz&bogus=1"), Err(StatusCode::BAD_REQUEST));
+        let off = parse_request(None, Some("source=day.gz")).unwrap_err();
+        assert_eq!(off.status, StatusCode::NOT_FOUND);
+        assert!(off.message.contains("--replay-dir"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn slots_are_bounded() {
+        let metrics = Arc::new(Metrics::default());
+        let a = ReplaySlot::acquire(&metrics, 2).unwrap();
+        let _b = ReplaySlot::acquire(&metrics, 2).unwrap();
+        assert!(ReplaySlot::acquire(&metrics, 2).is_none());
+        drop(a);
+        assert!(ReplaySlot::acquire(&metrics, 2).is_some());
+        assert_eq!(metrics.replay_rejected.load(Ordering::Relaxed), 1);
+    }
+}
