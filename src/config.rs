@@ -508,7 +508,7 @@ mod tests {
         assert!(errors.iter().any(|e| e.starts_with("--speed \"warp\"")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("is after --to")), "{errors:?}");
         let errors = parse(&["--fsync", "sometimes", "--replay-dir", "/no/such/dir"]).unwrap_err();
-        assert!(errors.iter().any(|e| e.starts_with("--fsync \"sometimes\"")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("--fsync: invalid fsync policy \"sometimes\"")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("not a directory")), "{errors:?}");
         let c = parse(&["--record", "/tmp/x", "--fsync", "always"]).unwrap();
         assert_eq!(c.record.unwrap().options.fsync, Fsync::Always);

@@ -10,8 +10,14 @@
 //!  │ synthetic  │ ──────▶ │ topic: seq, state    │ ───────▶ │ session task │──▶ socket
 //!  │ tcp://JSON │ lock-   │ encode once/encoding │  Bytes   │ writev batch │──▶ socket
 //!  └────────────┘ free    │ frame once, share    │  shared  └──────────────┘
-//!                         └──────────────────────┘
+//!                         └──────────┬───────────┘
+//!  replay:PATH feeds the ring        │ bounded queue: every sequenced tick (--record)
+//!  like any other source             ▼
+//!                                    recorder thread ──▶ tick log (segments, CRC32C)
 //! ```
+//!
+//! `/replay` sessions bypass the engine: each has its own reader thread
+//! that normalizes a recording and paces it into that session's outbox.
 //!
 //! The modules, one per stage:
 //! - [`tick`]: the normalized tick model and the symbol table.

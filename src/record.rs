@@ -189,7 +189,7 @@ fn run(
             continue;
         };
         let mut result = Ok(());
-        let mut bytes_before = w.bytes_written();
+        let bytes_before = w.bytes_written();
         for batch in first.into_iter().chain(rx.try_iter()) {
             if result.is_ok() {
                 result = append_batch(w, &batch, &mut names, &symbols);
@@ -201,11 +201,7 @@ fn run(
         if result.is_ok() {
             result = w.flush();
         }
-        let bytes_after = w.bytes_written();
-        if bytes_after < bytes_before {
-            bytes_before = 0; // a new segment
-        }
-        metrics.record_bytes.fetch_add(bytes_after - bytes_before, Ordering::Relaxed);
+        metrics.record_bytes.fetch_add(w.bytes_written() - bytes_before, Ordering::Relaxed);
         if let Err(e) = result {
             metrics.record_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("tick log write failed, batch lost; reopening: {e}");

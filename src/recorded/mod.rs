@@ -86,8 +86,8 @@ impl fmt::Display for Format {
 /// Why a recording could not be read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// The file could not be opened or read.
-    #[error("{}: cannot read: {source}", path.display())]
+    /// The file could not be opened, read or written.
+    #[error("{}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
