@@ -393,8 +393,7 @@ impl ServeArgs {
         let fsync = match self.fsync.parse::<Fsync>() {
             Ok(f) => f,
             Err(e) => {
-                errors
-                    .push(format!("--fsync {:?}: {e} (expected never, always or an interval such as 1s)", self.fsync));
+                errors.push(format!("--fsync: {e}"));
                 Fsync::Never
             }
         };

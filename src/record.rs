@@ -11,10 +11,11 @@
 //! batch, offers the batch to the queue without blocking.
 //!
 //! # Bound and full policy
-//! The queue holds [`QUEUE_BATCHES`] batches of up to
-//! [`MAX_BATCH`](crate::engine::MAX_BATCH) ticks: at 1M ticks/s that is
-//! about a quarter of a second of disk stall absorbed. When it is full the
-//! batch is **dropped** and counted (`tickcast_record_dropped_total`, and a
+//! The queue holds at most [`QUEUE_TICKS`] ticks (in batches of 1 to
+//! [`MAX_BATCH`](crate::engine::MAX_BATCH), counted exactly): at 1M
+//! ticks/s that is about a quarter of a second of disk stall, or of the
+//! recorder thread not being scheduled, absorbed, in about 20 MiB at most.
+//! When a batch does not fit it is **dropped** and counted (`tickcast_record_dropped_total`, and a
 //! rate-limited error log): live fan-out must never stall behind a disk.
 //! Nothing is silently lost from the recording's point of view either:
 //! every tick carries its seq, so a drop is a seq gap that `tickcast
@@ -33,7 +34,7 @@
 //! second.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -44,8 +45,11 @@ use crate::metrics::Metrics;
 use crate::tick::{SymbolTable, Tick};
 use crate::ticklog::{LogTick, TickLogWriter, WriterOptions};
 
-/// Batches the recorder queue holds (see the module doc for the policy).
-pub const QUEUE_BATCHES: usize = 512;
+/// Ticks the recorder queue holds (see the module doc for the policy).
+pub const QUEUE_TICKS: usize = 1 << 18;
+
+/// Emptied batch buffers kept for reuse.
+const RECYCLED_BATCHES: usize = 64;
 
 /// How often an idle recorder wakes to apply the fsync policy.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
@@ -74,6 +78,8 @@ pub struct RecordTap {
     recycled: Receiver<Vec<Sequenced>>,
     batch: Vec<Sequenced>,
     metrics: Arc<Metrics>,
+    /// Ticks in the queue now: the engine adds, the recorder subtracts.
+    queued: Arc<AtomicUsize>,
     last_drop_log: Option<Instant>,
     dropped_since_log: u64,
 }
@@ -93,12 +99,24 @@ impl RecordTap {
         }
         let next = self.recycled.try_recv().unwrap_or_default();
         let batch = std::mem::replace(&mut self.batch, next);
-        let n = batch.len() as u64;
-        match self.tx.try_send(batch) {
+        let n = batch.len();
+        let sent = if self.queued.load(Ordering::Acquire) + n > QUEUE_TICKS {
+            Err(batch)
+        } else {
+            self.queued.fetch_add(n, Ordering::AcqRel);
+            self.tx.try_send(batch).map_err(|e| {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
+                }
+            })
+        };
+        let n = n as u64;
+        match sent {
             Ok(()) => {
                 self.metrics.record_ticks.fetch_add(n, Ordering::Relaxed);
             }
-            Err(TrySendError::Full(mut batch)) | Err(TrySendError::Disconnected(mut batch)) => {
+            Err(mut batch) => {
                 self.metrics.record_dropped.fetch_add(n, Ordering::Relaxed);
                 self.dropped_since_log += n;
                 if self.last_drop_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -140,14 +158,18 @@ pub fn start(
             "tick log: cut a torn tail left by a crash; every complete record before it is kept"
         );
     }
-    let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
-    let (recycle_tx, recycled) = crossbeam_channel::bounded(QUEUE_BATCHES);
+    // The channel's own bound only backs up the tick count: every batch
+    // holds at least one tick.
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_TICKS);
+    let (recycle_tx, recycled) = crossbeam_channel::bounded(RECYCLED_BATCHES);
+    let queued = Arc::new(AtomicUsize::new(0));
     let thread_metrics = metrics.clone();
+    let thread_queued = queued.clone();
     let thread = std::thread::Builder::new()
         .name("recorder".into())
-        .spawn(move || run(writer, settings, rx, recycle_tx, symbols, thread_metrics))
+        .spawn(move || run(writer, settings, rx, recycle_tx, thread_queued, symbols, thread_metrics))
         .map_err(|source| crate::ticklog::TickLogError::Io { path: PathBuf::from("recorder thread"), source })?;
-    let tap = RecordTap { tx, recycled, batch: Vec::new(), metrics, last_drop_log: None, dropped_since_log: 0 };
+    let tap = RecordTap { tx, recycled, batch: Vec::new(), metrics, queued, last_drop_log: None, dropped_since_log: 0 };
     Ok((tap, Recorder { thread }))
 }
 
@@ -156,6 +178,7 @@ fn run(
     settings: RecordSettings,
     rx: Receiver<Vec<Sequenced>>,
     recycle: Sender<Vec<Sequenced>>,
+    queued: Arc<AtomicUsize>,
     symbols: Arc<SymbolTable>,
     metrics: Arc<Metrics>,
 ) {
@@ -184,7 +207,7 @@ fn run(
             for batch in first.into_iter().chain(rx.try_iter()) {
                 metrics.record_errors.fetch_add(1, Ordering::Relaxed);
                 metrics.record_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                recycle_batch(&recycle, batch);
+                recycle_batch(&recycle, &queued, batch);
             }
             continue;
         };
@@ -196,7 +219,7 @@ fn run(
             } else {
                 metrics.record_dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
-            recycle_batch(&recycle, batch);
+            recycle_batch(&recycle, &queued, batch);
         }
         if result.is_ok() {
             result = w.flush();
@@ -242,7 +265,8 @@ fn append_batch(
     Ok(())
 }
 
-fn recycle_batch(recycle: &Sender<Vec<Sequenced>>, mut batch: Vec<Sequenced>) {
+fn recycle_batch(recycle: &Sender<Vec<Sequenced>>, queued: &AtomicUsize, mut batch: Vec<Sequenced>) {
+    queued.fetch_sub(batch.len(), Ordering::AcqRel);
     batch.clear();
     let _ = recycle.try_send(batch);
 }

@@ -53,7 +53,11 @@ impl Running {
             }
         })
         .await;
-        assert!(waited.is_ok(), "{name} did not reach {at_least} (now {})", self.metric(name).await);
+        if waited.is_err() {
+            let (_, body) = http_get(self.addr, "/metrics").await.expect("GET /metrics");
+            let lines: Vec<&str> = body.lines().filter(|l| !l.starts_with('#') && l.contains("total")).collect();
+            panic!("{name} did not reach {at_least}:\n{}", lines.join("\n"));
+        }
     }
 }
 
@@ -190,8 +194,9 @@ async fn record_then_replay_gives_back_the_identical_sequence() {
         let msg = timeout(STEP, client.next_message()).await.expect("live update in time").expect("message");
         live_seen.extend(seen(&msg));
     }
-    live.wait_metric("tickcast_record_ticks_total", N as f64).await;
     assert_eq!(live.metric("tickcast_record_dropped_total").await, 0.0);
+    assert_eq!(live.metric("tickcast_updates_published_total").await, N as f64);
+    live.wait_metric("tickcast_record_ticks_total", N as f64).await;
     live.shutdown().await;
     let segments = std::fs::read_dir(&log).expect("log dir").count();
     assert!(segments > 1, "64 KiB segments should have rolled, got {segments}");
