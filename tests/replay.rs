@@ -430,3 +430,127 @@ async fn a_truncated_recording_is_reported_and_the_server_keeps_serving() {
     fed.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes a small tick log of one symbol, events `gap_ms` apart.
+fn write_log(dir: &Path, updates: &[Update], gap_ms: u64) {
+    use tickcast::ticklog::{LogTick, TickLogWriter};
+    let (mut w, _) = TickLogWriter::open(dir, record_options()).expect("open log");
+    for (i, update) in updates.iter().enumerate() {
+        let ts = 1_700_000_000_000_000_000 + i as u64 * gap_ms * 1_000_000;
+        w.append(&LogTick { sym: "XYZ", seq: i as u64 + 1, ts_event: ts, ts_ingest: ts, update }).expect("append");
+    }
+    w.finish().expect("finish");
+}
+
+fn lv(px: f64, sz: f64) -> tickcast::tick::Level {
+    tickcast::tick::Level { px, sz }
+}
+
+fn book(bids: &[(f64, f64)], asks: &[(f64, f64)]) -> Update {
+    Update::Book(tickcast::tick::BookDelta {
+        bids: bids.iter().map(|&(p, s)| lv(p, s)).collect(),
+        asks: asks.iter().map(|&(p, s)| lv(p, s)).collect(),
+    })
+}
+
+async fn subscribed(addr: SocketAddr) -> Client {
+    timeout(STEP, async {
+        loop {
+            let (_, body) = http_get(addr, "/symbols").await.unwrap();
+            if body.contains("XYZ") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the replay feed introduces XYZ");
+    let mut c = Client::connect(addr, Encoding::Json).await.unwrap();
+    c.subscribe(&["XYZ"]).await.unwrap();
+    assert!(matches!(c.next_message().await.unwrap(), ServerMessage::Ack { .. }));
+    c
+}
+
+#[tokio::test]
+async fn the_replay_feed_starts_from_folded_state_and_empties_books_between_loops() {
+    use tickcast::tick::{Quote, Side, Trade};
+    let dir = scratch_dir("feed-window");
+    let q = |bid: f64| Update::Quote(Quote { bid, bid_sz: 1.0, ask: bid + 1.0, ask_sz: 1.0 });
+    let updates = vec![
+        book(&[(100.0, 1.0), (99.0, 2.0)], &[(101.0, 3.0)]),
+        q(100.0),
+        Update::Trade(Trade { px: 100.5, sz: 1.0, side: Side::Buy }),
+        book(&[(99.0, 0.0)], &[(102.0, 4.0)]),
+        q(100.25),
+        // --from lands here.
+        book(&[(100.0, 5.0)], &[]),
+        q(100.5),
+    ];
+    write_log(&dir, &updates, 400);
+    let from = 1_700_000_000_000_000_000 + 5 * 400 * 1_000_000;
+
+    // --from: the state before it arrives as one quote and one book update,
+    // so the first snapshot shows the market as it stood at --from.
+    let fed = start(Config {
+        feed: FeedSpec::Replay(dir.clone()),
+        replay: ReplayOptions { speed: Speed::Times(1.0), from: Some(from), ..ReplayOptions::default() },
+        ..Config::default()
+    })
+    .await;
+    // The folded quote and book, and the first event in the window, are
+    // published at once; the next event is 400 ms later.
+    fed.wait_metric("tickcast_updates_published_total", 3.0).await;
+    let mut c = subscribed(fed.addr).await;
+    match timeout(STEP, c.next_message()).await.unwrap().unwrap() {
+        ServerMessage::Snapshot { seq, quote, trade, book, .. } => {
+            // Folded quote, folded book, then the first event in the window.
+            assert_eq!(seq, 3, "two folded updates and the first in the window");
+            assert_eq!(quote.unwrap().bid, 100.25);
+            assert!(trade.is_none(), "trades before --from are history, not state");
+            assert_eq!(&*book.bids, &[lv(100.0, 5.0)]);
+            assert_eq!(&*book.asks, &[lv(101.0, 3.0), lv(102.0, 4.0)]);
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    fed.shutdown().await;
+
+    // --loop: between passes every level the replay built is deleted.
+    let looped = start(Config {
+        feed: FeedSpec::Replay(dir.clone()),
+        replay: ReplayOptions { speed: Speed::Times(20.0), looped: true, ..ReplayOptions::default() },
+        ..Config::default()
+    })
+    .await;
+    let mut c = subscribed(looped.addr).await;
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(msg) = timeout(Duration::from_millis(200), c.next_message()).await {
+            messages.push(msg.unwrap());
+        }
+    }
+    let clear = messages.iter().position(|m| {
+        matches!(m, ServerMessage::Book { bids, asks, .. }
+            if !bids.is_empty() && bids.iter().chain(asks.iter()).all(|l| l.sz == 0.0))
+    });
+    let clear = clear.expect("a book update deleting every level between passes");
+    match &messages[clear] {
+        ServerMessage::Book { bids, asks, .. } => {
+            let mut bids: Vec<f64> = bids.iter().map(|l| l.px).collect();
+            bids.sort_by(f64::total_cmp);
+            assert_eq!(bids, [100.0]);
+            let mut asks: Vec<f64> = asks.iter().map(|l| l.px).collect();
+            asks.sort_by(f64::total_cmp);
+            assert_eq!(asks, [101.0, 102.0]);
+        }
+        _ => unreachable!(),
+    }
+    match messages.get(clear + 1) {
+        Some(ServerMessage::Book { bids, .. }) => assert_eq!(&**bids, &[lv(100.0, 1.0), lv(99.0, 2.0)]),
+        other => panic!("the next pass starts with the first event, got {other:?}"),
+    }
+    let seqs: Vec<u64> = messages.iter().filter_map(|m| m.sym_seq().map(|(_, s)| s)).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seqs keep rising across passes: {seqs:?}");
+    looped.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
