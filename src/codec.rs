@@ -659,7 +659,7 @@ mod tests {
         out.push(ServerMessage::ReplayEnd {
             source: "btcusdt_20240808.gz".into(),
             reason: "end".into(),
-            events: 41_248,
+            events: 41_247,
             ts_event: 1_723_161_599_999_231_384,
         });
         out

@@ -398,7 +398,9 @@ async fn a_truncated_recording_is_reported_and_the_server_keeps_serving() {
     // As a /replay source: everything before the cut, then an error naming
     // the file and offset, then replay_end.
     let server = start(Config { replay_dir: Some(dir.clone()), ..Config::default() }).await;
-    let mut c = Client::connect_path(server.addr, "/replay?source=cut.gz&speed=max", Encoding::Json).await.unwrap();
+    let mut c = Client::connect_path(server.addr, "/replay?source=cut.gz&speed=max&encoding=json", Encoding::Json)
+        .await
+        .unwrap();
     let (messages, end) = until_end(&mut c).await;
     let market = messages.iter().filter(|m| seen(m).is_some()).count();
     assert!(market > 1_000, "the events before the cut are replayed ({market})");
