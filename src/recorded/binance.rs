@@ -16,10 +16,19 @@
 //! | message | event | `ts_event` |
 //! |---|---|---|
 //! | `<sym>@trade` (`e` = `trade`) | `Trade { px: p, sz: q, side }`; `m` (buyer is maker) means the seller crossed: `Sell`, else `Buy` | `T` ms × 10⁶ |
-//! | `<sym>@bookTicker` | `Quote { bid: b, bid_sz: B, ask: a, ask_sz: A }` | the line's receive time (the message has no event time) |
+//! | `<sym>@bookTicker` | `Quote { bid: b, bid_sz: B, ask: a, ask_sz: A }` | the line's receive time on the exchange's clock (below) |
 //! | `<sym>@depth[@100ms]` (`e` = `depthUpdate`) | `Book` with its `b` / `a` levels, once the book is synced (below) | `E` ms × 10⁶ |
-//! | REST snapshot `{lastUpdateId, bids, asks}` | one `Book` with every snapshot level, plus a delete for every level the book had that the snapshot lacks | the line's receive time |
+//! | REST snapshot `{lastUpdateId, bids, asks}` | one `Book` with every snapshot level, plus a delete for every level the book had that the snapshot lacks | the line's receive time on the exchange's clock |
 //! | any other stream (`@aggTrade`, `@kline_1m`, `@depth5`, …) | nothing; counted in [`BinanceStats::skipped_messages`] | |
+//!
+//! bookTicker messages and REST snapshots carry no exchange time. Their
+//! `ts_event` is the line's receive time moved onto the exchange's clock by
+//! the offset (exchange send time `E` minus receive time) of the latest
+//! trade or depth message before it in the capture; before the first such message it
+//! is the receive time itself. Without this, a capture host whose clock is
+//! off (about 1.27 s in the samples) would give `ts_event`s that jump back
+//! and forth between kinds, and event-time windows (`--from`, `--to`, seek)
+//! would cut the stream in the wrong places.
 //!
 //! Every event's `ts_recv` is the receive time of the line that carried the
 //! message (for a buffered depth update, its own line, not the snapshot's).
@@ -167,6 +176,9 @@ pub struct BinanceNormalizer {
     /// Counts depth messages, so snapshot attribution can tell which
     /// symbol's depth stream came most recently.
     depth_clock: u64,
+    /// Exchange clock minus the capture host's clock, in ns, from the
+    /// latest message that carried an exchange time (trade `T`, depth `E`).
+    clock_offset_ns: Option<i64>,
     gaps: Vec<Gap>,
     stats: BinanceStats,
 }
@@ -268,7 +280,7 @@ impl DepthState {
     /// Replaces the book with a snapshot: one event with every snapshot
     /// level and a delete for every live level it lacks, then the buffered
     /// updates it releases.
-    fn on_snapshot(&mut self, sym: u32, recv_ns: u64, snap: Snapshot, sink: &mut Sink<'_>) {
+    fn on_snapshot(&mut self, sym: u32, recv_ns: u64, ts_event: u64, snap: Snapshot, sink: &mut Sink<'_>) {
         let Snapshot { last_update_id, mut bids, mut asks } = snap;
         replace_side(&mut self.bids, &mut bids, true);
         replace_side(&mut self.asks, &mut asks, false);
@@ -276,7 +288,7 @@ impl DepthState {
         sink.stats.books += 1;
         sink.out.push_back(Event {
             sym,
-            ts_event: recv_ns,
+            ts_event,
             ts_recv: recv_ns,
             seq: None,
             update: Update::Book(BookDelta { bids, asks }),
@@ -417,6 +429,9 @@ impl BinanceNormalizer {
         let sz = size("q", &d.q)?;
         let ts_event = ms_to_ns("T", d.trade_time)?;
         let sym = self.intern(&d.s)?;
+        if let Some(sent) = d.event_time {
+            self.observe_clock(recv_ns, ms_to_ns("E", sent)?);
+        }
         let state = &mut self.syms[sym as usize];
         if let Some(prev) = state.last_trade_id {
             let expected = prev.saturating_add(1);
@@ -448,8 +463,10 @@ impl BinanceNormalizer {
         };
         let sym = self.intern(&d.s)?;
         self.stats.quotes += 1;
-        // bookTicker carries no event time: the receive time stands in.
-        out.push_back(Event { sym, ts_event: recv_ns, ts_recv: recv_ns, seq: None, update: Update::Quote(quote) });
+        // bookTicker carries no event time: its receive time, on the
+        // exchange's clock, stands in (see the module doc).
+        let ts_event = self.exchange_time(recv_ns);
+        out.push_back(Event { sym, ts_event, ts_recv: recv_ns, seq: None, update: Update::Quote(quote) });
         Ok(())
     }
 
@@ -457,6 +474,7 @@ impl BinanceNormalizer {
         expect_event("depth", "depthUpdate", &d.e)?;
         let ts_event = ms_to_ns("E", d.event_time)?;
         let sym = self.intern(&d.s)?;
+        self.observe_clock(recv_ns, ts_event);
         self.depth_clock += 1;
         let clock = self.depth_clock;
         let update =
@@ -468,11 +486,26 @@ impl BinanceNormalizer {
         Ok(())
     }
 
+    /// Notes the offset between the exchange's clock and the capture
+    /// host's from a message that carries both.
+    fn observe_clock(&mut self, recv_ns: u64, exchange_ns: u64) {
+        self.clock_offset_ns =
+            Some((exchange_ns as i128 - recv_ns as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64);
+    }
+
+    /// A receive time moved onto the exchange's clock (unchanged before
+    /// any message has shown the offset).
+    fn exchange_time(&self, recv_ns: u64) -> u64 {
+        let offset = self.clock_offset_ns.unwrap_or(0) as i128;
+        (recv_ns as i128 + offset).clamp(0, u64::MAX as i128) as u64
+    }
+
     fn apply_snapshot(&mut self, sym: u32, recv_ns: u64, snap: Snapshot, out: &mut VecDeque<Event>) {
+        let ts_event = self.exchange_time(recv_ns);
         let clock = self.depth_clock;
         let mut sink = Sink { gaps: &mut self.gaps, stats: &mut self.stats, out };
         let depth = self.syms[sym as usize].depth.get_or_insert_with(|| DepthState::new(clock));
-        depth.on_snapshot(sym, recv_ns, snap, &mut sink);
+        depth.on_snapshot(sym, recv_ns, ts_event, snap, &mut sink);
     }
 
     /// A snapshot line of a capture: attributed per the module doc.
@@ -651,6 +684,9 @@ struct TradeData<'a> {
     q: Text<'a>,
     #[serde(rename = "T")]
     trade_time: u64,
+    /// When the exchange sent the message (`E`): sets the clock offset.
+    #[serde(rename = "E", default)]
+    event_time: Option<u64>,
     m: bool,
 }
 
@@ -1109,19 +1145,32 @@ mod tests {
     #[test]
     fn first_and_last_event_times() {
         // btcusdt: lines 1-2 are depth updates buffered until the snapshot
-        // on line 8, so the first event is line 3's bookTicker (ts_event =
-        // its receive time); the last line is a bookTicker too.
+        // on line 8, so the first event is line 3's bookTicker. Its
+        // ts_event is its receive time on the exchange's clock: line 2's
+        // depth update (E 1723161255308 ms, received 1723161254036059768)
+        // shows the exchange 1,271,940,232 ns ahead of the capture host.
         let (events, _, _) = read_all(&sample("btcusdt_20240808.gz"));
         let (first, last) = (events.first().unwrap(), events.last().unwrap());
-        assert_eq!((first.ts_event, first.ts_recv), (1723161254087891268, 1723161254087891268));
+        assert_eq!(first.ts_recv, 1723161254087891268);
+        assert_eq!(first.ts_event, 1723161254087891268 + 1_271_940_232);
         assert!(
             matches!(first.update, Update::Quote(q) if q == Quote { bid: 61837.63, bid_sz: 3.78826, ask: 61837.64, ask_sz: 1.54698 })
         );
-        assert_eq!((last.ts_event, last.ts_recv), (1723161599999231384, 1723161599999231384));
-        // ethusdt: the first line is a bookTicker, the last one too.
+        assert_eq!(last.ts_recv, 1723161599999231384);
+        assert!(last.ts_event.abs_diff(last.ts_recv + 1_271_940_232) < 50_000_000, "the offset holds all day");
+        // ethusdt: the first line is a bookTicker, before any exchange time:
+        // its own receive time.
         let (events, _, _) = read_all(&sample("ethusdt_20240808.gz"));
         assert_eq!(events.first().unwrap().ts_event, 1723161254024619568);
-        assert_eq!(events.last().unwrap().ts_event, 1723161599900862584);
+        assert_eq!(events.last().unwrap().ts_recv, 1723161599900862584);
+        // Event times now follow file order, up to network jitter.
+        // (A trade's ts_event is its trade time `T`, which can precede the
+        // message's send time by some hundreds of ms.)
+        let mut worst = 0;
+        for w in events.windows(2) {
+            worst = worst.max(w[0].ts_event.saturating_sub(w[1].ts_event));
+        }
+        assert!(worst < 500_000_000, "event time goes back by {worst} ns at most");
     }
 
     #[test]
@@ -1159,7 +1208,10 @@ mod tests {
         let recv: u64 = recv.parse().unwrap();
         let i = events.iter().position(|e| matches!(e.update, Update::Book(_))).unwrap();
         let Update::Book(book) = &events[i].update else { unreachable!() };
-        assert_eq!((events[i].ts_event, events[i].ts_recv), (recv, recv));
+        assert_eq!(events[i].ts_recv, recv);
+        // On the exchange's clock, by the offset of the depth update on
+        // line 7 (E 1723161255408 ms, received 1723161254137307667).
+        assert_eq!(events[i].ts_event, recv + (1_723_161_255_408_000_000 - 1_723_161_254_137_307_667));
         assert_eq!((book.bids.len(), book.asks.len()), (n_bids, n_asks));
         assert_eq!(book.bids[0], Level { px: 61837.63, sz: 3.78826 });
         // lastUpdateId 50093239218: line 6's update (U 50093239208, u
@@ -1300,7 +1352,7 @@ mod tests {
         std::fs::write(&path, &text[..text.len() - 1]).unwrap();
         let (events, _, _) = read_all(&path);
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(events.last().unwrap().ts_event, 1723161599900862584);
+        assert_eq!(events.last().unwrap().ts_recv, 1723161599900862584);
     }
 
     fn feed(norm: &mut BinanceNormalizer, lines: &[&str]) -> Vec<Event> {
@@ -1341,7 +1393,10 @@ mod tests {
         );
         assert_eq!(events.len(), 5);
         assert_eq!(book(&events[0]).bids, vec![Level { px: 1.0, sz: 1.0 }, Level { px: 0.9, sz: 3.0 }]);
-        assert_eq!(events[0].ts_event, 1002, "the snapshot's receive time");
+        assert_eq!(events[0].ts_recv, 1002, "the snapshot's receive time");
+        // ... on the exchange's clock: the depth update before it was
+        // received at 1001 with E = 5 ms.
+        assert_eq!(events[0].ts_event, 1002 + (5_000_000 - 1001));
         assert_eq!(book(&events[1]).bids, vec![Level { px: 1.5, sz: 2.0 }]);
         assert_eq!((events[1].ts_event, events[1].ts_recv), (5_000_000, 1001));
         // Re-sync: 0.9 stays, 1.5 (from an update) is deleted, best first;
