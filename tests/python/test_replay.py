@@ -128,6 +128,95 @@ def test_a_replay_session_delivers_every_event_of_the_capture(tickcast, encoding
     assert end == {"type": "replay_end", "source": capture, "reason": "end", "events": total, "ts_event": messages[-1]["ts_event"]}
 
 
+DBN = DATA / "dbn"
+DBN_SCHEMAS = ["trades", "mbp-1", "tbbo", "mbp-10", "mbo", "definition"]
+
+
+def dbn_records(schema: str) -> tuple[object, list]:
+    """(metadata, records) of a DBN sample, decoded by databento-dbn."""
+    import databento_dbn
+    import zstandard
+
+    path = DBN / f"test_data.{schema}.v3.dbn.zst"
+    with open(path, "rb") as f:
+        raw = zstandard.ZstdDecompressor().stream_reader(f).read()
+    decoder = databento_dbn.DBNDecoder()
+    decoder.write(raw)
+    records = decoder.decode()
+    return records[0], records[1:]
+
+
+def independent_dbn_counts(schema: str) -> dict:
+    """Trades, quotes and book changes the samples hold, by their own rules:
+    trades and tbbo records are trades (tbbo also a quote); mbp-1 records are
+    quotes (and trades when the action is T); an mbp-10 record is a book
+    change when its ten levels differ from the previous record's; mbo
+    records change the book only for orders the file added."""
+    _, records = dbn_records(schema)
+    c = Counter()
+    prev_levels = None
+    orders: dict[int, tuple[str, int, int]] = {}
+    for r in records:
+        action = getattr(r, "action", None)
+        action = getattr(action, "value", action)
+        if schema == "trades":
+            c["trades"] += 1
+        elif schema in ("mbp-1", "tbbo"):
+            c["quotes"] += 1
+            if action == "T":
+                c["trades"] += 1
+        elif schema == "mbp-10":
+            levels = [(l.bid_px, l.bid_sz, l.ask_px, l.ask_sz) for l in r.levels]
+            if action == "T":
+                c["trades"] += 1
+            if levels != prev_levels:
+                c["books"] += 1
+            prev_levels = levels
+        elif schema == "mbo":
+            if action == "T":
+                c["trades"] += 1
+            elif action == "A":
+                orders[r.order_id] = (r.side, r.price, r.size)
+                c["books"] += 1
+            elif action in ("C", "M") and r.order_id in orders:
+                c["books"] += 1
+    return {"trades": c["trades"], "quotes": c["quotes"], "books": c["books"]}
+
+
+@pytest.mark.parametrize("schema", DBN_SCHEMAS)
+def test_dbn_counts_match_databentos_own_decoder(schema):
+    expected = independent_dbn_counts(schema)
+    summary, _ = inspect(DBN / f"test_data.{schema}.v3.dbn.zst")
+    assert summary["format"] == "dbn" and summary["error"] is None
+    if sum(expected.values()) == 0:
+        assert summary["events"] == 0, summary
+        return
+    assert list(summary["symbols"]) == ["ESH1"], "symbols come from the metadata"
+    s = summary["symbols"]["ESH1"]
+    assert {"trades": s["trades"], "quotes": s["quotes"], "books": s["books"]} == expected
+    _, records = dbn_records(schema)
+    assert s["first_ts_event"] == records[0].ts_event and s["last_ts_event"] == records[-1].ts_event
+
+
+def test_dbn_prices_are_scaled_from_fixed_point(tickcast):
+    server = tickcast(feed="synthetic", extra=["--replay-dir", str(DBN)])
+    _, trades = dbn_records("tbbo")
+    client = server.connect("json", path="/replay", query="source=test_data.tbbo.v3.dbn.zst&speed=max&encoding=json")
+    messages = client.recv_until(lambda m: m["type"] == "replay_end")
+    got_trades = [m for m in messages if m["type"] == "trade"]
+    got_quotes = [m for m in messages if m["type"] == "quote"]
+    assert len(got_trades) == len(trades) == len(got_quotes)
+    for r, t, q in zip(trades, got_trades, got_quotes):
+        assert t["sym"] == "ESH1"
+        assert t["px"] == r.price / 1e9 and t["sz"] == float(r.size), (t, r.price)
+        assert t["px"] == 3720.25
+        level = r.levels[0]
+        assert (q["bid"], q["bid_sz"], q["ask"], q["ask_sz"]) == (
+            level.bid_px / 1e9, float(level.bid_sz), level.ask_px / 1e9, float(level.ask_sz)
+        )
+        assert t["ts_event"] == r.ts_event and t["ts_ingest"] == r.ts_recv
+
+
 def test_replay_windows_and_symbols_filter(tickcast):
     capture = CAPTURES[0]
     server = tickcast(feed="synthetic", extra=["--replay-dir", str(BINANCE)])
