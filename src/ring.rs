@@ -72,15 +72,23 @@ impl TickRing {
 
     /// Pushes, waiting while the ring is full (see the module doc for the
     /// policy). Returns `Ok(true)` if it had to wait, so the caller can log.
-    pub fn push(&self, mut tick: Tick) -> Result<bool, Closed> {
+    pub fn push(&self, tick: Tick) -> Result<bool, Closed> {
+        let waited = self.push_quiet(tick)?;
+        self.wake_consumer();
+        Ok(waited)
+    }
+
+    /// [`push`](Self::push) without waking the consumer afterwards: for a
+    /// producer with a burst to push (a replay at full speed), which calls
+    /// [`wake_consumer`](Self::wake_consumer) once per burst instead of a
+    /// fence (and maybe an unpark) per tick. The ring's full policy is the
+    /// same, and a full ring still wakes the consumer.
+    pub fn push_quiet(&self, mut tick: Tick) -> Result<bool, Closed> {
         let mut waited = false;
         let backoff = Backoff::new();
         loop {
             match self.queue.push(tick) {
-                Ok(()) => {
-                    self.wake_consumer();
-                    return Ok(waited);
-                }
+                Ok(()) => return Ok(waited),
                 Err(back) => {
                     tick = back;
                     if !waited {

@@ -141,11 +141,20 @@ impl Publisher {
     /// Stamps `ts_ingest` and pushes one tick, waiting while the ring is full
     /// (counted, and logged at most once a second).
     pub fn publish(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+        self.publish_quiet(symbol, ts_event, update)?;
+        self.ctx.ring.wake_consumer();
+        Ok(())
+    }
+
+    /// [`publish`](Self::publish) without waking the engine: a source with
+    /// a burst of ticks calls [`wake`](Self::wake) once after it (see
+    /// [`TickRing::push_quiet`]).
+    pub fn publish_quiet(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
         if self.ctx.ring.is_closed() {
             return Err(Closed);
         }
         let tick = Tick { symbol, ts_event, ts_ingest: now_ns(), update };
-        if self.ctx.ring.push(tick)? {
+        if self.ctx.ring.push_quiet(tick)? {
             self.full_since_log += 1;
             let due = self.last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
             if due {
@@ -160,6 +169,12 @@ impl Publisher {
         }
         self.ctx.metrics.ticks_ingested.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Wakes the engine for ticks pushed with
+    /// [`publish_quiet`](Self::publish_quiet).
+    pub fn wake(&self) {
+        self.ctx.ring.wake_consumer();
     }
 }
 

@@ -56,6 +56,11 @@ use crate::topic::Book;
 /// restarts from the current event.
 pub const MAX_LAG: Duration = Duration::from_secs(1);
 
+/// At `--speed max`, how many ticks are pushed between two wake-ups of the
+/// engine (which drains up to [`MAX_BATCH`](crate::engine::MAX_BATCH) per
+/// pass anyway).
+const WAKE_EVERY: u64 = 64;
+
 /// Longest single sleep, so shutdown is noticed promptly.
 const SLEEP_STEP: Duration = Duration::from_millis(50);
 
@@ -256,6 +261,7 @@ fn play(
     let mut gaps: Vec<Gap> = Vec::new();
     let mut published = 0u64;
     let mut since_check = 0u32;
+    let burst = settings.speed == Speed::Max;
     while let Some(ev) = src.next_event()? {
         since_check += 1;
         if since_check >= 1024 {
@@ -311,11 +317,21 @@ fn play(
                 books.entry(symbol).or_default().apply(delta);
             }
         }
-        if publisher.publish(symbol, ev.ts_event, ev.update).is_err() {
+        // At full speed the engine is woken once per burst, not per tick.
+        let sent = if burst {
+            publisher.publish_quiet(symbol, ev.ts_event, ev.update)
+        } else {
+            publisher.publish(symbol, ev.ts_event, ev.update)
+        };
+        if sent.is_err() {
             return Ok(None);
         }
         published += 1;
+        if burst && published % WAKE_EVERY == 0 {
+            publisher.wake();
+        }
     }
+    publisher.wake();
     report_gaps(src, &mut gaps, &ctx, errors);
     Ok(Some(published))
 }
