@@ -19,6 +19,13 @@
 //! And `read_only/*`: the same files through [`tickcast::recorded`]
 //! without the ring, so the ring's share is visible.
 //!
+//! `record/append_flush`: the recorder's own work per tick, isolated from
+//! the server: 1,000,000 sequenced ticks (the same mix) appended with
+//! `append_keyed` and handed to the OS every 5,000 ticks (what a 5 ms
+//! gather holds at 1M ticks/s), `--fsync 1s`, into a fresh tick log in the
+//! temp dir. Divided by the server's CPU per tick without recording, it is
+//! the recording overhead with no load-generator noise in it.
+//!
 //! Run: `cargo bench --bench replay`.
 
 use std::path::{Path, PathBuf};
@@ -169,7 +176,68 @@ fn bench(c: &mut Criterion) {
         group.bench_function(*name, |b| b.iter(|| count(path)));
     }
     group.finish();
+    let mut group = c.benchmark_group("record");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Elements(TICKLOG_TICKS));
+    let ticks = mix();
+    let mut run = 0;
+    group.bench_function("append_flush", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                run += 1;
+                let path = dir.join(format!("rec-{run}"));
+                let options = WriterOptions {
+                    segment_bytes: 256 << 20,
+                    segment_age: Duration::from_secs(3600),
+                    fsync: Fsync::Every(Duration::from_secs(1)),
+                };
+                let started = Instant::now();
+                let (mut w, _) = TickLogWriter::open(&path, options).expect("open");
+                for (i, (key, tick)) in ticks.iter().enumerate() {
+                    let t = LogTick {
+                        sym: &tick.0,
+                        seq: tick.1,
+                        ts_event: tick.2,
+                        ts_ingest: tick.2 + 500,
+                        update: &tick.3,
+                    };
+                    w.append_keyed(*key, &t).expect("append");
+                    if i % 5_000 == 4_999 {
+                        w.flush().expect("flush");
+                    }
+                }
+                w.finish().expect("finish");
+                total += started.elapsed();
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            total
+        })
+    });
+    group.finish();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The benchmark's tick mix, pre-built: (key, (symbol, seq, ts, update)).
+#[allow(clippy::type_complexity)]
+fn mix() -> Vec<(u32, (String, u64, u64, Update))> {
+    let mut seqs = [0u64; 8];
+    (0..TICKLOG_TICKS)
+        .map(|n| {
+            let s = (n % 8) as usize;
+            seqs[s] += 1;
+            let px = 100.0 + (n % 1000) as f64 * 0.01;
+            let update = match n % 10 {
+                0 => Update::Trade(Trade { px, sz: 1.0, side: Side::Buy }),
+                1 | 2 => Update::Book(BookDelta {
+                    bids: vec![Level { px, sz: 2.0 }],
+                    asks: vec![Level { px: px + 0.02, sz: 0.0 }],
+                }),
+                _ => Update::Quote(Quote { bid: px, bid_sz: 1.0, ask: px + 0.01, ask_sz: 2.0 }),
+            };
+            (s as u32, (format!("SYM{s}"), seqs[s], 1_700_000_000_000_000_000 + n * 1_000, update))
+        })
+        .collect()
 }
 
 criterion_group!(benches, bench);

@@ -40,7 +40,7 @@ run() { # round, mode (off|on)
     local started=$SECONDS
     local report
     report=$("$BIN" bench --server "127.0.0.1:$PORT" --duration "$DURATION" --subscribers 10 --per-sub 10 \
-        --symbols 100 --server-pid "$pid" --json)
+        --symbols 100 --server-pid "$pid" --json | tail -1)
     local published_after recorded dropped record_bytes
     published_after=$(metric tickcast_updates_published_total)
     recorded=$(metric tickcast_record_ticks_total)

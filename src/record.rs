@@ -22,9 +22,11 @@
 //! inspect` and the replay reader report per symbol.
 //!
 //! # Writes and durability
-//! The recorder drains whatever is queued, appends it, and hands it to the
-//! OS in one write before it waits again, so at any moment the only ticks
-//! not yet written are the ones still in the queue (milliseconds). A kill
+//! The recorder wakes at the first batch, lets the burst gather for
+//! [`COALESCE`] (5 ms), drains whatever is queued, appends it, and hands it
+//! to the OS in one write before it waits again, so at any moment the only
+//! ticks not yet written are the ones that arrived in the last few
+//! milliseconds. A kill
 //! of the process loses only those; `--fsync` decides what a power loss
 //! may lose. A torn last record is cut off when the log is next opened.
 //!
@@ -50,6 +52,11 @@ pub const QUEUE_TICKS: usize = 1 << 18;
 
 /// Emptied batch buffers kept for reuse.
 const RECYCLED_BATCHES: usize = 64;
+
+/// How long the recorder lets ticks gather after the first of a burst
+/// arrives, before it writes them all at once. Bounds what a kill can lose
+/// beyond the queue: about this much.
+pub const COALESCE: Duration = Duration::from_millis(5);
 
 /// How often an idle recorder wakes to apply the fsync policy.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
@@ -187,7 +194,13 @@ fn run(
     let mut last_reopen: Option<Instant> = None;
     loop {
         let first = match rx.recv_timeout(IDLE_WAKE) {
-            Ok(batch) => Some(batch),
+            Ok(batch) => {
+                // Let a burst gather: one larger write instead of many
+                // small ones, and the engine's sends find no one waiting
+                // to be woken.
+                std::thread::sleep(COALESCE);
+                Some(batch)
+            }
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
@@ -254,13 +267,16 @@ fn append_batch(
             names[index] = symbols.name(s.tick.symbol);
         }
         let Some(sym) = names[index].as_deref() else { continue };
-        w.append(&LogTick {
-            sym,
-            seq: s.seq,
-            ts_event: s.tick.ts_event,
-            ts_ingest: s.tick.ts_ingest,
-            update: &s.tick.update,
-        })?;
+        w.append_keyed(
+            s.tick.symbol,
+            &LogTick {
+                sym,
+                seq: s.seq,
+                ts_event: s.tick.ts_event,
+                ts_ingest: s.tick.ts_ingest,
+                update: &s.tick.update,
+            },
+        )?;
     }
     Ok(())
 }

@@ -487,6 +487,9 @@ pub struct TickLogWriter {
     buf: Vec<u8>,
     /// Segment-local ids of the symbols defined in the current segment.
     ids: HashMap<Box<str>, u32>,
+    /// The same, by the caller's key ([`TickLogWriter::append_keyed`]);
+    /// `u32::MAX` = not yet defined in this segment.
+    by_key: Vec<u32>,
     /// Written to the file since the last `fdatasync`.
     unsynced: bool,
     /// Record bytes handed to the OS over the writer's life, all segments.
@@ -518,6 +521,7 @@ impl TickLogWriter {
             next_index: next_index.saturating_add(1),
             buf: Vec::with_capacity(WRITE_BUFFER + 4096),
             ids: HashMap::new(),
+            by_key: Vec::new(),
             unsynced: false,
             written: 0,
             last_sync: Instant::now(),
@@ -546,16 +550,42 @@ impl TickLogWriter {
     /// `InvalidInput` [`SourceError::Io`] and nothing is written; the writer
     /// stays usable.
     pub fn append(&mut self, tick: &LogTick<'_>) -> Result<(), TickLogError> {
+        self.append_inner(None, tick)
+    }
+
+    /// [`append`](Self::append) for a caller that has its own dense id for
+    /// the symbol (the recorder passes the server's symbol id): the
+    /// segment-local id is then found by indexing, not by hashing the name.
+    /// `key` must always go with the same name.
+    pub fn append_keyed(&mut self, key: u32, tick: &LogTick<'_>) -> Result<(), TickLogError> {
+        self.append_inner(Some(key), tick)
+    }
+
+    fn append_inner(&mut self, key: Option<u32>, tick: &LogTick<'_>) -> Result<(), TickLogError> {
         self.check_usable()?;
         if let Err(reason) = check_encodable(tick) {
             return Err(io_error(&self.seg.path, io::Error::new(io::ErrorKind::InvalidInput, reason)));
         }
-        let sym = match self.ids.get(tick.sym) {
-            Some(&id) => id,
+        let cached = key.and_then(|k| self.by_key.get(k as usize).copied()).filter(|&id| id != u32::MAX);
+        let sym = match cached {
+            Some(id) => id,
             None => {
-                let id = self.ids.len() as u32;
-                encode_symbol(&mut self.buf, id, tick.sym);
-                self.ids.insert(tick.sym.into(), id);
+                let id = match self.ids.get(tick.sym) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.ids.len() as u32;
+                        encode_symbol(&mut self.buf, id, tick.sym);
+                        self.ids.insert(tick.sym.into(), id);
+                        id
+                    }
+                };
+                if let Some(k) = key {
+                    let k = k as usize;
+                    if k >= self.by_key.len() {
+                        self.by_key.resize(k + 1, u32::MAX);
+                    }
+                    self.by_key[k] = id;
+                }
                 id
             }
         };
@@ -650,6 +680,7 @@ impl TickLogWriter {
         self.next_index = self.next_index.saturating_add(1);
         self.seg = seg;
         self.ids.clear();
+        self.by_key.clear();
         self.unsynced = false;
         Ok(())
     }

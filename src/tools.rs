@@ -155,22 +155,35 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One write at the end, and a closed pipe (`| head`) is not an error:
+    // `println!` would panic on it.
+    let mut out = String::new();
     if args.json {
         match serde_json::to_string_pretty(&summary) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => out = text + "\n",
             Err(e) => {
                 eprintln!("tickcast inspect: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        println!("{} ({}): {} events, {} symbols", summary.path, summary.format, summary.events, summary.symbols.len());
-        println!(
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "{} ({}): {} events, {} symbols",
+            summary.path,
+            summary.format,
+            summary.events,
+            summary.symbols.len()
+        );
+        let _ = writeln!(
+            out,
             "{:<16} {:>10} {:>10} {:>10}  {:<30}  {:<30}  {:>6}",
             "symbol", "trades", "quotes", "books", "first ts_event", "last ts_event", "gaps"
         );
         for (name, s) in &summary.symbols {
-            println!(
+            let _ = writeln!(
+                out,
                 "{:<16} {:>10} {:>10} {:>10}  {:<30}  {:<30}  {:>6}",
                 name,
                 s.trades,
@@ -181,7 +194,8 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
                 s.gap_count
             );
             for g in &s.gaps {
-                println!(
+                let _ = writeln!(
+                    out,
                     "    gap in {}: expected {}, got {} ({} missing) at {}",
                     g.what,
                     g.expected,
@@ -191,7 +205,17 @@ pub fn inspect(args: InspectArgs) -> ExitCode {
                 );
             }
             if s.gap_count > s.gaps.len() as u64 {
-                println!("    … and {} more gaps", s.gap_count - s.gaps.len() as u64);
+                let _ = writeln!(out, "    … and {} more gaps", s.gap_count - s.gaps.len() as u64);
+            }
+        }
+    }
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("tickcast inspect: cannot write the report: {e}");
+                return ExitCode::FAILURE;
             }
         }
     }

@@ -44,3 +44,32 @@ fn a_taken_port_is_a_clean_error() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot listen on"), "{text}");
 }
+
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    use std::process::Stdio;
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/binance/btcusdt_20240808.gz");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .args(["inspect", sample])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tickcast inspect");
+    // `| head -0`: the reader goes away before the report is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("inspect ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn tools_name_bad_files_and_exit_1() {
+    let (code, text) = tickcast(&["inspect", "/no/such/file.dbn"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("/no/such/file.dbn"), "{text}");
+    let (code, text) = tickcast(&["convert", "/no/such/capture.gz", "/tmp/tickcast-never-written"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("/no/such/capture.gz"), "{text}");
+    assert!(!std::path::Path::new("/tmp/tickcast-never-written").exists(), "nothing is created for a bad input");
+}
