@@ -21,8 +21,8 @@
 //!
 //! `record/append_flush`: the recorder's own work per tick, isolated from
 //! the server: 1,000,000 sequenced ticks (the same mix) appended with
-//! `append_keyed` and handed to the OS every 5,000 ticks (what a 5 ms
-//! gather holds at 1M ticks/s), `--fsync 1s`, into a fresh tick log in the
+//! `append_keyed` and handed to the OS every 5,000 ticks (what the
+//! recorder's 5 ms gather holds at 1M ticks/s), `--fsync 1s`, into a fresh tick log in the
 //! temp dir. Divided by the server's CPU per tick without recording, it is
 //! the recording overhead with no load-generator noise in it.
 //!
