@@ -59,22 +59,8 @@ fn write_ticklog(dir: &Path) -> PathBuf {
     let path = dir.join("ticks");
     let options = WriterOptions { segment_bytes: 1 << 30, segment_age: Duration::from_secs(3600), fsync: Fsync::Never };
     let (mut w, _) = TickLogWriter::open(&path, options).expect("open tick log");
-    let syms: Vec<String> = (0..8).map(|i| format!("SYM{i}")).collect();
-    let mut seqs = [0u64; 8];
-    for n in 0..TICKLOG_TICKS {
-        let s = (n % 8) as usize;
-        seqs[s] += 1;
-        let px = 100.0 + (n % 1000) as f64 * 0.01;
-        let update = match n % 10 {
-            0 => Update::Trade(Trade { px, sz: 1.0, side: Side::Buy }),
-            1 | 2 => Update::Book(BookDelta {
-                bids: vec![Level { px, sz: 2.0 }],
-                asks: vec![Level { px: px + 0.02, sz: 0.0 }],
-            }),
-            _ => Update::Quote(Quote { bid: px, bid_sz: 1.0, ask: px + 0.01, ask_sz: 2.0 }),
-        };
-        let ts = 1_700_000_000_000_000_000 + n * 1_000;
-        w.append(&LogTick { sym: &syms[s], seq: seqs[s], ts_event: ts, ts_ingest: ts + 500, update: &update })
+    for (key, (sym, seq, ts, update)) in mix() {
+        w.append_keyed(key, &LogTick { sym: &sym, seq, ts_event: ts, ts_ingest: ts + 500, update: &update })
             .expect("append");
     }
     w.finish().expect("finish");

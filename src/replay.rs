@@ -361,16 +361,8 @@ impl ReplayControl {
 pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, crate::session::RequestError> {
     use crate::session::RequestError;
     let err = |kind, message: String| RequestError { kind, message };
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| err(ClientError::BadJson, format!("control message is not valid JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| err(ClientError::BadRequest, "control message must be a JSON object".to_owned()))?;
-    let op = obj
-        .get("op")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(ClientError::BadRequest, "missing string field \"op\"".into()))?;
-    match op {
+    let (obj, op) = crate::session::parse_envelope(payload)?;
+    match op.as_str() {
         "pause" => Ok(ReplayControl::Pause),
         "resume" => Ok(ReplayControl::Resume),
         "speed" => match obj.get("value") {

@@ -286,18 +286,29 @@ pub struct RequestError {
 /// Most symbols one subscribe or unsubscribe may name.
 pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
 
-/// Parses one client control message (a JSON object).
-pub fn parse_request(payload: &[u8]) -> Result<ClientRequest, RequestError> {
+/// Parses a control message's envelope: a JSON object with a string `op`.
+/// Shared by live and replay sessions, so both answer the same malformed
+/// input with the same codes.
+pub fn parse_envelope(payload: &[u8]) -> Result<(serde_json::Map<String, Value>, String), RequestError> {
     let err = |kind, message: String| RequestError { kind, message };
     let value: Value = serde_json::from_slice(payload)
         .map_err(|e| err(ClientError::BadJson, format!("control message is not valid JSON: {e}")))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| err(ClientError::BadRequest, "control message must be a JSON object".into()))?;
+    let Value::Object(obj) = value else {
+        return Err(err(ClientError::BadRequest, "control message must be a JSON object".into()));
+    };
     let op = obj
         .get("op")
         .and_then(Value::as_str)
-        .ok_or_else(|| err(ClientError::BadRequest, "missing string field \"op\"".into()))?;
+        .ok_or_else(|| err(ClientError::BadRequest, "missing string field \"op\"".into()))?
+        .to_owned();
+    Ok((obj, op))
+}
+
+/// Parses one client control message (a JSON object).
+pub fn parse_request(payload: &[u8]) -> Result<ClientRequest, RequestError> {
+    let err = |kind, message: String| RequestError { kind, message };
+    let (obj, op) = parse_envelope(payload)?;
+    let op = op.as_str();
     if op != "subscribe" && op != "unsubscribe" {
         let op: String = op.chars().take(64).collect();
         return Err(err(ClientError::UnknownOp, format!("unknown op {op:?}: valid ops are subscribe, unsubscribe")));
