@@ -82,7 +82,7 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{Event, Format, Gap, Source, SourceError};
+use super::{Event, Format, Gap, Source, SourceError, Watched};
 use crate::tick::{is_valid_symbol, BookDelta, Level, Quote, Side, Trade, Update};
 
 /// Most depth updates buffered per symbol while it waits for a snapshot.
@@ -838,23 +838,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Parsed<'a> {
 
 // ---------------------------------------------------------------------------
 // The file reader.
-
-/// Marks read errors of the file itself, so they are told apart from the
-/// decompressor's complaints about the bytes (I/O error vs corrupt file).
-struct Watched<R> {
-    inner: R,
-    failed: Arc<AtomicBool>,
-}
-
-impl<R: Read> Read for Watched<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.failed.store(true, Ordering::Relaxed);
-            }
-        })
-    }
-}
 
 /// Reader of one Binance capture file (plain or gzip), yielding the events
 /// of [`BinanceNormalizer`] with errors that name the file, line and offset.

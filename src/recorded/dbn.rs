@@ -81,7 +81,7 @@ use std::sync::Arc;
 use dbn::decode::{DbnDecoder, DbnMetadata, DecodeRecordRef, DynReader};
 use dbn::{rtype, Action, MboMsg, Mbp10Msg, Mbp1Msg, Metadata, Record, RecordRef, SymbolIndex, TradeMsg, TsSymbolMap};
 
-use super::{Event, Format, Gap, Source, SourceError};
+use super::{Event, Format, Gap, Source, SourceError, Watched};
 use crate::tick::{is_valid_symbol, BookDelta, Level, Quote, Side, Trade, Update};
 
 /// Counters of what the normalizer did, for `inspect` and for tests.
@@ -492,23 +492,6 @@ fn ladder_delta(old: &[(i64, u32)], new: &[(i64, u32)]) -> Vec<Level> {
 
 // ---------------------------------------------------------------------------
 // The file reader.
-
-/// Marks read errors of the file itself, so they are told apart from the
-/// decompressor's complaints about the bytes (I/O error vs corrupt file).
-struct Watched<R> {
-    inner: R,
-    failed: Arc<AtomicBool>,
-}
-
-impl<R: Read> Read for Watched<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.failed.store(true, Ordering::Relaxed);
-            }
-        })
-    }
-}
 
 /// Most metadata accepted, in bytes: a full-universe OPRA file's symbol
 /// mappings run to a few hundred MB; a larger length is a corrupt prefix

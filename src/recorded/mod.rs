@@ -169,6 +169,26 @@ pub fn open(path: &Path) -> Result<Box<dyn Source>, SourceError> {
     })
 }
 
+/// A file reader that marks its own read errors, so the compressed-format
+/// readers can tell an I/O error of the file from the decompressor's
+/// complaints about the bytes (I/O error vs corrupt file).
+pub(crate) struct Watched<R> {
+    /// The file.
+    pub(crate) inner: R,
+    /// Set by a read error of `inner`.
+    pub(crate) failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    }
+}
+
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
