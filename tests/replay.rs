@@ -4,72 +4,44 @@
 //! through `--feed replay:`, and bad recordings answered with clear errors
 //! while the server keeps serving.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::{start, Running};
 use tickcast::client::{http_get, Client, Event};
 use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
 use tickcast::feed::replay::Speed;
 use tickcast::feed::{FeedSpec, ReplayOptions};
-use tickcast::metrics::scrape_value;
 use tickcast::record::RecordSettings;
 use tickcast::recorded::{self, Event as RecEvent};
-use tickcast::server::Server;
 use tickcast::tick::Update;
 use tickcast::ticklog::{Fsync, WriterOptions};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 const STEP: Duration = Duration::from_secs(10);
 
-struct Running {
-    addr: SocketAddr,
-    feed: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
+/// Generous: a recording server's shutdown includes the recorder's last
+/// write and sync (bounded by the server at 10 s).
+const SHUTDOWN: Duration = Duration::from_secs(15);
 
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().expect("running").send(());
-        timeout(Duration::from_secs(15), &mut self.task).await.expect("server stops").expect("no panic");
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let (status, body) = http_get(self.addr, "/metrics").await.expect("GET /metrics");
-        assert_eq!(status, 200);
-        scrape_value(&body, name).unwrap_or_else(|| panic!("metric {name} missing"))
-    }
-
-    async fn wait_metric(&self, name: &str, at_least: f64) {
-        let waited = timeout(STEP, async {
-            while self.metric(name).await < at_least {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
-        if waited.is_err() {
-            let (_, body) = http_get(self.addr, "/metrics").await.expect("GET /metrics");
-            let lines: Vec<&str> = body.lines().filter(|l| !l.starts_with('#') && l.contains("total")).collect();
-            panic!("{name} did not reach {at_least}:\n{}", lines.join("\n"));
+async fn wait_metric(server: &Running, name: &str, at_least: f64) {
+    let waited = timeout(STEP, async {
+        while server.metric(name).await < at_least {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    })
+    .await;
+    if waited.is_err() {
+        let (_, body) = http_get(server.addr, "/metrics").await.expect("GET /metrics");
+        let lines: Vec<&str> = body.lines().filter(|l| !l.starts_with('#') && l.contains("total")).collect();
+        panic!("{name} did not reach {at_least}:\n{}", lines.join("\n"));
     }
-}
-
-async fn start(config: Config) -> Running {
-    let server = Server::bind(config).await.expect("bind");
-    let addr = server.local_addr();
-    let feed = server.feed_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running { addr, feed, stop: Some(stop), task }
 }
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -196,8 +168,8 @@ async fn record_then_replay_gives_back_the_identical_sequence() {
     }
     assert_eq!(live.metric("tickcast_record_dropped_total").await, 0.0);
     assert_eq!(live.metric("tickcast_updates_published_total").await, N as f64);
-    live.wait_metric("tickcast_record_ticks_total", N as f64).await;
-    live.shutdown().await;
+    wait_metric(&live, "tickcast_record_ticks_total", N as f64).await;
+    live.shutdown_within(SHUTDOWN).await;
     let segments = std::fs::read_dir(&log).expect("log dir").count();
     assert!(segments > 1, "64 KiB segments should have rolled, got {segments}");
     assert_eq!(read_all(&log), live_seen, "the tick log holds exactly what clients saw");
@@ -219,7 +191,7 @@ async fn record_then_replay_gives_back_the_identical_sequence() {
             other => panic!("{other:?}"),
         }
     }
-    replayer.shutdown().await;
+    replayer.shutdown_within(SHUTDOWN).await;
 
     // 3. The replay feed, re-recorded, gives the same ticks and seqs.
     let again = root.join("session2");
@@ -230,8 +202,8 @@ async fn record_then_replay_gives_back_the_identical_sequence() {
         ..Config::default()
     })
     .await;
-    fed.wait_metric("tickcast_record_ticks_total", N as f64).await;
-    fed.shutdown().await;
+    wait_metric(&fed, "tickcast_record_ticks_total", N as f64).await;
+    fed.shutdown_within(SHUTDOWN).await;
     let rerecorded = read_all(&again);
     assert_eq!(rerecorded.len(), N);
     for (a, b) in rerecorded.iter().zip(&live_seen) {
@@ -326,7 +298,7 @@ async fn replay_sessions_seek_pause_and_change_speed() {
             other => panic!("expected error {code}, got {other:?}"),
         }
     }
-    server.shutdown().await;
+    server.shutdown_within(SHUTDOWN).await;
 }
 
 /// Sends a WebSocket upgrade request by hand; returns the status and body.
@@ -386,7 +358,7 @@ async fn replay_requests_are_checked_and_bounded() {
     .await;
     assert!(freed.is_ok(), "a closed replay session frees its slot");
     let _c = Client::connect_path(server.addr, path, Encoding::Msgpack).await.expect("a slot is free again");
-    server.shutdown().await;
+    server.shutdown_within(SHUTDOWN).await;
 }
 
 #[tokio::test]
@@ -415,7 +387,7 @@ async fn a_truncated_recording_is_reported_and_the_server_keeps_serving() {
     let mut other = Client::connect(server.addr, Encoding::Json).await.expect("live clients still served");
     other.subscribe(&["*"]).await.unwrap();
     assert!(matches!(timeout(STEP, other.next_event()).await.unwrap().unwrap(), Event::Message(_)));
-    server.shutdown().await;
+    server.shutdown_within(SHUTDOWN).await;
 
     // As the server's feed: the feed stops with an error, the server runs on.
     let fed = start(Config {
@@ -424,12 +396,12 @@ async fn a_truncated_recording_is_reported_and_the_server_keeps_serving() {
         ..Config::default()
     })
     .await;
-    fed.wait_metric("tickcast_feed_errors_total", 1.0).await;
+    wait_metric(&fed, "tickcast_feed_errors_total", 1.0).await;
     let published = fed.metric("tickcast_updates_published_total").await;
     assert!(published > 1_000.0, "{published}");
     let (status, _) = http_get(fed.addr, "/healthz").await.unwrap();
     assert_eq!(status, 200);
-    fed.shutdown().await;
+    fed.shutdown_within(SHUTDOWN).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -501,7 +473,7 @@ async fn the_replay_feed_starts_from_folded_state_and_empties_books_between_loop
     .await;
     // The folded quote and book, and the first event in the window, are
     // published at once; the next event is 400 ms later.
-    fed.wait_metric("tickcast_updates_published_total", 3.0).await;
+    wait_metric(&fed, "tickcast_updates_published_total", 3.0).await;
     let mut c = subscribed(fed.addr).await;
     match timeout(STEP, c.next_message()).await.unwrap().unwrap() {
         ServerMessage::Snapshot { seq, quote, trade, book, .. } => {
@@ -514,7 +486,7 @@ async fn the_replay_feed_starts_from_folded_state_and_empties_books_between_loop
         }
         other => panic!("expected a snapshot, got {other:?}"),
     }
-    fed.shutdown().await;
+    fed.shutdown_within(SHUTDOWN).await;
 
     // --loop: between passes every level the replay built is deleted.
     let looped = start(Config {
@@ -553,6 +525,6 @@ async fn the_replay_feed_starts_from_folded_state_and_empties_books_between_loop
     }
     let seqs: Vec<u64> = messages.iter().filter_map(|m| m.sym_seq().map(|(_, s)| s)).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seqs keep rising across passes: {seqs:?}");
-    looped.shutdown().await;
+    looped.shutdown_within(SHUTDOWN).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

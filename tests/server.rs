@@ -3,57 +3,22 @@
 //! The independent-client suite (Python websockets/msgpack/protobuf) lives
 //! in tests/python.
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{start, Running};
 use tickcast::client::{http_get, Client, Event};
 use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
 use tickcast::feed::FeedSpec;
-use tickcast::metrics::scrape_value;
-use tickcast::server::Server;
 use tickcast::tick::{Level, Side};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 const STEP: Duration = Duration::from_secs(5);
-
-struct Running {
-    addr: SocketAddr,
-    feed: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn shutdown(mut self) -> Duration {
-        let started = std::time::Instant::now();
-        let _ = self.stop.take().expect("running").send(());
-        timeout(Duration::from_secs(5), &mut self.task).await.expect("server stops").expect("no panic");
-        started.elapsed()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let (status, body) = http_get(self.addr, "/metrics").await.expect("GET /metrics");
-        assert_eq!(status, 200);
-        scrape_value(&body, name).unwrap_or_else(|| panic!("metric {name} missing"))
-    }
-}
-
-async fn start(config: Config) -> Running {
-    let server = Server::bind(config).await.expect("bind");
-    let addr = server.local_addr();
-    let feed = server.feed_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running { addr, feed, stop: Some(stop), task }
-}
 
 fn tcp_config() -> Config {
     Config { feed: FeedSpec::Tcp("127.0.0.1:0".parse().unwrap()), ..Config::default() }
@@ -193,7 +158,7 @@ async fn snapshot_then_gapless_updates_with_exact_values_in_every_encoding() {
         assert_eq!(n, lines.len() as f64, "{e:?}");
     }
     assert_eq!(running.metric("tickcast_subscriptions").await, 6.0);
-    assert!(running.shutdown().await < Duration::from_secs(2));
+    assert!(running.shutdown_within(STEP).await < Duration::from_secs(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +229,7 @@ async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
     assert_eq!(running.metric("tickcast_client_errors_total{code=\"bad_request\"}").await, 2.0);
     assert_eq!(running.metric("tickcast_client_errors_total{code=\"unknown_symbol\"}").await, 2.0);
     assert_eq!(running.metric("tickcast_client_errors_total{code=\"message_too_big\"}").await, 1.0);
-    running.shutdown().await;
+    running.shutdown_within(STEP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +263,7 @@ async fn unsubscribe_stops_delivery_after_its_ack() {
         other => panic!("expected NEWCO snapshot, got {other:?}"),
     }
     assert!(matches!(next(&mut c).await, ServerMessage::Quote { seq: 1, .. }));
-    running.shutdown().await;
+    running.shutdown_within(STEP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +311,7 @@ async fn synthetic_feed_snapshot_plus_updates_rebuild_the_book_exactly() {
     }
     assert_eq!(book.bids(10), &late_bids[..]);
     assert_eq!(book.asks(10), &late_asks[..]);
-    running.shutdown().await;
+    running.shutdown_within(STEP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +329,7 @@ async fn http_answers_and_unknown_encoding_is_a_400_naming_the_valid_ones() {
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
     assert!(text.contains("msgpack, protobuf, json"), "{text}");
     assert_eq!(running.metric("tickcast_http_rejected_total").await, 1.0);
-    running.shutdown().await;
+    running.shutdown_within(STEP).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -384,7 +349,7 @@ async fn shutdown_sends_1001_to_every_client_within_two_seconds() {
         }
         codes
     });
-    let took = running.shutdown().await;
+    let took = running.shutdown_within(STEP).await;
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     assert_eq!(waiter.await.unwrap(), [1001, 1001, 1001]);
 }

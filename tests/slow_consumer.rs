@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::start;
 use tickcast::client::{http_get, Client, Event};
 use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::{FeedSpec, SyntheticSettings};
 use tickcast::metrics::scrape_value;
-use tickcast::server::Server;
 use tickcast::tick::{BookDelta, Quote, Trade};
 use tickcast::topic::Book;
 use tokio::io::AsyncWriteExt;
@@ -34,30 +34,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").await.unwrap();
     scrape_value(&body, name).unwrap_or_else(|| panic!("{name} missing"))
-}
-
-struct Running {
-    addr: SocketAddr,
-    feed: Option<SocketAddr>,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn start(config: Config) -> Running {
-    let server = Server::bind(config).await.unwrap();
-    let (addr, feed) = (server.local_addr(), server.feed_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running { addr, feed, stop, task }
-}
-
-impl Running {
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap();
-    }
 }
 
 /// A connected socket with a 4 KiB receive buffer, so that the server's
@@ -179,7 +155,7 @@ async fn stalled_subscribers_conflate_then_disconnect_and_healthy_ones_lose_noth
     // Isolation: the ingest thread never waited on the engine.
     assert_eq!(metric(addr, "tickcast_ring_full_total").await, 0.0, "a slow consumer made the feed wait");
     drop(stalled);
-    running.shutdown().await;
+    running.shutdown_within(Duration::from_secs(5)).await;
 }
 
 /// A symbol's state as a client rebuilds it from snapshots and updates.
@@ -391,7 +367,7 @@ async fn a_paused_subscriber_learns_what_it_missed_and_rebuilds_exact_state() {
         assert!(a.book.bids(usize::MAX).len() > 1, "{sym}: the book has depth");
     }
     assert_eq!(metric(addr, "tickcast_slow_disconnects_total").await, 0.0);
-    running.shutdown().await;
+    running.shutdown_within(Duration::from_secs(5)).await;
 }
 
 /// Reads `client` until its state reaches `last_seq` for every symbol,
@@ -467,7 +443,7 @@ async fn a_slow_disconnect_client_is_closed_rather_than_conflated() {
     assert_eq!(metric(addr, "tickcast_slow_disconnects_total").await, 1.0, "the default-policy client is still open");
     assert_eq!(metric(addr, "tickcast_sessions{state=\"conflating\"}").await, 1.0);
     drop(lenient);
-    running.shutdown().await;
+    running.shutdown_within(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -510,5 +486,5 @@ async fn a_stalled_subscriber_is_timed_out_even_when_its_symbols_go_quiet() {
     assert!(quiet.elapsed() < Duration::from_secs(5), "closed about 1 s after its last progress");
     assert_eq!(metric(addr, "tickcast_conflation_episodes_total").await, 0.0);
     drop(stalled);
-    running.shutdown().await;
+    running.shutdown_within(Duration::from_secs(5)).await;
 }

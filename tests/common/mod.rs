@@ -1,7 +1,19 @@
-//! Helpers shared by integration tests that need to own the raw socket
-//! (to reset it, or to shrink its receive buffer).
+//! Helpers shared by integration tests: a server running in the test's
+//! runtime, and a raw handshake for tests that need to own the socket (to
+//! reset it, or to shrink its receive buffer). Each test file uses some of
+//! them, hence the `dead_code` allowance.
+
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tickcast::client::http_get;
+use tickcast::config::Config;
+use tickcast::metrics::scrape_value;
+use tickcast::server::Server;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,4 +38,43 @@ pub async fn handshake_and_subscribe_all(mut stream: TcpStream, addr: SocketAddr
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     stream.write_all(&frame).await.unwrap();
     stream
+}
+
+/// A server bound on port 0 and serving on the test's runtime.
+pub struct Running {
+    /// Its HTTP/WebSocket address.
+    pub addr: SocketAddr,
+    /// Its tcp feed address, with a `tcp://` feed.
+    pub feed: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+/// Binds a server with `config` and runs it until [`Running::shutdown_within`].
+pub async fn start(config: Config) -> Running {
+    let server = Server::bind(config).await.expect("bind");
+    let (addr, feed) = (server.local_addr(), server.feed_addr());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { addr, feed, stop: Some(stop), task }
+}
+
+impl Running {
+    /// Shuts the server down gracefully; fails the test unless it stops,
+    /// without a panic, within `limit`. Returns how long it took.
+    pub async fn shutdown_within(mut self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let _ = self.stop.take().expect("running").send(());
+        tokio::time::timeout(limit, &mut self.task).await.expect("server stops").expect("no panic");
+        started.elapsed()
+    }
+
+    /// One value from `/metrics`; fails the test if it is missing.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (status, body) = http_get(self.addr, "/metrics").await.expect("GET /metrics");
+        assert_eq!(status, 200);
+        scrape_value(&body, name).unwrap_or_else(|| panic!("metric {name} missing"))
+    }
 }
