@@ -33,6 +33,7 @@
 //! - [`topic`]: per-symbol state: seq, last values, book, subscribers.
 //! - [`codec`]: the message model, MessagePack / protobuf / JSON, framing.
 //! - [`session`]: per-connection outbox, control messages, heartbeats.
+//! - [`inbound`]: client frames, read without a buffer while the client is quiet.
 //! - [`writer`]: the vectored socket writes.
 //! - [`server`]: HTTP routes, upgrade, lifecycle and shutdown.
 //! - [`config`]: flags and validated configuration.
@@ -49,6 +50,7 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod feed;
+pub mod inbound;
 pub mod metrics;
 pub mod record;
 pub mod recorded;

@@ -71,6 +71,10 @@ pub struct Metrics {
     pub connections: AtomicI64,
     /// WebSocket sessions ever opened.
     pub connections_total: AtomicU64,
+    /// Sessions holding a frame read buffer now: those whose client has
+    /// sent bytes not yet read as a whole frame (see [`crate::inbound`]).
+    /// Idle sessions hold none, so this stays near zero on a quiet server.
+    pub read_buffers: AtomicI64,
     /// Connections refused because `--max-connections` were open.
     pub connections_rejected: AtomicU64,
     /// HTTP upgrade requests refused with 400 (bad encoding, not a WebSocket).
@@ -234,6 +238,12 @@ impl Metrics {
         };
         let one = |v: f64| [(String::new(), v)];
         metric("tickcast_connections", "gauge", "Open WebSocket sessions.", &one(self.connections.load(r) as f64));
+        metric(
+            "tickcast_read_buffers",
+            "gauge",
+            "Sessions holding a frame read buffer (8 KiB each); idle sessions hold none.",
+            &one(self.read_buffers.load(r) as f64),
+        );
         metric(
             "tickcast_connections_total",
             "counter",

@@ -31,16 +31,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Role, WebSocketError};
+use fastwebsockets::{OpCode, WebSocketError};
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 
 use crate::codec::{self, Encoding, ServerMessage};
 use crate::engine::{Command, SlowMode};
+use crate::inbound::Inbound;
 use crate::metrics::ClientError;
 use crate::replay::{ReplayDriver, ReplaySession};
 use crate::server::ServerCtx;
@@ -388,12 +388,8 @@ pub async fn run(
         let view = leftover;
         Bytes::copy_from_slice(&view)
     };
-    let reader = std::io::Cursor::new(leftover).chain(SharedRead(stream.clone()));
-    let (mut ws, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
-    // fastwebsockets refuses payloads >= its limit; ours allows exactly
-    // --max-message-bytes.
-    ws.set_max_message_size(ctx.config.max_message_bytes.saturating_add(1));
-    let mut ws = FragmentCollectorRead::new(ws);
+    let mut inbound =
+        Inbound::new(stream.clone(), leftover, shared.clone(), ctx.metrics.clone(), ctx.config.max_message_bytes);
 
     let mut shutdown = ctx.shutdown_rx();
     // How long the goodbye (close frame, then the peer's FIN) may take.
@@ -403,19 +399,6 @@ pub async fn run(
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // When a ping is outstanding: the deadline for any pong.
     let mut pong_deadline: Option<Instant> = None;
-
-    // Obligated replies from the frame reader: pong to a ping, or the echo
-    // of a client's close.
-    let reply_shared = shared.clone();
-    let mut send_fn = move |frame: Frame<'_>| {
-        let bytes = codec::frame(frame.opcode, &frame.payload);
-        if frame.opcode == OpCode::Close {
-            reply_shared.close(bytes);
-        } else {
-            reply_shared.push_control(bytes);
-        }
-        std::future::ready(Ok::<(), std::io::Error>(()))
-    };
 
     loop {
         let deadline = pong_deadline;
@@ -451,7 +434,7 @@ pub async fn run(
                     pong_deadline = Some(Instant::now() + ctx.config.pong_timeout);
                 }
             }
-            frame = ws.read_frame(&mut send_fn) => match frame {
+            frame = inbound.next() => match frame {
                 Ok(frame) => match frame.opcode {
                     OpCode::Text | OpCode::Binary => {
                         if frame.payload.len() > ctx.config.max_message_bytes {
@@ -481,7 +464,7 @@ pub async fn run(
         ctx.engine.send(Command::Deregister { id });
     }
     drop(driver);
-    drop(ws);
+    drop(inbound);
     // Let the writer flush up to the close frame, within the grace period,
     // then read (and discard) until the peer closes its side, so that the
     // kernel does not answer unread bytes with a reset that would destroy
@@ -511,37 +494,6 @@ async fn drain_until_eof(stream: &TcpStream) {
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(_) => return,
-        }
-    }
-}
-
-/// The read side of a socket whose write side the writer task uses at the
-/// same time: both only need `&TcpStream` (readiness plus `try_*` calls),
-/// so the stream is shared by `Arc` instead of split, and stays reachable
-/// for the close handshake.
-struct SharedRead(Arc<TcpStream>);
-
-impl tokio::io::AsyncRead for SharedRead {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        loop {
-            match self.0.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match self.0.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
         }
     }
 }
