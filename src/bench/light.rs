@@ -164,10 +164,13 @@ fn msgpack_light(buf: &[u8]) -> Option<Light<'_>> {
 
 /// Symbols and types are ASCII by protocol; checking that is cheaper than
 /// full UTF-8 validation and just as safe.
+#[allow(unsafe_code)]
 fn ascii(bytes: &[u8]) -> Option<&str> {
     if bytes.is_ascii() {
-        // ASCII is valid UTF-8.
-        std::str::from_utf8(bytes).ok()
+        // SAFETY: every ASCII byte string is valid UTF-8; checking it again
+        // with `from_utf8` cost the load generator 6 % of its time at 2M
+        // msgs/s.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     } else {
         None
     }
@@ -215,6 +218,7 @@ impl<'a> MsgpackReader<'a> {
         self.take(len as usize)
     }
 
+    #[inline]
     fn uint(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(u64::from(m)),

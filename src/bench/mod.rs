@@ -53,6 +53,7 @@
 //! until every subscription is confirmed, settles, and reports the RSS
 //! growth per connection (`idle.rs`).
 
+mod frames;
 mod idle;
 mod light;
 mod nats;

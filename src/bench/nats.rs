@@ -11,6 +11,7 @@
 //! part of one, so [`Parser`] reassembles them.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,10 +20,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use super::frames::FrameReader;
 use super::light::tick_light;
 use super::{connect_ws, Shared, Tally};
 use crate::client::Client;
-use crate::tick::now_ns;
 
 /// What every bench client sends first: no `+OK` per operation, and a
 /// publisher that also subscribed would not get its own messages back.
@@ -293,56 +294,50 @@ async fn send(client: &mut Client, bytes: Vec<u8>) -> Result<(), String> {
 /// continuity and records latency (receive time minus `ts_event`).
 pub(super) async fn subscriber(server: SocketAddr, symbols: Vec<String>, shared: Arc<Shared>) {
     let subjects: Vec<String> = symbols.iter().map(|s| subject(s)).collect();
-    let Subscribed { mut client, mut parser } = match subscribe(server, &subjects, false).await {
+    let Subscribed { client, mut parser } = match subscribe(server, &subjects, false).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("nats subscriber: {e}");
             return;
         }
     };
+    // The `PONG` confirmed the subscriptions and the publisher starts only
+    // once every subscriber is in: what followed it is in `parser`, and
+    // nothing unread is lost with the framing.
+    let reader = FrameReader::new(client.into_inner());
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let mut tally = Tally::new(symbols.len());
     let mut warned = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let now = now_ns();
-        let mut pong = false;
-        loop {
-            match parser.next_op() {
-                Ok(None) => break,
-                Ok(Some(Op::Msg { payload, .. })) => match tick_light(payload) {
-                    Some(t) if matches!(&*t.kind, "trade" | "quote" | "book") => {
-                        tally.update(&shared, &t.sym, t.seq, t.ts_event, now);
+    reader
+        .run(&shared, |payload, now| {
+            parser.feed(payload);
+            let mut pong = None;
+            loop {
+                match parser.next_op() {
+                    Ok(None) => break,
+                    Ok(Some(Op::Msg { payload, .. })) => match tick_light(payload) {
+                        Some(t) if matches!(&*t.kind, "trade" | "quote" | "book") => {
+                            tally.update(&shared, &t.sym, t.seq, t.ts_event, now);
+                        }
+                        _ => {}
+                    },
+                    Ok(Some(Op::Ping)) => pong = Some(b"PONG\r\n".to_vec()),
+                    Ok(Some(Op::Err(e))) => {
+                        if !warned {
+                            eprintln!("nats subscriber: -ERR {}", String::from_utf8_lossy(e));
+                            warned = true;
+                        }
                     }
-                    _ => {}
-                },
-                Ok(Some(Op::Ping)) => pong = true,
-                Ok(Some(Op::Err(e))) => {
-                    if !warned {
-                        eprintln!("nats subscriber: -ERR {}", String::from_utf8_lossy(e));
-                        warned = true;
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        eprintln!("nats subscriber: {e}");
+                        return ControlFlow::Break(());
                     }
-                }
-                Ok(Some(_)) => {}
-                Err(e) => {
-                    eprintln!("nats subscriber: {e}");
-                    tally.flush(&shared);
-                    return;
                 }
             }
-        }
-        if pong && send(&mut client, b"PONG\r\n".to_vec()).await.is_err() {
-            break;
-        }
-        let frame = match client.raw().read_frame().await {
-            Ok(f) => f,
-            Err(_) => break,
-        };
-        match frame.opcode {
-            OpCode::Binary | OpCode::Text => parser.feed(&frame.payload),
-            OpCode::Close => break,
-            _ => {}
-        }
-    }
+            ControlFlow::Continue(pong)
+        })
+        .await;
     tally.flush(&shared);
 }
 

@@ -6,17 +6,17 @@
 //! without `op` and sends to the room.
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use fastwebsockets::OpCode;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 
+use super::frames::FrameReader;
 use super::light::tick_light;
 use super::{connect_ws, Shared, Tally};
 use crate::client::Client;
-use crate::tick::now_ns;
 
 /// Connects to the server, joins `rooms` and waits for the ack.
 async fn join(server: SocketAddr, rooms: &[String], small_buffer: bool) -> Result<Client, String> {
@@ -39,33 +39,28 @@ async fn join(server: SocketAddr, rooms: &[String], small_buffer: bool) -> Resul
 /// A healthy subscriber to `symbols`' rooms: checks per-symbol seq
 /// continuity and records latency (receive time minus `ts_event`).
 pub(super) async fn subscriber(server: SocketAddr, symbols: Vec<String>, shared: Arc<Shared>) {
-    let mut client = match join(server, &symbols, false).await {
+    let client = match join(server, &symbols, false).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("node subscriber: {e}");
             return;
         }
     };
+    // The join was confirmed and the publisher starts only once every
+    // subscriber is in, so nothing unread is lost with the framing.
+    let reader = FrameReader::new(client.into_inner());
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let mut tally = Tally::new(symbols.len());
-    let ws = client.raw();
-    while !shared.stop.load(Ordering::Relaxed) {
-        let frame = match ws.read_frame().await {
-            Ok(f) => f,
-            Err(_) => break,
-        };
-        match frame.opcode {
-            OpCode::Text | OpCode::Binary => {}
-            OpCode::Close => break,
-            _ => continue,
-        }
-        let now = now_ns();
-        if let Some(t) = tick_light(&frame.payload) {
-            if matches!(&*t.kind, "trade" | "quote" | "book") {
-                tally.update(&shared, &t.sym, t.seq, t.ts_event, now);
+    reader
+        .run(&shared, |payload, now| {
+            if let Some(t) = tick_light(payload) {
+                if matches!(&*t.kind, "trade" | "quote" | "book") {
+                    tally.update(&shared, &t.sym, t.seq, t.ts_event, now);
+                }
             }
-        }
-    }
+            ControlFlow::Continue(None)
+        })
+        .await;
     tally.flush(&shared);
 }
 

@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::light::{decode_light, Light};
+use super::frames::FrameReader;
+use super::light::decode_light;
 use super::{small_buffer_stream, Shared, SlowStats, Tally};
 use crate::client::{http_get, Client};
 use crate::codec::{decode, Encoding, ServerMessage};
 use crate::metrics::scrape_value;
-use crate::tick::now_ns;
 
 /// Idle time a slow reader may make up for later: after a quiet spell it
 /// reads at most this much time's worth of bytes in a burst.
@@ -86,42 +87,31 @@ pub(super) async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: 
     if client.subscribe(&refs).await.is_err() {
         return;
     }
+    // Nothing has been read yet, so the framing can be handed over whole.
+    let reader = FrameReader::new(client.into_inner());
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let mut tally = Tally::new(symbols.len());
-    let ws = client.raw();
-    while !shared.stop.load(Ordering::Relaxed) {
-        // Decode straight from the frame buffer: no copy per message.
-        let frame = match ws.read_frame().await {
-            Ok(f) => f,
-            Err(_) => break,
-        };
-        match frame.opcode {
-            fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {}
-            fastwebsockets::OpCode::Close => break,
-            _ => continue,
-        }
-        let now = now_ns();
-        let light: Light<'_> = match decode_light(encoding, &frame.payload) {
-            Some(l) => l,
-            None => continue,
-        };
-        let is_update = matches!(&*light.kind, "trade" | "quote" | "book");
-        if !is_update && light.kind != "snapshot" {
-            // A healthy subscriber must never fall behind; if it did, the
-            // snapshots that follow would hide the gap from the seq check.
-            if light.kind == "conflated" {
+    reader
+        .run(&shared, |payload, now| {
+            let Some(light) = decode_light(encoding, payload) else {
+                return ControlFlow::Continue(None);
+            };
+            let is_update = matches!(&*light.kind, "trade" | "quote" | "book");
+            if is_update {
+                let from = if shared.from_event { light.ts_event } else { light.ts_ingest };
+                tally.update(&shared, &light.sym, light.seq, from, now);
+            } else if light.kind == "snapshot" {
+                tally.baseline(&light.sym, light.seq);
+            } else if light.kind == "conflated" {
+                // A healthy subscriber must never fall behind; if it did,
+                // the snapshots that follow would hide the gap from the
+                // seq check.
                 shared.healthy_conflated.fetch_add(1, Ordering::Relaxed);
                 shared.seq_errors.fetch_add(1, Ordering::Relaxed);
             }
-            continue;
-        }
-        if is_update {
-            let from = if shared.from_event { light.ts_event } else { light.ts_ingest };
-            tally.update(&shared, &light.sym, light.seq, from, now);
-        } else {
-            tally.baseline(&light.sym, light.seq);
-        }
-    }
+            ControlFlow::Continue(None)
+        })
+        .await;
     tally.flush(&shared);
 }
 

@@ -1,0 +1,65 @@
+//! The load generator (`tickcast bench`) against a real server: the batch
+//! frame reader it shares across targets must see every update, in order,
+//! in every encoding. A short run; the real figures live in BENCHMARKS.md.
+
+mod common;
+
+use std::time::Duration;
+
+use common::start;
+use tickcast::config::Config;
+use tickcast::feed::FeedSpec;
+
+async fn bench(args: Vec<String>) -> serde_json::Value {
+    // A child process, waited for off the runtime that serves it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickcast")).arg("bench").args(&args).output()
+    })
+    .await
+    .expect("join")
+    .expect("run tickcast bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().expect("a JSON report");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_sees_every_update_in_order_in_every_encoding() {
+    let running = start(Config { feed: FeedSpec::Tcp("127.0.0.1:0".parse().unwrap()), ..Config::default() }).await;
+    let server = running.addr.to_string();
+    let feed = running.feed.expect("tcp feed").to_string();
+    for encoding in ["msgpack", "protobuf", "json"] {
+        let args = [
+            "--target",
+            "tickcast",
+            "--server",
+            &server,
+            "--drive-feed",
+            &feed,
+            "--encoding",
+            encoding,
+            "--subscribers",
+            "20",
+            "--per-sub",
+            "5",
+            "--symbols",
+            "20",
+            "--rate",
+            "2000",
+            "--warmup",
+            "1s",
+            "--duration",
+            "2s",
+            "--json",
+        ];
+        let report = bench(args.iter().map(|s| s.to_string()).collect()).await;
+        let delivered = report["delivered"].as_f64().expect("delivered");
+        let expected = report["expected_per_sec"].as_f64().expect("expected") * 2.0;
+        assert_eq!(report["seq_errors"], 0, "{encoding}: {report}");
+        assert!(delivered > 0.9 * expected && delivered < 1.1 * expected, "{encoding}: {delivered} of {expected}");
+        let p50 = report["p50_us"].as_f64().expect("p50");
+        assert!(p50 > 0.0 && p50 < 1_000_000.0, "{encoding}: p50 {p50} us");
+    }
+    running.shutdown_within(Duration::from_secs(5)).await;
+}
