@@ -11,7 +11,8 @@
 #   W1   100 subscribers x 5 of 50 symbols, 10k ticks/s   (100k msgs/s)
 #   W2   the same at 100k ticks/s                          (1M msgs/s)
 #   W3   1,000 subscribers x 10 of 100 symbols, 20k ticks/s (2M msgs/s)
-#   W4   W2 plus 5 stalled subscribers on every symbol
+#   W4   W2 plus 5 stalled subscribers on every symbol (run right after W2,
+#        which it is compared with, and before the heavier W3)
 #   idle 10,000 idle subscribed connections: RSS per connection
 #
 # Output: target/bench-peers/results.jsonl (one JSON report per run), the
@@ -144,10 +145,10 @@ for ROUND in $(seq "$ROUNDS"); do
         run W2 "$system" "${W12[@]}" --rate 100000 --duration "$DURATION"
     done
     for system in "${SYSTEMS[@]}"; do
-        run W3 "$system" --subscribers 1000 --per-sub 10 --symbols 100 --rate 20000 --duration "$DURATION" --warmup 5s
+        run W4 "$system" "${W12[@]}" --rate 100000 --stalled 5 --duration "$DURATION"
     done
     for system in "${SYSTEMS[@]}"; do
-        run W4 "$system" "${W12[@]}" --rate 100000 --stalled 5 --duration "$DURATION"
+        run W3 "$system" --subscribers 1000 --per-sub 10 --symbols 100 --rate 20000 --duration "$DURATION" --warmup 5s
     done
     for system in "${SYSTEMS[@]}"; do
         run idle "$system" --idle 10000 --per-sub 5 --symbols 50
