@@ -157,6 +157,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_FLUSH_INTERVAL", default_value = "1ms", value_parser = duration)]
     pub flush_interval: Duration,
 
+    /// Socket writes per second the server aims to stay under across all
+    /// subscribers [default: 50000 per writer thread]. With more active
+    /// subscribers than this allows at --flush-interval, each is written
+    /// less often (at most every 10ms), so one write carries more updates:
+    /// a write costs 5-7 µs of CPU whatever its size (BENCHMARKS.md).
+    #[arg(long, env = "TICKCAST_WRITE_BUDGET")]
+    pub write_budget: Option<u64>,
+
     /// Bytes queued for one subscriber (not yet accepted by its socket)
     /// above which it stops receiving every update: each symbol's updates
     /// are conflated into one fresh snapshot, sent (after a `conflated`
@@ -231,6 +239,8 @@ pub struct Config {
     pub writers: usize,
     /// Least time between two writes to one subscriber.
     pub flush_interval: Duration,
+    /// Socket writes per second to stay under (see `--write-budget`).
+    pub write_budget: u64,
     /// When a subscriber is closed as too slow.
     pub slow: crate::engine::SlowConsumerPolicy,
     /// Book levels per side in snapshots.
@@ -264,6 +274,7 @@ impl Default for Config {
             ring_capacity: crate::ring::DEFAULT_CAPACITY,
             writers: default_writers(),
             flush_interval: Duration::from_millis(1),
+            write_budget: WRITE_BUDGET_PER_WRITER * default_writers() as u64,
             slow: crate::engine::SlowConsumerPolicy {
                 conflate_above: 256 << 10,
                 disconnect_above: 8 << 20,
@@ -279,6 +290,10 @@ impl Default for Config {
         }
     }
 }
+
+/// Default `--write-budget` per writer thread: about a third of a core's
+/// worth of writes at 5-7 µs each.
+pub const WRITE_BUDGET_PER_WRITER: u64 = 50_000;
 
 /// The number of cores, or 2 if it cannot be read.
 pub fn default_writers() -> usize {
@@ -306,6 +321,16 @@ impl ServeArgs {
         );
         let writers = self.writers.unwrap_or_else(default_writers);
         check((1..=256).contains(&writers), format!("--writers {writers}: must be 1 to 256"));
+        let write_budget = match self.write_budget {
+            Some(budget) => {
+                check(
+                    (1_000..=1_000_000_000).contains(&budget),
+                    format!("--write-budget {budget}: must be 1000 to 1000000000 writes/s"),
+                );
+                budget
+            }
+            None => WRITE_BUDGET_PER_WRITER * writers.max(1) as u64,
+        };
         check((1..=1000).contains(&self.book_depth), format!("--book-depth {}: must be 1 to 1000", self.book_depth));
         check(
             (1..=10_000_000).contains(&self.max_symbols),
@@ -433,6 +458,7 @@ impl ServeArgs {
                 ring_capacity: self.ring_capacity,
                 writers,
                 flush_interval: self.flush_interval,
+                write_budget,
                 slow: crate::engine::SlowConsumerPolicy {
                     conflate_above: self.conflate_above,
                     disconnect_above: self.disconnect_above,
@@ -476,6 +502,14 @@ mod tests {
         assert_eq!(errors.len(), 5, "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));
         assert!(errors.iter().any(|e| e.contains("udp://x")));
+    }
+
+    #[test]
+    fn the_write_budget_defaults_per_writer_and_is_bounded() {
+        assert_eq!(parse(&["--writers", "3"]).unwrap().write_budget, 3 * WRITE_BUDGET_PER_WRITER);
+        assert_eq!(parse(&["--write-budget", "250000"]).unwrap().write_budget, 250_000);
+        let errors = parse(&["--write-budget", "10"]).unwrap_err();
+        assert!(errors[0].starts_with("--write-budget 10: must be 1000"), "{errors:?}");
     }
 
     #[test]

@@ -103,6 +103,37 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// (up to a whole interval for the second frame of a burst).
 const LIGHT_FRAMES_PER_INTERVAL: f32 = 2.0;
 
+/// Most time between two writes to one session that the write budget
+/// may stretch `--flush-interval` to: the most latency it may add.
+pub const MAX_BUDGET_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A session flushed at this many frames per ms or more (on average) is
+/// *active*: it counts against the write budget.
+const ACTIVE_FRAMES_PER_MS: f32 = 0.1;
+
+/// How often busy sessions are written (`--flush-interval`,
+/// `--write-budget`). A write costs 5-7 µs of CPU whatever it carries
+/// (mostly the kernel's TCP path), so with many active sessions the
+/// interval stretches until their writes fit the budget: each write then
+/// carries more updates. See [`Engine::flush`].
+#[derive(Clone, Copy, Debug)]
+pub struct Coalescing {
+    /// Least time between two writes to one busy session.
+    pub interval: Duration,
+    /// Socket writes per second to stay under, across all sessions.
+    pub write_budget: u64,
+}
+
+impl Coalescing {
+    /// The interval for `active` sessions: `interval`, stretched so that
+    /// `active` writes per interval fit the budget, up to
+    /// [`MAX_BUDGET_INTERVAL`] (never below `interval`).
+    pub fn interval_for(&self, active: usize) -> Duration {
+        let fit = Duration::from_secs_f64(active as f64 / self.write_budget.max(1) as f64);
+        self.interval.max(fit.min(MAX_BUDGET_INTERVAL))
+    }
+}
+
 /// Time constant of each session's frame-rate average, in ms: long enough
 /// to see through a burst, short enough to follow a market that wakes up.
 const RATE_TAU_MS: f32 = 10.0;
@@ -113,7 +144,8 @@ const IDLE_PARK: Duration = Duration::from_millis(2);
 
 /// How often the engine looks at every session for the stall timeout.
 /// Sessions that get data are checked at every flush anyway; the sweep
-/// catches one whose symbols went quiet while bytes sat unread.
+/// catches one whose symbols went quiet while bytes sat unread (and stops
+/// counting it as active for the write budget).
 const STALL_SWEEP: Duration = Duration::from_millis(100);
 
 /// When the engine gives up on a subscriber. Checked where frames are
@@ -232,6 +264,8 @@ struct Slot {
     /// Frames per ms moved to the outbox, averaged over about
     /// [`RATE_TAU_MS`]: decides whether the session is light.
     rate_per_ms: f32,
+    /// Counted in [`Engine::active`] (see [`ACTIVE_FRAMES_PER_MS`]).
+    active: bool,
     /// What the client chose for falling behind.
     mode: SlowMode,
     /// Over `--conflate-above`: every update is held in `missed`.
@@ -283,7 +317,7 @@ pub struct Engine {
     symbols: Arc<SymbolTable>,
     metrics: Arc<Metrics>,
     book_depth: usize,
-    flush_interval: Duration,
+    coalescing: Coalescing,
     slow: SlowConsumerPolicy,
     topics: Vec<Topic>,
     slots: Vec<Option<Slot>>,
@@ -298,6 +332,8 @@ pub struct Engine {
     scratch: Vec<u8>,
     /// The recorder's queue, with `--record`.
     record: Option<crate::record::RecordTap>,
+    /// Sessions that were active at their last flush.
+    active: usize,
 }
 
 impl Engine {
@@ -307,7 +343,7 @@ impl Engine {
         symbols: Arc<SymbolTable>,
         metrics: Arc<Metrics>,
         book_depth: usize,
-        flush_interval: Duration,
+        coalescing: Coalescing,
         slow: SlowConsumerPolicy,
     ) -> (Engine, EngineHandle) {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -318,7 +354,7 @@ impl Engine {
             symbols,
             metrics,
             book_depth,
-            flush_interval,
+            coalescing,
             slow,
             topics: Vec::new(),
             slots: Vec::new(),
@@ -330,6 +366,7 @@ impl Engine {
             skipped: [0; 3],
             scratch: Vec::with_capacity(4096),
             record: None,
+            active: 0,
         };
         (engine, handle)
     }
@@ -407,6 +444,7 @@ impl Engine {
                     urgent: false,
                     last_flush: Instant::now(),
                     rate_per_ms: 0.0,
+                    active: false,
                     mode: session.slow,
                     conflating: false,
                     missed: Vec::new(),
@@ -443,7 +481,9 @@ impl Engine {
                     // The slot id will be reused: drop every reference to it.
                     self.dirty.retain(|&d| d != slot);
                     self.behind.retain(|&b| b != slot);
-                    self.slots[slot as usize] = None;
+                    if self.slots[slot as usize].take().is_some_and(|s| s.active) {
+                        self.active -= 1;
+                    }
                     self.free_slots.push(slot);
                 }
             }
@@ -664,11 +704,19 @@ impl Engine {
 
     /// Closes every session that has bytes queued and whose socket has
     /// taken none of them for `--slow-timeout` (one atomic load or two per
-    /// session, every [`STALL_SWEEP`]).
+    /// session, every [`STALL_SWEEP`]), and stops counting sessions not
+    /// flushed since the last sweep as active.
     fn sweep_stalled(&mut self) {
         let now_ns = crate::tick::now_ns();
+        let now = Instant::now();
         for slot in 0..self.slots.len() {
-            let Some(s) = self.slots[slot].as_ref() else { continue };
+            let Some(s) = self.slots[slot].as_mut() else { continue };
+            // A session whose symbols went quiet is not flushed, so its
+            // rate is not updated there: it stops counting as active here.
+            if s.active && now.saturating_duration_since(s.last_flush) >= STALL_SWEEP {
+                s.active = false;
+                self.active -= 1;
+            }
             let queued = s.session.queued_bytes();
             let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
             if too_slow && !s.session.is_closing() {
@@ -751,11 +799,13 @@ impl Engine {
     }
 
     /// Moves staged frames to the outbox of every dirty session that is
-    /// due: its last flush is at least `--flush-interval` ago, it holds
+    /// due: its last flush is at least the interval ago, it holds
     /// [`FLUSH_BYTES`], it has a reply waiting, or it is light (fewer than
     /// [`LIGHT_FRAMES_PER_INTERVAL`] frames per interval on average). A
     /// light session is written at once; a busy one gets one write per
-    /// interval instead of one per update. Returns how long
+    /// interval instead of one per update. The interval is
+    /// `--flush-interval`, stretched by the write budget when many
+    /// sessions are active ([`Coalescing::interval_for`]). Returns how long
     /// until the next session is due, if any is waiting.
     fn flush(&mut self, now: Instant) -> Option<Duration> {
         if self.dirty.is_empty() {
@@ -764,7 +814,8 @@ impl Engine {
         let mut next: Option<Duration> = None;
         let mut i = 0;
         let now_ns = crate::tick::now_ns();
-        let interval_ms = self.flush_interval.as_secs_f32() * 1000.0;
+        let interval = self.coalescing.interval_for(self.active);
+        let interval_ms = interval.as_secs_f32() * 1000.0;
         while i < self.dirty.len() {
             let slot = self.dirty[i];
             let Some(s) = self.slots[slot as usize].as_mut() else {
@@ -795,8 +846,17 @@ impl Engine {
                 tracing::debug!(session = s.session.id, queued_bytes = queued, "slow consumer: conflating");
             }
             let since = now.saturating_duration_since(s.last_flush);
+            let active = s.rate_per_ms >= ACTIVE_FRAMES_PER_MS;
+            if s.active != active {
+                s.active = active;
+                if active {
+                    self.active += 1;
+                } else {
+                    self.active -= 1;
+                }
+            }
             let light = s.rate_per_ms * interval_ms < LIGHT_FRAMES_PER_INTERVAL;
-            if s.urgent || light || since >= self.flush_interval || s.staged_bytes >= FLUSH_BYTES {
+            if s.urgent || light || since >= interval || s.staged_bytes >= FLUSH_BYTES {
                 // Exponentially decaying frame count: each frame adds
                 // 1/tau, and the average decays by since/tau.
                 let since_ms = since.as_secs_f32() * 1000.0;
@@ -809,7 +869,7 @@ impl Engine {
                 s.last_flush = now;
                 self.dirty.swap_remove(i);
             } else {
-                let wait = self.flush_interval - since;
+                let wait = interval - since;
                 next = Some(next.map_or(wait, |n| n.min(wait)));
                 i += 1;
             }
@@ -843,12 +903,26 @@ mod tests {
             urgent: false,
             last_flush: Instant::now(),
             rate_per_ms: 0.0,
+            active: false,
             mode: SlowMode::Conflate,
             conflating: false,
             missed: Vec::new(),
             missed_at: HashMap::new(),
             behind: true,
         }
+    }
+
+    #[test]
+    fn the_write_budget_stretches_the_interval_up_to_its_cap() {
+        let ms = Duration::from_millis;
+        let c = Coalescing { interval: ms(1), write_budget: 100_000 };
+        assert_eq!(c.interval_for(0), ms(1));
+        assert_eq!(c.interval_for(100), ms(1), "100 sessions at 1 ms fit 100k writes/s");
+        assert_eq!(c.interval_for(500), ms(5));
+        assert_eq!(c.interval_for(1_000), ms(10));
+        assert_eq!(c.interval_for(50_000), MAX_BUDGET_INTERVAL, "capped");
+        let slow = Coalescing { interval: ms(20), write_budget: 100_000 };
+        assert_eq!(slow.interval_for(50_000), ms(20), "never below --flush-interval");
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Server {
             symbols.clone(),
             metrics.clone(),
             config.book_depth,
-            config.flush_interval,
+            crate::engine::Coalescing { interval: config.flush_interval, write_budget: config.write_budget },
             config.slow,
         );
         let mut recorder = None;
