@@ -83,17 +83,8 @@ async fn a_frame_that_trickles_in_across_pings_is_read_whole_and_quiet_sessions_
         }
     };
     timeout(STEP, published).await.expect("quotes published");
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "GET /ws?encoding=json HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(stream.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut stream = common::handshake(stream, addr, "/ws?encoding=json").await;
     assert_eq!(running.metric("tickcast_read_buffers").await, 0.0, "nothing sent yet, no buffer");
 
     // A subscribe long enough for a 16-bit length, sent in pieces that cut

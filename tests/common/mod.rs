@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Upgrades `stream` to a WebSocket on `path` by hand, then subscribes to
-/// every symbol with one masked text frame. Reads nothing after the 101.
-pub async fn handshake_and_subscribe_all(mut stream: TcpStream, addr: SocketAddr, path: &str) -> TcpStream {
+/// Upgrades `stream` to a WebSocket on `path` by hand and checks the 101.
+/// Reads nothing after the response head.
+pub async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str) -> TcpStream {
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -31,6 +31,13 @@ pub async fn handshake_and_subscribe_all(mut stream: TcpStream, addr: SocketAddr
         head.push(stream.read_u8().await.unwrap());
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    stream
+}
+
+/// [`handshake`], then a subscribe to every symbol in one masked text
+/// frame. Reads nothing after the 101.
+pub async fn handshake_and_subscribe_all(stream: TcpStream, addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = handshake(stream, addr, path).await;
     let payload = br#"{"op":"subscribe","symbols":["*"]}"#;
     let mask = [9u8, 8, 7, 6];
     let mut frame = vec![0x81, 0x80 | payload.len() as u8];
