@@ -15,10 +15,18 @@
 //! Per tick: one topic update, then for each encoding that has subscribers
 //! one encode and one frame allocation, then one `Bytes` clone (a reference
 //! count) per subscriber into a staging `Vec` whose capacity is reused.
-//! Per batch (up to [`MAX_BATCH`] ticks): one short lock per dirty session
-//! to move its staged frames to the outbox, and one writer wake-up if the
-//! outbox was empty. The engine never touches a socket and never waits on a
+//! Per write of a session (see [`Engine::flush`]: once the feed's burst is
+//! in, and at most once per interval on average): one short lock to move
+//! its staged frames to the outbox, and one writer wake-up if the outbox
+//! was empty. The engine never touches a socket and never waits on a
 //! session, so a slow reader cannot slow it or anyone else.
+//!
+//! A write costs several µs of CPU whatever it carries (the kernel's TCP
+//! path, BENCHMARKS.md), so when to write decides both the CPU per message
+//! and the latency. Writing when the input is drained (the ring is empty
+//! and no feed is mid-burst, [`TickRing::drained`]) gives each subscriber
+//! a whole burst in one write, as soon as the burst is in; writing on a
+//! clock instead would split bursts and hold their tails for a tick of it.
 //!
 //! # Slow consumers: the ladder
 //! Checked per session where its frames are staged, once per flush, from
@@ -96,12 +104,12 @@ pub const MAX_BATCH: usize = 512;
 /// flush interval.
 const FLUSH_BYTES: usize = 64 * 1024;
 
-/// A session that averages fewer than this many frames per
-/// `--flush-interval` is *light*: its frames are flushed at once instead of
-/// waiting out the interval. Coalescing saves system calls only where there
-/// is something to coalesce; for a light session it would only add latency
-/// (up to a whole interval for the second frame of a burst).
-const LIGHT_FRAMES_PER_INTERVAL: f32 = 2.0;
+/// Writes a session may bank: it is written once per interval on average,
+/// and up to this many in a row after a quiet spell. Two absorbs the
+/// jitter of a feed that bursts once per interval (a burst a little early
+/// is not held for a whole interval), and a session that is touched
+/// rarely is written as soon as each burst is in.
+const WRITE_BURST: f32 = 2.0;
 
 /// Most time between two writes to one session that the write budget
 /// may stretch `--flush-interval` to: the most latency it may add.
@@ -131,6 +139,67 @@ impl Coalescing {
     pub fn interval_for(&self, active: usize) -> Duration {
         let fit = Duration::from_secs_f64(active as f64 / self.write_budget.max(1) as f64);
         self.interval.max(fit.min(MAX_BUDGET_INTERVAL))
+    }
+}
+
+/// When one session is written (see [`Engine::flush`]): a token bucket
+/// of up to [`WRITE_BURST`] writes, refilled at one per interval.
+///
+/// Each session's bucket holds a little less than the full burst, by its
+/// own `phase` in [0, 1). Sessions that fill up in the same quiet spell
+/// then still come due at different bursts of the feed: when the interval
+/// spans several bursts, each burst is written to a share of the sessions
+/// instead of all of them every few bursts, which spreads the writers'
+/// work and keeps the queue of writes behind any one burst short.
+#[derive(Clone, Copy, Debug)]
+struct WriteGate {
+    tokens: f32,
+    cap: f32,
+    refilled: Instant,
+}
+
+impl WriteGate {
+    /// A full bucket, `phase` short of [`WRITE_BURST`].
+    fn new(now: Instant, phase: f32) -> WriteGate {
+        let cap = WRITE_BURST - phase.clamp(0.0, 0.999);
+        WriteGate { tokens: cap, cap, refilled: now }
+    }
+
+    fn refill(&mut self, now: Instant, interval: Duration) {
+        let elapsed = now.saturating_duration_since(self.refilled);
+        self.refilled = now;
+        self.tokens = if interval.is_zero() {
+            self.cap
+        } else {
+            (self.tokens + elapsed.as_secs_f32() / interval.as_secs_f32()).min(self.cap)
+        };
+    }
+
+    /// Whether a session whose oldest staged frame dates from `staged_at`
+    /// is written now (`Ok`, a write taken from the bucket) or in how long
+    /// at the latest (`Err`). With a write in the bucket it is written once
+    /// the input is `drained`, or once its oldest frame has waited an
+    /// interval (a feed that never pauses); without one, when the bucket
+    /// has refilled.
+    fn decide(&mut self, now: Instant, interval: Duration, staged_at: Instant, drained: bool) -> Result<(), Duration> {
+        self.refill(now, interval);
+        if self.tokens < 1.0 {
+            return Err(interval.mul_f32(1.0 - self.tokens));
+        }
+        let waited = now.saturating_duration_since(staged_at);
+        if drained || waited >= interval {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(interval - waited)
+        }
+    }
+
+    /// A write that could not wait (a reply, a full staging buffer): taken
+    /// from the bucket if it holds one.
+    fn force(&mut self, now: Instant, interval: Duration) {
+        self.refill(now, interval);
+        self.tokens = (self.tokens - 1.0).max(0.0);
     }
 }
 
@@ -261,8 +330,12 @@ struct Slot {
     urgent: bool,
     /// When frames were last moved to the outbox.
     last_flush: Instant,
+    /// When the oldest frame now staged was staged.
+    staged_at: Instant,
+    /// Paces this session's writes.
+    gate: WriteGate,
     /// Frames per ms moved to the outbox, averaged over about
-    /// [`RATE_TAU_MS`]: decides whether the session is light.
+    /// [`RATE_TAU_MS`]: decides whether the session is active.
     rate_per_ms: f32,
     /// Counted in [`Engine::active`] (see [`ACTIVE_FRAMES_PER_MS`]).
     active: bool,
@@ -334,6 +407,8 @@ pub struct Engine {
     record: Option<crate::record::RecordTap>,
     /// Sessions that were active at their last flush.
     active: usize,
+    /// The clock at the start of this pass of the loop.
+    now: Instant,
 }
 
 impl Engine {
@@ -367,6 +442,7 @@ impl Engine {
             scratch: Vec::with_capacity(4096),
             record: None,
             active: 0,
+            now: Instant::now(),
         };
         (engine, handle)
     }
@@ -384,6 +460,7 @@ impl Engine {
         let mut encoded = [0u64; 3];
         let mut last_sweep = Instant::now();
         loop {
+            self.now = Instant::now();
             let mut worked = false;
             while let Ok(cmd) = self.commands.try_recv() {
                 self.handle(cmd);
@@ -419,7 +496,8 @@ impl Engine {
                 self.sweep_stalled();
                 last_sweep = Instant::now();
             }
-            let next_flush = self.flush(Instant::now());
+            let drained = self.ring.drained();
+            let next_flush = self.flush(Instant::now(), drained);
             if n == 0 && !worked {
                 if self.ring.is_closed() && self.dirty.is_empty() {
                     break;
@@ -433,6 +511,7 @@ impl Engine {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Register { session } => {
+                let now = Instant::now();
                 let slot = Slot {
                     encoding: session.encoding,
                     session: session.clone(),
@@ -442,7 +521,9 @@ impl Engine {
                     staged_bytes: 0,
                     dirty: false,
                     urgent: false,
-                    last_flush: Instant::now(),
+                    last_flush: now,
+                    staged_at: now,
+                    gate: WriteGate::new(now, 0.0),
                     rate_per_ms: 0.0,
                     active: false,
                     mode: session.slow,
@@ -451,6 +532,10 @@ impl Engine {
                     missed_at: HashMap::new(),
                     behind: false,
                 };
+                let mut slot = slot;
+                // Spread sessions' phases evenly (golden-ratio sequence by
+                // session id; see `WriteGate`).
+                slot.gate = WriteGate::new(now, (session.id as f64 * 0.618_033_988_75).fract() as f32);
                 let id = match self.free_slots.pop() {
                     Some(id) => {
                         self.slots[id as usize] = Some(slot);
@@ -513,7 +598,7 @@ impl Engine {
             return;
         }
         let frame = encode_frame(s.encoding, &t.snapshot(self.book_depth), &mut self.scratch);
-        stage(s, &mut self.dirty, slot, frame);
+        stage(s, &mut self.dirty, slot, frame, self.now);
         s.urgent = true;
         t.subscribers[s.encoding.index()].push(slot);
         s.topics.push(topic);
@@ -641,6 +726,7 @@ impl Engine {
 
     /// Sequences one tick and stages its frames for every subscriber.
     fn publish(&mut self, tick: Tick, encoded: &mut [u64; 3]) {
+        let now = self.now;
         let index = tick.symbol as usize;
         if index >= self.topics.len() {
             self.sync_topics();
@@ -665,7 +751,7 @@ impl Engine {
                         self.skipped[kind as usize] += 1;
                         continue;
                     }
-                    stage(s, &mut self.dirty, slot, frame.clone());
+                    stage(s, &mut self.dirty, slot, frame.clone(), now);
                 }
             }
         }
@@ -733,6 +819,7 @@ impl Engine {
     /// each. Releases stop at about a quarter of the mark per pass; the
     /// rest wait for the next drain.
     fn recover(&mut self) {
+        let now = self.now;
         let now_ns = crate::tick::now_ns();
         let low_water = self.slow.conflate_above / 2;
         // A quarter of the mark per release: low water plus one release
@@ -779,9 +866,9 @@ impl Engine {
             if !skipped.is_empty() {
                 let n = snapshots.len() as u64;
                 let head = encode_frame(s.encoding, &ServerMessage::Conflated { symbols: skipped }, &mut self.scratch);
-                stage(s, &mut self.dirty, slot, head);
+                stage(s, &mut self.dirty, slot, head, now);
                 for frame in snapshots {
-                    stage(s, &mut self.dirty, slot, frame);
+                    stage(s, &mut self.dirty, slot, frame, now);
                 }
                 s.urgent = true;
                 self.metrics.conflated_messages.fetch_add(1, Ordering::Relaxed);
@@ -799,15 +886,17 @@ impl Engine {
     }
 
     /// Moves staged frames to the outbox of every dirty session that is
-    /// due: its last flush is at least the interval ago, it holds
-    /// [`FLUSH_BYTES`], it has a reply waiting, or it is light (fewer than
-    /// [`LIGHT_FRAMES_PER_INTERVAL`] frames per interval on average). A
-    /// light session is written at once; a busy one gets one write per
-    /// interval instead of one per update. The interval is
-    /// `--flush-interval`, stretched by the write budget when many
-    /// sessions are active ([`Coalescing::interval_for`]). Returns how long
-    /// until the next session is due, if any is waiting.
-    fn flush(&mut self, now: Instant) -> Option<Duration> {
+    /// due. A session is written at once when it has a reply waiting or
+    /// [`FLUSH_BYTES`] staged; otherwise it is paced by its [`WriteGate`]:
+    /// once per interval on average, at the moment the input is `drained`
+    /// (no tick waiting, no feed mid-burst), so that a burst reaches each
+    /// subscriber whole, in one write, as soon as it is in. A feed that
+    /// never pauses still gets each session written once its oldest frame
+    /// has waited an interval. The interval is `--flush-interval`,
+    /// stretched by the write budget when many sessions are active
+    /// ([`Coalescing::interval_for`]). Returns how long until the next
+    /// session is due, if any is waiting.
+    fn flush(&mut self, now: Instant, drained: bool) -> Option<Duration> {
         if self.dirty.is_empty() {
             return None;
         }
@@ -815,7 +904,6 @@ impl Engine {
         let mut i = 0;
         let now_ns = crate::tick::now_ns();
         let interval = self.coalescing.interval_for(self.active);
-        let interval_ms = interval.as_secs_f32() * 1000.0;
         while i < self.dirty.len() {
             let slot = self.dirty[i];
             let Some(s) = self.slots[slot as usize].as_mut() else {
@@ -845,7 +933,6 @@ impl Engine {
                 self.metrics.conflation_episodes.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(session = s.session.id, queued_bytes = queued, "slow consumer: conflating");
             }
-            let since = now.saturating_duration_since(s.last_flush);
             let active = s.rate_per_ms >= ACTIVE_FRAMES_PER_MS;
             if s.active != active {
                 s.active = active;
@@ -855,34 +942,43 @@ impl Engine {
                     self.active -= 1;
                 }
             }
-            let light = s.rate_per_ms * interval_ms < LIGHT_FRAMES_PER_INTERVAL;
-            if s.urgent || light || since >= interval || s.staged_bytes >= FLUSH_BYTES {
-                // Exponentially decaying frame count: each frame adds
-                // 1/tau, and the average decays by since/tau.
-                let since_ms = since.as_secs_f32() * 1000.0;
-                let decay = (since_ms / RATE_TAU_MS).min(1.0);
-                s.rate_per_ms += s.staged.len() as f32 / RATE_TAU_MS.max(since_ms) - decay * s.rate_per_ms;
-                s.session.push_data(&mut s.staged, s.staged_bytes, now_ns);
-                s.staged_bytes = 0;
-                s.dirty = false;
-                s.urgent = false;
-                s.last_flush = now;
-                self.dirty.swap_remove(i);
+            let write = if s.urgent || s.staged_bytes >= FLUSH_BYTES {
+                s.gate.force(now, interval);
+                Ok(())
             } else {
-                let wait = interval - since;
-                next = Some(next.map_or(wait, |n| n.min(wait)));
-                i += 1;
+                s.gate.decide(now, interval, s.staged_at, drained)
+            };
+            match write {
+                Ok(()) => {
+                    // Exponentially decaying frame count: each frame adds
+                    // 1/tau, and the average decays by since/tau.
+                    let since_ms = now.saturating_duration_since(s.last_flush).as_secs_f32() * 1000.0;
+                    let decay = (since_ms / RATE_TAU_MS).min(1.0);
+                    s.rate_per_ms += s.staged.len() as f32 / RATE_TAU_MS.max(since_ms) - decay * s.rate_per_ms;
+                    s.session.push_data(&mut s.staged, s.staged_bytes, now_ns);
+                    s.staged_bytes = 0;
+                    s.dirty = false;
+                    s.urgent = false;
+                    s.last_flush = now;
+                    self.dirty.swap_remove(i);
+                }
+                Err(wait) => {
+                    next = Some(next.map_or(wait, |n| n.min(wait)));
+                    i += 1;
+                }
             }
         }
         next
     }
 }
 
-fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, id: SlotId, frame: Bytes) {
+/// Stages `frame` for `slot`; `now` is the engine's clock for this pass.
+fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, id: SlotId, frame: Bytes, now: Instant) {
     slot.staged_bytes += frame.len();
     slot.staged.push(frame);
     if !slot.dirty {
         slot.dirty = true;
+        slot.staged_at = now;
         dirty.push(id);
     }
 }
@@ -902,6 +998,8 @@ mod tests {
             dirty: false,
             urgent: false,
             last_flush: Instant::now(),
+            staged_at: Instant::now(),
+            gate: WriteGate::new(Instant::now(), 0.0),
             rate_per_ms: 0.0,
             active: false,
             mode: SlowMode::Conflate,
@@ -923,6 +1021,59 @@ mod tests {
         assert_eq!(c.interval_for(50_000), MAX_BUDGET_INTERVAL, "capped");
         let slow = Coalescing { interval: ms(20), write_budget: 100_000 };
         assert_eq!(slow.interval_for(50_000), ms(20), "never below --flush-interval");
+    }
+
+    #[test]
+    fn the_write_gate_writes_when_the_input_drains_at_most_once_per_interval_on_average() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let interval = ms(3);
+        let mut gate = WriteGate::new(t0, 0.0);
+        // A full bucket: written as soon as the input is drained, twice.
+        assert_eq!(gate.decide(t0, interval, t0, false), Err(interval), "mid-burst: waits for the drain");
+        assert_eq!(gate.decide(t0, interval, t0, true), Ok(()));
+        assert_eq!(gate.decide(t0 + ms(1), interval, t0, true), Ok(()));
+        // Empty now: the next write waits for the refill, drained or not.
+        let wait = gate.decide(t0 + ms(1), interval, t0 + ms(1), true).unwrap_err();
+        assert!(wait > ms(1) && wait <= ms(3), "{wait:?}");
+        assert!(gate.decide(t0 + ms(2), interval, t0 + ms(1), true).is_err());
+        // One interval after the second write, one write is back.
+        assert_eq!(gate.decide(t0 + ms(4), interval, t0 + ms(2), true), Ok(()));
+        // Over a long busy stretch: one write per interval.
+        let mut writes = 0;
+        for k in 5..305 {
+            if gate.decide(t0 + ms(k), interval, t0 + ms(k), true).is_ok() {
+                writes += 1;
+            }
+        }
+        assert!((99..=101).contains(&writes), "{writes} writes in 300 ms at one per 3 ms");
+        // A feed that never pauses: written once the oldest frame waited an interval.
+        let t1 = t0 + ms(1000);
+        let mut gate = WriteGate::new(t1, 0.0);
+        assert_eq!(gate.decide(t1 + ms(2), interval, t1, false), Err(ms(1)));
+        assert_eq!(gate.decide(t1 + ms(3), interval, t1, false), Ok(()));
+        // Interval zero: every pass.
+        let mut gate = WriteGate::new(t1, 0.5);
+        for _ in 0..10 {
+            assert_eq!(gate.decide(t1, Duration::ZERO, t1, true), Ok(()));
+        }
+    }
+
+    #[test]
+    fn sessions_with_different_phases_come_due_at_different_bursts() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let interval = ms(3);
+        // Three sessions touched by every 1 ms burst, each with its own phase.
+        let mut gates: Vec<WriteGate> = (0..3).map(|i| WriteGate::new(t0, i as f32 / 3.0)).collect();
+        let mut per_burst = Vec::new();
+        for k in 0..30 {
+            let now = t0 + ms(k);
+            per_burst
+                .push(gates.iter_mut().map(|g| g.decide(now, interval, now, true).is_ok()).filter(|&ok| ok).count());
+        }
+        // After the banked writes are spent, one session per burst.
+        assert!(per_burst[6..].iter().all(|&n| n == 1), "{per_burst:?}");
     }
 
     #[test]

@@ -16,8 +16,18 @@
 //! is counted (`tickcast_ring_full_total`) and the feed logs it, rate-limited.
 //! Backpressure thus travels upstream: a TCP feed handler sees its socket's
 //! send buffer fill.
+//!
+//! # Bursts
+//! Market data comes in bursts: a feed handler's write of many lines, a
+//! step of the synthetic market, a stretch of a replay. A producer in the
+//! middle of one marks it open ([`begin_burst`](TickRing::begin_burst),
+//! [`end_burst`](TickRing::end_burst)), so the engine can tell "the ring is
+//! empty for now, more is microseconds away" from "the input is drained"
+//! ([`drained`](TickRing::drained)). It writes to subscribers when the
+//! input is drained, so a burst that touches a subscriber many times
+//! reaches it in one write, and as soon as the burst is in.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -49,6 +59,8 @@ pub struct TickRing {
     closed: AtomicBool,
     /// Pushes that found the ring full (each then waited).
     full_events: CachePadded<AtomicU64>,
+    /// Producers in the middle of a burst.
+    open_bursts: CachePadded<AtomicUsize>,
 }
 
 impl TickRing {
@@ -60,6 +72,7 @@ impl TickRing {
             consumer_parked: CachePadded::new(AtomicBool::new(false)),
             closed: AtomicBool::new(false),
             full_events: CachePadded::new(AtomicU64::new(0)),
+            open_bursts: CachePadded::new(AtomicUsize::new(0)),
         }
     }
 
@@ -145,6 +158,27 @@ impl TickRing {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// A producer starts a burst: more ticks follow at once. Each call is
+    /// paired with one [`end_burst`](Self::end_burst).
+    pub fn begin_burst(&self) {
+        self.open_bursts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A producer has pushed the last tick of its burst (its input is
+    /// drained for now); wakes the consumer.
+    pub fn end_burst(&self) {
+        self.open_bursts.fetch_sub(1, Ordering::SeqCst);
+        self.wake_consumer();
+    }
+
+    /// Whether the ring is empty and no producer is in the middle of a
+    /// burst: everything that has arrived so far has been taken.
+    pub fn drained(&self) -> bool {
+        // Bursts first: a tick pushed before its burst ended is then seen
+        // in the emptiness check.
+        self.open_bursts.load(Ordering::SeqCst) == 0 && self.queue.is_empty()
+    }
+
     /// Registers the calling thread as the consumer that producers unpark.
     pub fn register_consumer(&self) {
         let _ = self.consumer.set(thread::current());
@@ -220,6 +254,19 @@ mod tests {
         let waited = producer.join().unwrap();
         assert_eq!(ring.full_events(), waited);
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn the_ring_is_drained_only_when_empty_and_no_burst_is_open() {
+        let ring = TickRing::new(4);
+        assert!(ring.drained());
+        ring.begin_burst();
+        assert!(!ring.drained(), "a burst is open: more is coming");
+        ring.try_push(tick(0)).unwrap();
+        ring.end_burst();
+        assert!(!ring.drained(), "a tick is waiting");
+        ring.pop().unwrap();
+        assert!(ring.drained());
     }
 
     #[test]

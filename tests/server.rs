@@ -266,6 +266,42 @@ async fn unsubscribe_stops_delivery_after_its_ack() {
     running.shutdown_within(STEP).await;
 }
 
+/// A burst from a feed handler (one write of many lines) reaches a
+/// subscriber whole, in one write, as soon as the burst is in: the engine
+/// writes when the input is drained, not on its clock. The interval is set
+/// to the largest allowed (100 ms), so a server that waited for it instead
+/// would take that long, and one that wrote per tick would make 200 writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_the_feed_reaches_a_subscriber_whole_in_one_write_without_waiting_for_the_interval() {
+    let interval = Duration::from_millis(100);
+    let running = start(Config { flush_interval: interval, ..tcp_config() }).await;
+    let mut feed = feed_handler(&running).await;
+    send_lines(&mut feed, &[quote("AAPL", 1.0, 2.0, 1)]).await;
+    wait_published(&running, 1.0).await;
+    let mut c = Client::connect(running.addr, Encoding::Msgpack).await.unwrap();
+    c.subscribe(&["AAPL"]).await.unwrap();
+    assert!(matches!(next(&mut c).await, ServerMessage::Ack { .. }));
+    assert!(matches!(next(&mut c).await, ServerMessage::Snapshot { seq: 1, .. }));
+    for burst in 0..2u64 {
+        let writes_before = running.metric("tickcast_write_calls_total").await;
+        let lines: Vec<String> = (0..200).map(|i| quote("AAPL", 1.0, 2.0 + i as f64, 10 + burst)).collect();
+        let sent = std::time::Instant::now();
+        send_lines(&mut feed, &lines).await;
+        for i in 0..200 {
+            match next(&mut c).await {
+                ServerMessage::Quote { seq, ask, .. } => assert_eq!((seq, ask), (2 + 200 * burst + i, 2.0 + i as f64)),
+                other => panic!("expected a quote, got {other:?}"),
+            }
+        }
+        let took = sent.elapsed();
+        let writes = running.metric("tickcast_write_calls_total").await - writes_before;
+        // One write; two if TCP handed the burst to the feed in two reads.
+        assert!((1.0..=2.0).contains(&writes), "burst {burst}: {writes} writes for one burst");
+        assert!(took < interval, "burst {burst}: {took:?}, as long as the interval: the drained input was not seen");
+    }
+    running.shutdown_within(STEP).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_feed_snapshot_plus_updates_rebuild_the_book_exactly() {
     let config = Config {

@@ -108,19 +108,43 @@ pub struct FeedHandle {
     pub local_addr: Option<SocketAddr>,
 }
 
+/// Inside a burst, how many ticks a producer pushes between two wake-ups
+/// of the engine: it works on a burst while the rest is still arriving,
+/// without a fence and a possible unpark per tick.
+pub const WAKE_EVERY: u32 = 32;
+
 /// Per-thread producer handle shared by every source.
+///
+/// A source that has several ticks at once (a read of many lines, a step
+/// of the synthetic market) pushes them with
+/// [`publish_in_burst`](Self::publish_in_burst) and then calls
+/// [`end_burst`](Self::end_burst) once its input is drained: the engine
+/// writes to subscribers when no burst is open, so a subscriber touched
+/// many times by one burst gets it in one write (see [`crate::ring`]).
 pub struct Publisher {
     ctx: FeedContext,
     /// Local intern cache: the shared table is consulted once per new name.
     cache: HashMap<Box<str>, SymbolId>,
     last_full_log: Option<Instant>,
     full_since_log: u64,
+    /// Whether this producer has a burst open on the ring.
+    in_burst: bool,
+    /// Ticks pushed since the engine was last woken.
+    unwoken: u32,
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        // A source that stops mid-burst must not leave the engine waiting
+        // for the rest of it.
+        self.end_burst();
+    }
 }
 
 impl Publisher {
     /// A producer for one source thread.
     pub fn new(ctx: FeedContext) -> Publisher {
-        Publisher { ctx, cache: HashMap::new(), last_full_log: None, full_since_log: 0 }
+        Publisher { ctx, cache: HashMap::new(), last_full_log: None, full_since_log: 0, in_burst: false, unwoken: 0 }
     }
 
     /// The context this publisher writes to.
@@ -138,18 +162,44 @@ impl Publisher {
         Ok(id)
     }
 
-    /// Stamps `ts_ingest` and pushes one tick, waiting while the ring is full
-    /// (counted, and logged at most once a second).
+    /// Stamps `ts_ingest` and pushes one tick on its own (no burst), waiting
+    /// while the ring is full (counted, and logged at most once a second),
+    /// then wakes the engine.
     pub fn publish(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
-        self.publish_quiet(symbol, ts_event, update)?;
+        self.push(symbol, ts_event, update)?;
+        self.unwoken = 0;
         self.ctx.ring.wake_consumer();
         Ok(())
     }
 
-    /// [`publish`](Self::publish) without waking the engine: a source with
-    /// a burst of ticks calls [`wake`](Self::wake) once after it (see
-    /// [`TickRing::push_quiet`]).
-    pub fn publish_quiet(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+    /// Pushes one tick of a burst, opening one if none is open; the engine
+    /// is woken every [`WAKE_EVERY`] ticks and at
+    /// [`end_burst`](Self::end_burst).
+    pub fn publish_in_burst(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+        if !self.in_burst {
+            self.ctx.ring.begin_burst();
+            self.in_burst = true;
+        }
+        self.push(symbol, ts_event, update)?;
+        self.unwoken += 1;
+        if self.unwoken >= WAKE_EVERY {
+            self.unwoken = 0;
+            self.ctx.ring.wake_consumer();
+        }
+        Ok(())
+    }
+
+    /// Closes the open burst, if any: this producer's input is drained for
+    /// now. Wakes the engine. Call it before anything that may wait (a
+    /// blocking read, a pacing sleep).
+    pub fn end_burst(&mut self) {
+        if std::mem::take(&mut self.in_burst) {
+            self.unwoken = 0;
+            self.ctx.ring.end_burst();
+        }
+    }
+
+    fn push(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
         if self.ctx.ring.is_closed() {
             return Err(Closed);
         }
@@ -169,12 +219,6 @@ impl Publisher {
         }
         self.ctx.metrics.ticks_ingested.fetch_add(1, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Wakes the engine for ticks pushed with
-    /// [`publish_quiet`](Self::publish_quiet).
-    pub fn wake(&self) {
-        self.ctx.ring.wake_consumer();
     }
 }
 

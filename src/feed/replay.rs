@@ -56,10 +56,11 @@ use crate::topic::Book;
 /// restarts from the current event.
 pub const MAX_LAG: Duration = Duration::from_secs(1);
 
-/// At `--speed max`, how many ticks are pushed between two wake-ups of the
-/// engine (which drains up to [`MAX_BATCH`](crate::engine::MAX_BATCH) per
-/// pass anyway).
-const WAKE_EVERY: u64 = 64;
+/// Longest burst a replay publishes before it closes it and opens the
+/// next: at `--speed max` (one long burst otherwise) subscribers are then
+/// written at least this often, counted in ticks, besides the engine's
+/// own time bound.
+const MAX_BURST: u64 = 512;
 
 /// Longest single sleep, so shutdown is noticed promptly.
 const SLEEP_STEP: Duration = Duration::from_millis(50);
@@ -261,7 +262,6 @@ fn play(
     let mut gaps: Vec<Gap> = Vec::new();
     let mut published = 0u64;
     let mut since_check = 0u32;
-    let burst = settings.speed == Speed::Max;
     while let Some(ev) = src.next_event()? {
         since_check += 1;
         if since_check >= 1024 {
@@ -307,6 +307,8 @@ fn play(
             }
         }
         if let Some(due) = pacer.due(ev.ts_recv, Instant::now()) {
+            // What was due before this wait is one burst.
+            publisher.end_burst();
             if !sleep_until(due, &ctx) {
                 return Ok(None);
             }
@@ -317,21 +319,17 @@ fn play(
                 books.entry(symbol).or_default().apply(delta);
             }
         }
-        // At full speed the engine is woken once per burst, not per tick.
-        let sent = if burst {
-            publisher.publish_quiet(symbol, ev.ts_event, ev.update)
-        } else {
-            publisher.publish(symbol, ev.ts_event, ev.update)
-        };
-        if sent.is_err() {
+        // Events due together go as one burst: the engine is woken every
+        // few ticks and writes to subscribers once the burst is in.
+        if publisher.publish_in_burst(symbol, ev.ts_event, ev.update).is_err() {
             return Ok(None);
         }
         published += 1;
-        if burst && published % WAKE_EVERY == 0 {
-            publisher.wake();
+        if published % MAX_BURST == 0 {
+            publisher.end_burst();
         }
     }
-    publisher.wake();
+    publisher.end_burst();
     report_gaps(src, &mut gaps, &ctx, errors);
     Ok(Some(published))
 }

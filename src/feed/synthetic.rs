@@ -187,11 +187,13 @@ fn generate(mut publisher: Publisher, mut markets: Vec<Market>, mut rng: Rng, ra
             let pick = rng.usize(0..markets.len());
             let m = &mut markets[pick];
             let update = m.next(&mut rng);
-            if publisher.publish(m.id, now_ns(), update).is_err() {
+            if publisher.publish_in_burst(m.id, now_ns(), update).is_err() {
                 return;
             }
             emitted += 1;
         }
+        // The ticks due at this step are one burst.
+        publisher.end_burst();
         // Sleep until the next tick is due, in steps of at most 1 ms.
         let next_due = (emitted + 1) as f64 / rate;
         let wait = (next_due - start.elapsed().as_secs_f64()).clamp(0.0, 0.001);

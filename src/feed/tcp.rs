@@ -73,7 +73,10 @@ fn read_loop(stream: TcpStream, peer: SocketAddr, ctx: FeedContext) {
     let mut line = Vec::with_capacity(4096);
     let mut line_no = 0u64;
     loop {
-        match read_line(&mut reader, &mut line, &ctx) {
+        // Whatever this read returns is one burst: it ends when the buffer
+        // runs dry, before the next read can wait.
+        let idle = &mut || publisher.end_burst();
+        match read_line(&mut reader, &mut line, &ctx, idle) {
             Ok(Line::Eof) => break,
             Ok(Line::TooLong) => {
                 line_no += 1;
@@ -95,7 +98,7 @@ fn read_loop(stream: TcpStream, peer: SocketAddr, ctx: FeedContext) {
                 match parsed {
                     Ok((id, t)) => {
                         let ts_event = t.ts_event.unwrap_or_else(now_ns);
-                        if publisher.publish(id, ts_event, t.update).is_err() {
+                        if publisher.publish_in_burst(id, ts_event, t.update).is_err() {
                             break; // Shutting down.
                         }
                     }
@@ -124,11 +127,20 @@ enum Line {
 
 /// Reads one line into `line` (cleared first), at most [`MAX_LINE_BYTES`];
 /// an overlong line is consumed to its newline and reported. Read timeouts
-/// only serve to check the shutdown flag.
-fn read_line(reader: &mut BufReader<TcpStream>, line: &mut Vec<u8>, ctx: &FeedContext) -> io::Result<Line> {
+/// only serve to check the shutdown flag. `idle` is called before every
+/// read of the socket, which may wait.
+fn read_line(
+    reader: &mut BufReader<TcpStream>,
+    line: &mut Vec<u8>,
+    ctx: &FeedContext,
+    idle: &mut dyn FnMut(),
+) -> io::Result<Line> {
     line.clear();
     let mut too_long = false;
     loop {
+        if reader.buffer().is_empty() {
+            idle();
+        }
         let available = match reader.fill_buf() {
             Ok(buf) => buf,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
