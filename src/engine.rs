@@ -184,7 +184,7 @@ impl WriteGate {
     fn decide(&mut self, now: Instant, interval: Duration, staged_at: Instant, drained: bool) -> Result<(), Duration> {
         self.refill(now, interval);
         if self.tokens < 1.0 {
-            return Err(interval.mul_f32(1.0 - self.tokens));
+            return Err(interval.mul_f32((1.0 - self.tokens).max(0.0)));
         }
         let waited = now.saturating_duration_since(staged_at);
         if drained || waited >= interval {
@@ -409,6 +409,14 @@ pub struct Engine {
     active: usize,
     /// The clock at the start of this pass of the loop.
     now: Instant,
+    /// A session became dirty since the last flush pass: look at the dirty
+    /// sessions once the input is drained.
+    look: bool,
+    /// A session has a reply waiting or a full staging buffer: flush now.
+    urgent: bool,
+    /// When the earliest dirty session comes due even if the input never
+    /// drains (its wait or its bucket's refill).
+    next_due: Option<Instant>,
 }
 
 impl Engine {
@@ -443,6 +451,9 @@ impl Engine {
             record: None,
             active: 0,
             now: Instant::now(),
+            look: false,
+            urgent: false,
+            next_due: None,
         };
         (engine, handle)
     }
@@ -496,8 +507,7 @@ impl Engine {
                 self.sweep_stalled();
                 last_sweep = Instant::now();
             }
-            let drained = self.ring.drained();
-            let next_flush = self.flush(Instant::now(), drained);
+            let next_flush = self.maybe_flush();
             if n == 0 && !worked {
                 if self.ring.is_closed() && self.dirty.is_empty() {
                     break;
@@ -506,6 +516,31 @@ impl Engine {
                 self.ring.park_consumer(next_flush.unwrap_or(IDLE_PARK).min(IDLE_PARK), || !commands.is_empty());
             }
         }
+    }
+
+    /// Runs [`flush`](Self::flush) when it can write anyone: the input is
+    /// drained and a session became dirty, a session has a reply waiting,
+    /// or the earliest waiting session is due. Mid-burst passes skip it,
+    /// so the dirty sessions are looked at about once per burst, not once
+    /// per pass. Returns how long until the next session is due.
+    fn maybe_flush(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let drained = self.ring.drained();
+        if self.look && !drained {
+            // Sessions dirty since this pass are due within an interval
+            // even if this burst never ends.
+            let by = self.now + self.coalescing.interval_for(self.active);
+            self.next_due = Some(self.next_due.map_or(by, |d| d.min(by)));
+        }
+        let due = (self.look && drained) || self.urgent || self.next_due.is_some_and(|d| now >= d);
+        if !due {
+            return self.next_due.map(|d| d.saturating_duration_since(now));
+        }
+        self.look = false;
+        self.urgent = false;
+        let next = self.flush(now, drained);
+        self.next_due = next.map(|wait| now + wait);
+        next
     }
 
     fn handle(&mut self, command: Command) {
@@ -600,6 +635,7 @@ impl Engine {
         let frame = encode_frame(s.encoding, &t.snapshot(self.book_depth), &mut self.scratch);
         stage(s, &mut self.dirty, slot, frame, self.now);
         s.urgent = true;
+        self.urgent = true;
         t.subscribers[s.encoding.index()].push(slot);
         s.topics.push(topic);
         self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
@@ -751,7 +787,11 @@ impl Engine {
                         self.skipped[kind as usize] += 1;
                         continue;
                     }
-                    stage(s, &mut self.dirty, slot, frame.clone(), now);
+                    match stage(s, &mut self.dirty, slot, frame.clone(), now) {
+                        Stage::Staged => {}
+                        Stage::Dirty => self.look = true,
+                        Stage::Full => self.urgent = true,
+                    }
                 }
             }
         }
@@ -871,6 +911,7 @@ impl Engine {
                     stage(s, &mut self.dirty, slot, frame, now);
                 }
                 s.urgent = true;
+                self.urgent = true;
                 self.metrics.conflated_messages.fetch_add(1, Ordering::Relaxed);
                 self.metrics.snapshots_sent.fetch_add(n, Ordering::Relaxed);
             }
@@ -973,14 +1014,33 @@ impl Engine {
 }
 
 /// Stages `frame` for `slot`; `now` is the engine's clock for this pass.
-fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, id: SlotId, frame: Bytes, now: Instant) {
+/// Returns what the flush pass must know: the session became dirty
+/// (`Stage::Dirty`) or its staging buffer is full (`Stage::Full`).
+fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, id: SlotId, frame: Bytes, now: Instant) -> Stage {
     slot.staged_bytes += frame.len();
     slot.staged.push(frame);
     if !slot.dirty {
         slot.dirty = true;
         slot.staged_at = now;
         dirty.push(id);
+        return Stage::Dirty;
     }
+    if slot.staged_bytes >= FLUSH_BYTES {
+        Stage::Full
+    } else {
+        Stage::Staged
+    }
+}
+
+/// What [`stage`] did to its session.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Added to frames already waiting.
+    Staged,
+    /// The session had nothing staged and is now dirty.
+    Dirty,
+    /// The session holds [`FLUSH_BYTES`] or more.
+    Full,
 }
 
 #[cfg(test)]
@@ -1052,6 +1112,15 @@ mod tests {
         let mut gate = WriteGate::new(t1, 0.0);
         assert_eq!(gate.decide(t1 + ms(2), interval, t1, false), Err(ms(1)));
         assert_eq!(gate.decide(t1 + ms(3), interval, t1, false), Ok(()));
+        // Bursts once per interval, each up to a fifth of it early or late:
+        // every burst is written, none is held for the next.
+        let t2 = t0 + ms(2000);
+        let mut gate = WriteGate::new(t2, 0.0);
+        let us = Duration::from_micros;
+        for k in 0..200u64 {
+            let at = t2 + us(1000 * k + [200, 400, 0, 400, 0, 200][k as usize % 6]);
+            assert_eq!(gate.decide(at, ms(1), at, true), Ok(()), "burst {k} at {:?}", at - t2);
+        }
         // Interval zero: every pass.
         let mut gate = WriteGate::new(t1, 0.5);
         for _ in 0..10 {
