@@ -176,22 +176,28 @@ impl WriteGate {
     }
 
     /// Whether a session whose oldest staged frame dates from `staged_at`
-    /// is written now (`Ok`, a write taken from the bucket) or in how long
-    /// at the latest (`Err`). With a write in the bucket it is written once
-    /// the input is `drained`, or once its oldest frame has waited an
-    /// interval (a feed that never pauses); without one, when the bucket
-    /// has refilled.
+    /// is written now (`Ok`, a write taken from the bucket), or else how
+    /// long it may wait at most (`Err`): it is looked at again when the
+    /// input next drains, and at that deadline.
+    ///
+    /// With a write in the bucket it is written once the input is
+    /// `drained`, or once its oldest frame has waited an interval (a feed
+    /// that never pauses). Without one it waits for a drain after the
+    /// bucket has refilled, so that its write still falls at the end of a
+    /// burst, together with the others', rather than on its own between
+    /// bursts; if the feed stays quiet it is written half an interval
+    /// after the refill.
     fn decide(&mut self, now: Instant, interval: Duration, staged_at: Instant, drained: bool) -> Result<(), Duration> {
         self.refill(now, interval);
-        if self.tokens < 1.0 {
-            return Err(interval.mul_f32((1.0 - self.tokens).max(0.0)));
-        }
         let waited = now.saturating_duration_since(staged_at);
-        if drained || waited >= interval {
+        if self.tokens >= 1.0 && (drained || waited >= interval) {
             self.tokens -= 1.0;
-            Ok(())
+            return Ok(());
+        }
+        if self.tokens < 1.0 {
+            Err(interval.mul_f32((1.0 - self.tokens).max(0.0)) + interval / 2)
         } else {
-            Err(interval - waited)
+            Err(interval.saturating_sub(waited))
         }
     }
 
@@ -425,7 +431,7 @@ pub struct Engine {
     active: usize,
     /// The clock at the start of this pass of the loop.
     now: Instant,
-    /// A session became dirty since the last flush pass: look at the dirty
+    /// Ticks were staged since the last flush pass: look at the dirty
     /// sessions once the input is drained.
     look: bool,
     /// A session has a reply waiting or a full staging buffer: flush now.
@@ -501,6 +507,9 @@ impl Engine {
                 n += 1;
             }
             if n > 0 {
+                // New frames: the dirty sessions are looked at once the
+                // input drains.
+                self.look = true;
                 if let Some(tap) = self.record.as_mut() {
                     tap.end_batch();
                 }
@@ -536,8 +545,8 @@ impl Engine {
     }
 
     /// Runs [`flush`](Self::flush) when it can write anyone: the input is
-    /// drained and a session became dirty, a session has a reply waiting,
-    /// or the earliest waiting session is due. Mid-burst passes skip it,
+    /// drained after new ticks, a session has a reply waiting, or the
+    /// earliest waiting session's deadline has come. Mid-burst passes skip it,
     /// so the dirty sessions are looked at about once per burst, not once
     /// per pass. Returns how long until the next session is due.
     fn maybe_flush(&mut self) -> Option<Duration> {
@@ -803,10 +812,8 @@ impl Engine {
                         self.skipped[kind as usize] += 1;
                         continue;
                     }
-                    match stage(s, &mut self.dirty, &mut self.paces[slot as usize], slot, frame.clone(), now) {
-                        Stage::Staged => {}
-                        Stage::Dirty => self.look = true,
-                        Stage::Full => self.urgent = true,
+                    if stage(s, &mut self.dirty, &mut self.paces[slot as usize], slot, frame.clone(), now) {
+                        self.urgent = true;
                     }
                 }
             }
@@ -1027,34 +1034,19 @@ impl Engine {
 }
 
 /// Stages `frame` for `slot`; `now` is the engine's clock for this pass.
-/// Returns what the flush pass must know: the session became dirty
-/// (`Stage::Dirty`) or its staging buffer is full (`Stage::Full`).
-fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, pace: &mut Pace, id: SlotId, frame: Bytes, now: Instant) -> Stage {
+/// Returns whether the session's staging buffer is now full (it is then
+/// marked urgent).
+fn stage(slot: &mut Slot, dirty: &mut Vec<SlotId>, pace: &mut Pace, id: SlotId, frame: Bytes, now: Instant) -> bool {
     slot.staged_bytes += frame.len();
     slot.staged.push(frame);
     if !slot.dirty {
         slot.dirty = true;
         pace.staged_at = now;
         dirty.push(id);
-        return Stage::Dirty;
     }
-    if slot.staged_bytes >= FLUSH_BYTES {
-        pace.urgent = true;
-        Stage::Full
-    } else {
-        Stage::Staged
-    }
-}
-
-/// What [`stage`] did to its session.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Added to frames already waiting.
-    Staged,
-    /// The session had nothing staged and is now dirty.
-    Dirty,
-    /// The session holds [`FLUSH_BYTES`] or more.
-    Full,
+    let full = slot.staged_bytes >= FLUSH_BYTES;
+    pace.urgent |= full;
+    full
 }
 
 #[cfg(test)]
@@ -1104,9 +1096,10 @@ mod tests {
         assert_eq!(gate.decide(t0, interval, t0, false), Err(interval), "mid-burst: waits for the drain");
         assert_eq!(gate.decide(t0, interval, t0, true), Ok(()));
         assert_eq!(gate.decide(t0 + ms(1), interval, t0, true), Ok(()));
-        // Empty now: the next write waits for the refill, drained or not.
+        // Empty now: the next write waits for the refill (2 ms here), then
+        // for the next drain, and at most half an interval more.
         let wait = gate.decide(t0 + ms(1), interval, t0 + ms(1), true).unwrap_err();
-        assert!(wait > ms(1) && wait <= ms(3), "{wait:?}");
+        assert_eq!(wait.as_micros(), 3_500, "{wait:?}");
         assert!(gate.decide(t0 + ms(2), interval, t0 + ms(1), true).is_err());
         // One interval after the second write, one write is back.
         assert_eq!(gate.decide(t0 + ms(4), interval, t0 + ms(2), true), Ok(()));
