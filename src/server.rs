@@ -65,6 +65,46 @@ pub enum ServerError {
     /// A thread could not be spawned.
     #[error("cannot start the engine thread: {0}")]
     Thread(std::io::Error),
+    /// The engine thread stopped while the server was serving (a bug: it
+    /// panicked). Nothing would reach subscribers any more, so the server
+    /// closes every session and exits with an error, for its supervisor to
+    /// restart it, rather than keep accepting clients it cannot serve.
+    #[error("the engine thread stopped unexpectedly{}; the server shut down", match .0 { Some(m) => format!(" ({m})"), None => String::new() })]
+    EngineStopped(Option<String>),
+}
+
+/// Tells when a thread ends, and whether it panicked, without joining it:
+/// the server watches its engine thread with it.
+pub struct ThreadWatch {
+    ended: tokio::sync::oneshot::Receiver<Option<String>>,
+}
+
+impl ThreadWatch {
+    /// Resolves once the thread has ended: `Some(message)` if it panicked.
+    pub async fn ended(&mut self) -> Option<String> {
+        (&mut self.ended).await.unwrap_or_else(|_| Some("the thread ended without a word".into()))
+    }
+}
+
+/// Spawns a named thread running `f`, and a [`ThreadWatch`] on it.
+pub fn spawn_watched<F>(name: &str, f: F) -> std::io::Result<(JoinHandle<()>, ThreadWatch)>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handle = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(outcome.err().map(|p| panic_message(&*p)));
+    })?;
+    Ok((handle, ThreadWatch { ended: rx }))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 /// Longest wait at shutdown for the engine to drain and the recorder to
@@ -173,6 +213,8 @@ pub struct Server {
     /// How many of `threads` are the engine and the recorder.
     record_threads: usize,
     stop_feed: Arc<AtomicBool>,
+    /// Fires if the engine thread ends before shutdown.
+    engine_watch: ThreadWatch,
 }
 
 impl Server {
@@ -198,10 +240,8 @@ impl Server {
             engine = engine.with_recorder(tap);
             recorder = Some(r.thread);
         }
-        let engine_thread = std::thread::Builder::new()
-            .name("engine".into())
-            .spawn(move || engine.run())
-            .map_err(ServerError::Thread)?;
+        let (engine_thread, engine_watch) =
+            spawn_watched("engine", move || engine.run()).map_err(ServerError::Thread)?;
         let stop_feed = Arc::new(AtomicBool::new(false));
         let feed_ctx = FeedContext {
             ring: ring.clone(),
@@ -242,7 +282,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             shutdown,
         });
-        Ok(Server { listener, ctx, feed_addr: feed.local_addr, threads, record_threads, stop_feed })
+        Ok(Server { listener, ctx, feed_addr: feed.local_addr, threads, record_threads, stop_feed, engine_watch })
     }
 
     /// The HTTP/WebSocket address actually bound.
@@ -260,14 +300,22 @@ impl Server {
         self.ctx.clone()
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, ctx, threads, record_threads, stop_feed, .. } = self;
+    /// Serves until `shutdown` resolves, then shuts down gracefully. Also
+    /// shuts down, and returns [`ServerError::EngineStopped`], if the
+    /// engine thread ends first.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server { listener, ctx, threads, record_threads, stop_feed, mut engine_watch, .. } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "tickcast listening");
         tokio::pin!(shutdown);
+        let mut outcome = Ok(());
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                panic = engine_watch.ended() => {
+                    tracing::error!(panic = panic.as_deref().unwrap_or(""), "the engine thread stopped: closing every session and exiting");
+                    outcome = Err(ServerError::EngineStopped(panic));
+                    break;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         tokio::spawn(serve_http(ctx.clone(), stream));
@@ -315,13 +363,13 @@ impl Server {
         let _ = tokio::time::timeout(RECORDER_GRACE, engine_joined).await;
         let _ = tokio::time::timeout(Duration::from_millis(300), joined).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
+        outcome
     }
 }
 
 /// Binds and runs a server until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    Server::bind(config).await?.run(shutdown).await;
-    Ok(())
+    Server::bind(config).await?.run(shutdown).await
 }
 
 async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream) {
@@ -541,6 +589,17 @@ pub fn raise_fd_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_watched_thread_that_panics_is_reported_with_its_message() {
+        let (handle, mut watch) = spawn_watched("doomed", || panic!("lost the ring")).unwrap();
+        assert_eq!(watch.ended().await.as_deref(), Some("lost the ring"));
+        assert!(handle.join().is_ok(), "the panic was caught on the thread");
+        let (_, mut watch) = spawn_watched("fine", || {}).unwrap();
+        assert_eq!(watch.ended().await, None, "a thread that returns reports no panic");
+        let e = ServerError::EngineStopped(Some("lost the ring".into()));
+        assert_eq!(e.to_string(), "the engine thread stopped unexpectedly (lost the ring); the server shut down");
+    }
 
     #[test]
     fn encoding_comes_from_query_or_subprotocol() {

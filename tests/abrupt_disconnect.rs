@@ -81,5 +81,5 @@ async fn vanishing_clients_are_cleaned_up_without_panics() {
     }
     assert_eq!(panics.load(Ordering::SeqCst), 0, "a server task panicked");
     let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap().expect("clean shutdown");
 }

@@ -54,7 +54,7 @@ pub struct Running {
     /// Its tcp feed address, with a `tcp://` feed.
     pub feed: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), tickcast::server::ServerError>>,
 }
 
 /// Binds a server with `config` and runs it until [`Running::shutdown_within`].
@@ -74,7 +74,11 @@ impl Running {
     pub async fn shutdown_within(mut self, limit: Duration) -> Duration {
         let started = Instant::now();
         let _ = self.stop.take().expect("running").send(());
-        tokio::time::timeout(limit, &mut self.task).await.expect("server stops").expect("no panic");
+        tokio::time::timeout(limit, &mut self.task)
+            .await
+            .expect("server stops")
+            .expect("no panic")
+            .expect("clean shutdown");
         started.elapsed()
     }
 
