@@ -14,6 +14,8 @@
 #   W4   W2 plus 5 stalled subscribers on every symbol (run right after W2,
 #        which it is compared with, and before the heavier W3)
 #   idle 10,000 idle subscribed connections: RSS per connection
+#   W2 again for tickcast at other --write-budget values: CPU per message
+#        against latency, beside nats-server's
 #
 # Output: target/bench-peers/results.jsonl (one JSON report per run), the
 # table in BENCHMARKS.md (between the bench-peers markers) and the chart
@@ -88,10 +90,10 @@ wait_port() { # port
     return 1
 }
 
-start_server() { # system
+start_server() { # system [extra tickcast flags...]
     case "$1" in
-    tickcast)
-        "$BIN" --listen "127.0.0.1:$TC_PORT" --feed "tcp://127.0.0.1:$TC_FEED" --log warn &
+    tickcast*)
+        "$BIN" --listen "127.0.0.1:$TC_PORT" --feed "tcp://127.0.0.1:$TC_FEED" --log warn "${@:2}" &
         PID=$!
         wait_port "$TC_PORT"
         ;;
@@ -110,7 +112,7 @@ start_server() { # system
 
 target_args() { # system
     case "$1" in
-    tickcast) echo "--target tickcast --server 127.0.0.1:$TC_PORT --drive-feed 127.0.0.1:$TC_FEED" ;;
+    tickcast*) echo "--target tickcast --server 127.0.0.1:$TC_PORT --drive-feed 127.0.0.1:$TC_FEED" ;;
     nats) echo "--target nats --server 127.0.0.1:$NATS_WS --drive-feed 127.0.0.1:$NATS_PORT" ;;
     node) echo "--target node --server 127.0.0.1:$NODE_PORT --drive-feed 127.0.0.1:$NODE_PORT" ;;
     esac
@@ -122,7 +124,12 @@ ROUND=0
 run() { # workload, system, bench flags...
     local workload="$1" system="$2"
     shift 2
-    start_server "$system"
+    # tickcast-wb=N: tickcast with --write-budget N (the W2 trade-off sweep).
+    if [[ $system == tickcast-wb=* ]]; then
+        start_server "$system" --write-budget "${system#tickcast-wb=}"
+    else
+        start_server "$system"
+    fi
     # shellcheck disable=SC2046
     local cmd=("$BIN" bench $(target_args "$system") --server-pid "$PID" "$@" --json)
     say "round $ROUND/$ROUNDS, $workload / $system: ${cmd[*]}"
@@ -136,6 +143,9 @@ run() { # workload, system, bench flags...
 }
 
 SYSTEMS=(tickcast nats node)
+# Total --write-budget values for the W2 sweep (the default is 25000 per
+# writer thread, 50000 on 2 cores).
+BUDGETS=(100000 25000 12500)
 W12=(--subscribers 100 --per-sub 5 --symbols 50)
 for ROUND in $(seq "$ROUNDS"); do
     for system in "${SYSTEMS[@]}"; do
@@ -143,6 +153,12 @@ for ROUND in $(seq "$ROUNDS"); do
     done
     for system in "${SYSTEMS[@]}"; do
         run W2 "$system" "${W12[@]}" --rate 100000 --duration "$DURATION"
+    done
+    # tickcast's CPU against latency at W2: the write budget (default
+    # 25000 per writer thread) sets how often each busy subscriber is
+    # written, and a write is most of what a message costs.
+    for budget in "${BUDGETS[@]}"; do
+        run W2 "tickcast-wb=$budget" "${W12[@]}" --rate 100000 --duration "$DURATION"
     done
     for system in "${SYSTEMS[@]}"; do
         run W4 "$system" "${W12[@]}" --rate 100000 --stalled 5 --duration "$DURATION"

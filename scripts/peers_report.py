@@ -16,6 +16,8 @@ import re
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
+import matplotlib.transforms
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,6 +30,9 @@ WORKLOADS = {
     "W3": "1,000 subs × 10 of 100 symbols, 20k ticks/s (2M msgs/s)",
     "W4": "W2 + 5 stalled subscribers on every symbol",
 }
+# tickcast's default --write-budget: 25,000 writes/s per writer thread, one
+# writer per core.
+DEFAULT_BUDGET = 25_000 * (__import__("os").cpu_count() or 2)
 BEGIN = "<!-- bench-peers:begin -->"
 END = "<!-- bench-peers:end -->"
 
@@ -102,6 +107,53 @@ def table(results: dict, runs: dict) -> str:
     return "\n".join(rows)
 
 
+def budget_runs(results: dict) -> list[tuple[str, int | None, dict]]:
+    """W2 runs of tickcast at each write budget (None: the default), and
+    nats-server's, sorted from the most writes to the fewest."""
+    out = []
+    for (w, s), r in results.items():
+        if w != "W2" or r.get("failed"):
+            continue
+        if s == "tickcast":
+            out.append(("tickcast", None, r))
+        elif s.startswith("tickcast-wb="):
+            out.append(("tickcast", int(s.split("=", 1)[1]), r))
+    default = DEFAULT_BUDGET
+    out.sort(key=lambda t: -(t[1] if t[1] is not None else default))
+    return out
+
+
+def tradeoff(results: dict) -> str:
+    """Table: tickcast's CPU per message and latency at W2 for each write
+    budget, as ratios to nats-server's in the same rounds."""
+    nats = results.get(("W2", "nats"))
+    rows = [
+        "| W2, tickcast `--write-budget` | writes per subscriber | p50 | p99 | server CPU / msg | CPU / nats | p99 / nats |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, budget, r in budget_runs(results):
+        label = f"{budget:,}" if budget is not None else "default (25,000 per writer)"
+        total = budget if budget is not None else DEFAULT_BUDGET
+        # W2's 100 busy subscribers share the budget (never more often than
+        # the 1 ms --flush-interval, never less than the 10 ms cap).
+        every = min(10.0, max(1.0, 100 / total * 1000))
+        cpu_ratio = r["server_cpu_ns_per_msg"] / nats["server_cpu_ns_per_msg"] if nats and not nats.get("failed") else None
+        p99_ratio = r["p99_us"] / nats["p99_us"] if nats and not nats.get("failed") else None
+        rows.append(
+            f"| {label} | every {every:g} ms | {ms(r['p50_us'])} | {ms(r['p99_us'])} | "
+            f"{r['server_cpu_ns_per_msg']:,.0f} ns | {cpu_ratio:.2f} | {p99_ratio:.2f} |"
+            if cpu_ratio is not None
+            else f"| {label} | every {every:g} ms | {ms(r['p50_us'])} | {ms(r['p99_us'])} | "
+            f"{r['server_cpu_ns_per_msg']:,.0f} ns | | |"
+        )
+    if nats and not nats.get("failed"):
+        rows.append(
+            f"| nats-server | | {ms(nats['p50_us'])} | {ms(nats['p99_us'])} | "
+            f"{nats['server_cpu_ns_per_msg']:,.0f} ns | 1 | 1 |"
+        )
+    return "\n".join(rows)
+
+
 def targets(results: dict) -> list[str]:
     """Issue #4's targets for tickcast against nats-server in the same run."""
     def get(w, s, key):
@@ -134,7 +186,7 @@ def targets(results: dict) -> list[str]:
 
 def chart(results: dict, path: Path) -> None:
     plt.rcParams["svg.hashsalt"] = "tickcast"
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 2]})
     markers = {"tickcast": "o", "nats": "s", "node": "^"}
     for s in SYSTEMS:
         xs, ys, names = [], [], []
@@ -156,6 +208,36 @@ def chart(results: dict, path: Path) -> None:
     ax.set_title("p99 latency against delivered rate, same machine, same load generator")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    # Right: W2's trade-off, CPU per message against p99, for tickcast's
+    # write budgets and for nats-server.
+    points = budget_runs(results)
+    if points:
+        xs = [r["p99_us"] / 1000.0 for _, _, r in points]
+        ys = [r["server_cpu_ns_per_msg"] for _, _, r in points]
+        bx.plot(xs, ys, marker="o", label="tickcast, by --write-budget")
+        for (_, budget, r), x, y in zip(points, xs, ys):
+            name = f"{budget // 1000}k" if budget is not None else "default"
+            bx.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    nats = results.get(("W2", "nats"))
+    if nats and not nats.get("failed"):
+        bx.plot([nats["p99_us"] / 1000.0], [nats["server_cpu_ns_per_msg"]], marker="s", linestyle="none",
+                markersize=8, label=LABELS["nats"])
+        # Issue #4's targets at W2: the region below and left of both lines.
+        bx.axhline(nats["server_cpu_ns_per_msg"] / 3, color="grey", linestyle="--", linewidth=1)
+        bx.axvline(nats["p99_us"] / 4000.0, color="grey", linestyle=":", linewidth=1)
+        bx.text(0.01, nats["server_cpu_ns_per_msg"] / 3, " 1/3 of nats' CPU", fontsize=8, color="grey",
+                va="bottom", transform=matplotlib.transforms.blended_transform_factory(bx.transAxes, bx.transData))
+        bx.annotate("1/4 of nats' p99", (nats["p99_us"] / 4000.0, 0), textcoords="offset points",
+                    xytext=(4, 8), fontsize=8, color="grey", rotation=90)
+    bx.set_xscale("log")
+    bx.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    bx.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    bx.set_xlabel("p99 latency at W2 (ms)")
+    bx.set_ylabel("server CPU per delivered message (ns)")
+    bx.set_ylim(bottom=0)
+    bx.set_title("W2 (1M msgs/s): CPU against latency")
+    bx.grid(True, which="both", alpha=0.3)
+    bx.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="svg", metadata={"Date": None})
@@ -187,7 +269,13 @@ def main() -> None:
             "",
             f"![p99 latency against delivered rate]({Path('docs') / a.chart.name})",
             "",
-            "Targets (tickcast against nats-server, same run):",
+            "W2 again with tickcast at other write budgets: how often each busy subscriber is written "
+            "decides both the CPU per message (a write costs about the same whatever it carries) and the "
+            "latency (a message waits for its subscriber's next write):",
+            "",
+            tradeoff(results),
+            "",
+            "Targets (tickcast against nats-server, same run, tickcast's defaults):",
             "",
             *targets(results),
             END,
