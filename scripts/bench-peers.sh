@@ -143,9 +143,9 @@ run() { # workload, system, bench flags...
 }
 
 SYSTEMS=(tickcast nats node)
-# Total --write-budget values for the W2 sweep (the default is 25000 per
-# writer thread, 50000 on 2 cores).
-BUDGETS=(100000 25000 12500)
+# Total --write-budget values for the W2 sweep (the default is 50000 per
+# writer thread, 100000 on 2 cores).
+BUDGETS=(50000 25000 12500)
 W12=(--subscribers 100 --per-sub 5 --symbols 50)
 for ROUND in $(seq "$ROUNDS"); do
     for system in "${SYSTEMS[@]}"; do
@@ -155,7 +155,7 @@ for ROUND in $(seq "$ROUNDS"); do
         run W2 "$system" "${W12[@]}" --rate 100000 --duration "$DURATION"
     done
     # tickcast's CPU against latency at W2: the write budget (default
-    # 25000 per writer thread) sets how often each busy subscriber is
+    # 50000 per writer thread) sets how often each busy subscriber is
     # written, and a write is most of what a message costs.
     for budget in "${BUDGETS[@]}"; do
         run W2 "tickcast-wb=$budget" "${W12[@]}" --rate 100000 --duration "$DURATION"

@@ -30,9 +30,9 @@ WORKLOADS = {
     "W3": "1,000 subs × 10 of 100 symbols, 20k ticks/s (2M msgs/s)",
     "W4": "W2 + 5 stalled subscribers on every symbol",
 }
-# tickcast's default --write-budget: 25,000 writes/s per writer thread, one
+# tickcast's default --write-budget: 50,000 writes/s per writer thread, one
 # writer per core.
-DEFAULT_BUDGET = 25_000 * (__import__("os").cpu_count() or 2)
+DEFAULT_BUDGET = 50_000 * (__import__("os").cpu_count() or 2)
 BEGIN = "<!-- bench-peers:begin -->"
 END = "<!-- bench-peers:end -->"
 
@@ -132,7 +132,7 @@ def tradeoff(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for _, budget, r in budget_runs(results):
-        label = f"{budget:,}" if budget is not None else "default (25,000 per writer)"
+        label = f"{budget:,}" if budget is not None else f"default ({DEFAULT_BUDGET:,})"
         total = budget if budget is not None else DEFAULT_BUDGET
         # W2's 100 busy subscribers share the budget (never more often than
         # the 1 ms --flush-interval, never less than the 10 ms cap).

@@ -160,7 +160,7 @@ pub struct ServeArgs {
     pub flush_interval: Duration,
 
     /// Socket writes per second the server aims to stay under across all
-    /// subscribers [default: 25000 per writer thread]. With more active
+    /// subscribers [default: 50000 per writer thread]. With more active
     /// subscribers than this allows at --flush-interval, each is written
     /// less often (at most every 10ms), so one write carries more updates:
     /// a write costs the writer 10-20 µs of CPU on a loaded 2-core VM,
@@ -294,12 +294,14 @@ impl Default for Config {
     }
 }
 
-/// Default `--write-budget` per writer thread: about a third of a core's
-/// worth of writes at 10-20 µs each. At 100 busy subscribers on 2 writers
-/// this is one write each per 2 ms: BENCHMARKS.md ("Write budget") shows
-/// it costs 16% less CPU per message than one per 1 ms, for 0.1-0.3 ms more
-/// p99 at 1M msgs/s.
-pub const WRITE_BUDGET_PER_WRITER: u64 = 25_000;
+/// Default `--write-budget` per writer thread. At 100 busy subscribers on
+/// 2 writers this is one write each per 1 ms (the feed's cadence in the
+/// peers benchmark), which keeps p99 at 1M msgs/s at about a quarter of
+/// nats-server's; half of it saves 15-20% of the CPU per message for about
+/// 1 ms more latency (BENCHMARKS.md, "Side by side with peers", where W2
+/// runs at four budgets). Latency is what tickcast is for, so the default
+/// leans that way; `--write-budget` is the knob for CPU.
+pub const WRITE_BUDGET_PER_WRITER: u64 = 50_000;
 
 /// The number of cores, or 2 if it cannot be read.
 pub fn default_writers() -> usize {
