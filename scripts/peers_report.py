@@ -107,19 +107,18 @@ def table(results: dict, runs: dict) -> str:
     return "\n".join(rows)
 
 
-def budget_runs(results: dict) -> list[tuple[str, int | None, dict]]:
-    """W2 runs of tickcast at each write budget (None: the default), and
-    nats-server's, sorted from the most writes to the fewest."""
+def budget_runs(results: dict) -> list[tuple[int | None, dict]]:
+    """tickcast's W2 runs by write budget (None: the default), from the
+    most writes to the fewest."""
     out = []
     for (w, s), r in results.items():
         if w != "W2" or r.get("failed"):
             continue
         if s == "tickcast":
-            out.append(("tickcast", None, r))
+            out.append((None, r))
         elif s.startswith("tickcast-wb="):
-            out.append(("tickcast", int(s.split("=", 1)[1]), r))
-    default = DEFAULT_BUDGET
-    out.sort(key=lambda t: -(t[1] if t[1] is not None else default))
+            out.append((int(s.split("=", 1)[1]), r))
+    out.sort(key=lambda t: -(t[0] if t[0] is not None else DEFAULT_BUDGET))
     return out
 
 
@@ -127,26 +126,28 @@ def tradeoff(results: dict) -> str:
     """Table: tickcast's CPU per message and latency at W2 for each write
     budget, as ratios to nats-server's in the same rounds."""
     nats = results.get(("W2", "nats"))
+    if nats and nats.get("failed"):
+        nats = None
     rows = [
         "| W2, tickcast `--write-budget` | writes per subscriber | p50 | p99 | server CPU / msg | CPU / nats | p99 / nats |",
         "|---|---|---|---|---|---|---|",
     ]
-    for _, budget, r in budget_runs(results):
+    for budget, r in budget_runs(results):
         label = f"{budget:,}" if budget is not None else f"default ({DEFAULT_BUDGET:,})"
         total = budget if budget is not None else DEFAULT_BUDGET
         # W2's 100 busy subscribers share the budget (never more often than
         # the 1 ms --flush-interval, never less than the 10 ms cap).
         every = min(10.0, max(1.0, 100 / total * 1000))
-        cpu_ratio = r["server_cpu_ns_per_msg"] / nats["server_cpu_ns_per_msg"] if nats and not nats.get("failed") else None
-        p99_ratio = r["p99_us"] / nats["p99_us"] if nats and not nats.get("failed") else None
+        ratios = (
+            f"{r['server_cpu_ns_per_msg'] / nats['server_cpu_ns_per_msg']:.2f} | {r['p99_us'] / nats['p99_us']:.2f}"
+            if nats
+            else " | "
+        )
         rows.append(
             f"| {label} | every {every:g} ms | {ms(r['p50_us'])} | {ms(r['p99_us'])} | "
-            f"{r['server_cpu_ns_per_msg']:,.0f} ns | {cpu_ratio:.2f} | {p99_ratio:.2f} |"
-            if cpu_ratio is not None
-            else f"| {label} | every {every:g} ms | {ms(r['p50_us'])} | {ms(r['p99_us'])} | "
-            f"{r['server_cpu_ns_per_msg']:,.0f} ns | | |"
+            f"{r['server_cpu_ns_per_msg']:,.0f} ns | {ratios} |"
         )
-    if nats and not nats.get("failed"):
+    if nats:
         rows.append(
             f"| nats-server | | {ms(nats['p50_us'])} | {ms(nats['p99_us'])} | "
             f"{nats['server_cpu_ns_per_msg']:,.0f} ns | 1 | 1 |"
@@ -212,10 +213,10 @@ def chart(results: dict, path: Path) -> None:
     # write budgets and for nats-server.
     points = budget_runs(results)
     if points:
-        xs = [r["p99_us"] / 1000.0 for _, _, r in points]
-        ys = [r["server_cpu_ns_per_msg"] for _, _, r in points]
+        xs = [r["p99_us"] / 1000.0 for _, r in points]
+        ys = [r["server_cpu_ns_per_msg"] for _, r in points]
         bx.plot(xs, ys, marker="o", label="tickcast, by --write-budget")
-        for (_, budget, r), x, y in zip(points, xs, ys):
+        for (budget, _), x, y in zip(points, xs, ys):
             name = f"{budget // 1000}k" if budget is not None else "default"
             bx.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     nats = results.get(("W2", "nats"))

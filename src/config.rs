@@ -152,8 +152,8 @@ pub struct ServeArgs {
     /// Average time between two writes to one busy subscriber: updates that
     /// arrive faster are coalesced into one vectored write. Writes happen
     /// when the feed's current burst is in, so a subscriber touched only
-    /// now and then is written at once; one touched by every burst banks at
-    /// most 2 writes and is then written once per interval. Trades up to
+    /// now and then is written at once; one touched by every burst banks 2
+    /// to 3 writes and is then written once per interval. Trades up to
     /// this much latency for far fewer system calls; 0 writes every engine
     /// batch.
     #[arg(long, env = "TICKCAST_FLUSH_INTERVAL", default_value = "1ms", value_parser = duration)]

@@ -92,9 +92,9 @@ impl TickRing {
     }
 
     /// [`push`](Self::push) without waking the consumer afterwards: for a
-    /// producer with a burst to push (a replay at full speed), which calls
-    /// [`wake_consumer`](Self::wake_consumer) once per burst instead of a
-    /// fence (and maybe an unpark) per tick. The ring's full policy is the
+    /// producer in a burst (the feeds' `Publisher`), which wakes the
+    /// consumer every few ticks and at [`end_burst`](Self::end_burst)
+    /// instead of a fence (and maybe an unpark) per tick. The ring's full policy is the
     /// same, and a full ring still wakes the consumer.
     pub fn push_quiet(&self, mut tick: Tick) -> Result<bool, Closed> {
         let mut waited = false;
