@@ -11,6 +11,9 @@
 //!   around it.
 //! - `writev_12/1400`: the same 1,400 bytes as 12 slices in one `writev`
 //!   (a writer's batch of about 12 frames of a W2 subscriber).
+//! - `batch_50x124/*`: a W3 subscriber's batch of 50 frames of 124 bytes,
+//!   as 50 slices, or copied into one buffer and written as one slice (what
+//!   the writer does with small frames).
 //!
 //! Why: the engine decides how often each subscriber is written
 //! (`--flush-interval`, `--write-budget`), and a write costs about the same
@@ -89,6 +92,29 @@ fn bench_write(c: &mut Criterion) {
         b.iter(|| {
             let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
             black_box(pair.writer.write_vectored(&slices).expect("writev"))
+        })
+    });
+    group.finish();
+    // A W3 subscriber's batch: 50 frames of 124 bytes, each its own
+    // allocation, as 50 slices or copied into one buffer first (what the
+    // writer does with frames up to `GATHER_FRAME_MAX`).
+    let frames: Vec<Vec<u8>> = (0..50).map(|i| vec![i as u8; 124]).collect();
+    let mut group = c.benchmark_group("batch_50x124");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("writev_50_slices", |b| {
+        b.iter(|| {
+            let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+            black_box(pair.writer.write_vectored(&slices).expect("writev"))
+        })
+    });
+    let mut gather = Vec::with_capacity(64 * 1024);
+    group.bench_function("gathered_1_slice", |b| {
+        b.iter(|| {
+            gather.clear();
+            for f in &frames {
+                gather.extend_from_slice(f);
+            }
+            black_box(pair.writer.write_vectored(&[IoSlice::new(&gather)]).expect("writev"))
         })
     });
     group.finish();
