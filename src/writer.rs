@@ -6,8 +6,8 @@
 //!
 //! The writer pool is the tokio runtime's `--writers` worker threads; each
 //! session has one writer task on it. A pass takes everything queued (one
-//! short lock), then hands the kernel the head of it in one `writev`: one
-//! system call per socket per pass, never one per message. Small frames
+//! short lock), then hands the kernel the head of it in one vectored write
+//! (`sendmsg`): one system call per socket per pass, never one per message. Small frames
 //! (most market updates) are first copied into the writer thread's gather
 //! buffer, up to [`GATHER_BYTES`], because a slice costs the kernel more
 //! than the copy does; large ones go by reference, up to [`MAX_IOVECS`]
@@ -34,12 +34,12 @@ use tokio::net::TcpStream;
 use crate::metrics::Metrics;
 use crate::session::{SessionShared, Take};
 
-/// Most slices handed to one `writev` (Linux allows 1024).
+/// Most slices handed to one vectored write (Linux allows 1024).
 pub const MAX_IOVECS: usize = 256;
 
 /// Frames up to this size are copied into the writer thread's gather
 /// buffer and written as one slice; larger ones (snapshots, deep books) go
-/// to the kernel as their own slice. Each slice of a `writev` costs the
+/// to the kernel as their own slice. Each slice of a vectored write costs the
 /// kernel more than copying a small frame does: `cargo bench --bench
 /// loopback -- batch_50` puts 50 frames of 124 bytes (a W3 subscriber's
 /// batch) at 14–18 µs a write as 50 slices and 10–16 µs gathered, copy
@@ -214,8 +214,8 @@ fn plan(inflight: &VecDeque<Bytes>, buf: &mut Vec<u8>, pieces: &mut [Piece; MAX_
     used
 }
 
-/// One `writev` of the head of `inflight`, small frames gathered (see
-/// [`plan`]). Returns the bytes the kernel took, as `writev` does.
+/// One vectored write (`sendmsg`) of the head of `inflight`, small frames
+/// gathered (see [`plan`]). Returns the bytes the kernel took.
 fn write_gathered(socket: &TcpStream, inflight: &VecDeque<Bytes>) -> io::Result<usize> {
     GATHER.with_borrow_mut(|buf| {
         let mut pieces = [Piece::Frame(0); MAX_IOVECS];
