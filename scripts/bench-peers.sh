@@ -19,7 +19,9 @@
 #
 # Output: target/bench-peers/results.jsonl (one JSON report per run), the
 # table in BENCHMARKS.md (between the bench-peers markers) and the chart
-# docs/bench-peers.svg (p99 latency against delivered rate).
+# docs/bench-peers.svg (p99 latency against delivered rate). The table
+# opens with a machine check: the time of one loopback write
+# (`cargo bench --bench loopback -- write/1400`) before and after the runs.
 #
 # The machine is shared and noisy, so every run is repeated ROUNDS times
 # (default 3), the rounds interleaved so that a noisy minute hits every
@@ -51,9 +53,25 @@ if [ ! -x .venv-bench/bin/python ]; then
     python3 -m venv .venv-bench
 fi
 .venv-bench/bin/pip install -q -r benches/peers/requirements.txt
-say "building tickcast (release)"
+say "building tickcast (release) and the loopback write bench"
 cargo build --release --quiet
+cargo bench --bench loopback --no-run --quiet 2>/dev/null
 BIN=target/release/tickcast
+
+# How fast this machine is right now: the median CPU of one 1,400-byte
+# write on a loopback TCP connection, in ns (most of what a delivered
+# message costs every system here). Taken before and after the runs and
+# printed with the table, so that runs made at different times can be
+# read against each other. Empty if the bench cannot run.
+calibrate() {
+    if cargo bench --bench loopback --quiet -- write/1400 >"$OUT/loopback.log" 2>&1; then
+        python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["median"]["point_estimate"]))' \
+            target/criterion/write/1400/new/estimates.json 2>/dev/null || true
+    fi
+}
+say "machine check: one loopback write"
+WRITE_NS_BEFORE=$(calibrate)
+say "one 1,400-byte loopback write: ${WRITE_NS_BEFORE:-?} ns"
 
 TC_PORT=18580
 TC_FEED=18581
@@ -171,6 +189,11 @@ for ROUND in $(seq "$ROUNDS"); do
     done
 done
 
+say "machine check again: one loopback write"
+WRITE_NS_AFTER=$(calibrate)
+say "one 1,400-byte loopback write: ${WRITE_NS_AFTER:-?} ns"
+
 say "report"
 .venv-bench/bin/python scripts/peers_report.py "$RESULTS" \
-    --benchmarks BENCHMARKS.md --chart docs/bench-peers.svg --duration "$DURATION" --rounds "$ROUNDS"
+    --benchmarks BENCHMARKS.md --chart docs/bench-peers.svg --duration "$DURATION" --rounds "$ROUNDS" \
+    --write-ns "${WRITE_NS_BEFORE:-}" "${WRITE_NS_AFTER:-}"

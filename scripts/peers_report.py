@@ -244,6 +244,22 @@ def chart(results: dict, path: Path) -> None:
     fig.savefig(path, format="svg", metadata={"Date": None})
 
 
+def machine_check(before: str, after: str) -> str:
+    """The machine's speed during the run, as the time of one loopback write."""
+
+    def us(ns: str) -> str:
+        return f"{int(ns) / 1000:.1f} µs" if ns.strip().isdigit() else "not measured"
+
+    if us(before) == us(after) == "not measured":
+        return "Machine check: the loopback write bench did not run."
+    return (
+        "Machine check, one 1,400-byte write on a loopback TCP connection "
+        f"(`cargo bench --bench loopback -- write/1400`, median): {us(before)} before the runs, "
+        f"{us(after)} after them. A write is most of what a delivered message costs every system here, "
+        "so runs made at other times move with it: compare systems within one run."
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("results", type=Path)
@@ -251,6 +267,13 @@ def main() -> None:
     p.add_argument("--chart", type=Path, required=True)
     p.add_argument("--duration", default="10s")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument(
+        "--write-ns",
+        nargs=2,
+        default=["", ""],
+        metavar=("BEFORE", "AFTER"),
+        help="median ns of one 1,400-byte loopback write before and after the runs ('' if unknown)",
+    )
     a = p.parse_args()
     results, runs = load(a.results)
     chart(results, a.chart)
@@ -262,6 +285,8 @@ def main() -> None:
             f"{platform.machine()}, {__import__('os').cpu_count()} cores, server and load generator on the same cores. "
             "Latency is publish (stamp in the tick) to receive. CPU and RSS are the server process's, "
             "from /proc/PID. tickcast subscribers use msgpack; nats and node carry the publisher's JSON.",
+            "",
+            machine_check(*a.write_ns),
             "",
             "Workloads: " + "; ".join(f"**{k}** {v}" for k, v in WORKLOADS.items())
             + "; **idle** 10,000 idle subscribed connections.",
