@@ -70,6 +70,15 @@ fn healthy_reader(mut client: Client, received: Arc<AtomicU64>, done: Arc<Atomic
     })
 }
 
+/// Fails with the healthy reader's own panic if it ended before it was
+/// told to stop.
+async fn still_reading(reader: &mut tokio::task::JoinHandle<()>) {
+    if reader.is_finished() {
+        (&mut *reader).await.expect("the healthy subscriber saw every update, in order");
+        panic!("the healthy subscriber stopped before it was told to");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscribers_conflate_then_disconnect_and_healthy_ones_lose_nothing() {
     let _serial = SERIAL.lock().await;
@@ -88,7 +97,7 @@ async fn stalled_subscribers_conflate_then_disconnect_and_healthy_ones_lose_noth
     healthy.subscribe(&["*"]).await.unwrap();
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let reader = healthy_reader(healthy, received.clone(), done.clone());
+    let mut reader = healthy_reader(healthy, received.clone(), done.clone());
     let mut stalled = Vec::new();
     for encoding in ["json", "msgpack", "protobuf"] {
         stalled.push(stalled_subscriber(addr, &format!("/ws?encoding={encoding}")).await);
@@ -117,6 +126,18 @@ async fn stalled_subscribers_conflate_then_disconnect_and_healthy_ones_lose_noth
             break;
         }
     }
+    // Each closed session waits up to --slow-timeout for its close frame,
+    // then ends; the healthy subscriber is still connected and reading
+    // (its own close would race the count down past 1).
+    still_reading(&mut reader).await;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while metric(addr, "tickcast_connections").await != 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slow sessions ended while the healthy one stayed");
+    still_reading(&mut reader).await;
     done.store(true, Ordering::Relaxed);
     reader.await.expect("the healthy subscriber saw every update, in order");
     let received = received.load(Ordering::Relaxed);
@@ -142,14 +163,6 @@ async fn stalled_subscribers_conflate_then_disconnect_and_healthy_ones_lose_noth
     assert!(over_64k >= 1.0, "the histogram showed sessions over 64 KiB buffered");
     // Step 3: closed after --slow-timeout without progress, freed at once.
     assert_eq!(metric(addr, "tickcast_slow_disconnects_total").await, STALLED, "only the stalled ones were dropped");
-    // Each closed session waits up to --slow-timeout for its close frame.
-    tokio::time::timeout(Duration::from_secs(15), async {
-        while metric(addr, "tickcast_connections").await != 1.0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the slow sessions ended");
     assert!(metric(addr, "tickcast_queued_bytes").await < conflate_above as f64);
     assert_eq!(metric(addr, "tickcast_sessions{state=\"conflating\"}").await, 0.0);
     // Isolation: the ingest thread never waited on the engine.
