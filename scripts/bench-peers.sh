@@ -53,19 +53,18 @@ if [ ! -x .venv-bench/bin/python ]; then
     python3 -m venv .venv-bench
 fi
 .venv-bench/bin/pip install -q -r benches/peers/requirements.txt
-say "building tickcast (release) and the loopback write bench"
+say "building tickcast (release)"
 cargo build --release --quiet
-cargo bench --bench loopback --no-run --quiet 2>/dev/null
 BIN=target/release/tickcast
 
-# How fast this machine is right now: the median CPU of one 1,400-byte
+# How fast this machine is right now: the median time of one 1,400-byte
 # write on a loopback TCP connection, in ns (most of what a delivered
 # message costs every system here). Taken before and after the runs and
 # printed with the table, so that runs made at different times can be
 # read against each other. Empty if the bench cannot run.
 calibrate() {
     if cargo bench --bench loopback --quiet -- write/1400 >"$OUT/loopback.log" 2>&1; then
-        python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["median"]["point_estimate"]))' \
+        .venv-bench/bin/python -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["median"]["point_estimate"]))' \
             target/criterion/write/1400/new/estimates.json 2>/dev/null || true
     fi
 }

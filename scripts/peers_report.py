@@ -107,6 +107,12 @@ def table(results: dict, runs: dict) -> str:
     return "\n".join(rows)
 
 
+def measured(results: dict, workload: str, system: str) -> dict | None:
+    """The kept run of `system` at `workload`, or None if there is none or it failed."""
+    r = results.get((workload, system))
+    return None if r is None or r.get("failed") else r
+
+
 def budget_runs(results: dict) -> list[tuple[int | None, dict]]:
     """tickcast's W2 runs by write budget (None: the default), from the
     most writes to the fewest."""
@@ -125,9 +131,7 @@ def budget_runs(results: dict) -> list[tuple[int | None, dict]]:
 def tradeoff(results: dict) -> str:
     """Table: tickcast's CPU per message and latency at W2 for each write
     budget, as ratios to nats-server's in the same rounds."""
-    nats = results.get(("W2", "nats"))
-    if nats and nats.get("failed"):
-        nats = None
+    nats = measured(results, "W2", "nats")
     rows = [
         "| W2, tickcast `--write-budget` | writes per subscriber | p50 | p99 | server CPU / msg | CPU / nats | p99 / nats |",
         "|---|---|---|---|---|---|---|",
@@ -158,8 +162,8 @@ def tradeoff(results: dict) -> str:
 def targets(results: dict) -> list[str]:
     """Issue #4's targets for tickcast against nats-server in the same run."""
     def get(w, s, key):
-        r = results.get((w, s))
-        return None if r is None or r.get("failed") else r.get(key)
+        r = measured(results, w, s)
+        return r.get(key) if r else None
 
     lines = []
 
@@ -192,8 +196,8 @@ def chart(results: dict, path: Path) -> None:
     for s in SYSTEMS:
         xs, ys, names = [], [], []
         for w in WORKLOADS:
-            r = results.get((w, s))
-            if r and not r.get("failed") and r["delivered_per_sec"] > 0:
+            r = measured(results, w, s)
+            if r and r["delivered_per_sec"] > 0:
                 xs.append(r["delivered_per_sec"])
                 ys.append(max(r["p99_us"], 1.0) / 1000.0)
                 names.append(w)
@@ -219,8 +223,8 @@ def chart(results: dict, path: Path) -> None:
         for (budget, _), x, y in zip(points, xs, ys):
             name = f"{budget // 1000}k" if budget is not None else "default"
             bx.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    nats = results.get(("W2", "nats"))
-    if nats and not nats.get("failed"):
+    nats = measured(results, "W2", "nats")
+    if nats:
         bx.plot([nats["p99_us"] / 1000.0], [nats["server_cpu_ns_per_msg"]], marker="s", linestyle="none",
                 markersize=8, label=LABELS["nats"])
         # Issue #4's targets at W2: the region below and left of both lines.

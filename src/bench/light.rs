@@ -221,11 +221,11 @@ impl<'a> MsgpackReader<'a> {
         Some(s)
     }
 
-    /// Consumes `bytes` if they come next.
+    /// Reads the next `N` bytes: `Some` if they are `bytes` (the in-order
+    /// reader gives up on anything else).
     #[inline]
     fn literal<const N: usize>(&mut self, bytes: &[u8; N]) -> Option<()> {
-        let next: &[u8; N] = self.buf.get(self.pos..)?.first_chunk()?;
-        (next == bytes).then(|| self.pos += N)
+        (self.array::<N>()? == *bytes).then_some(())
     }
 
     fn be(&mut self, n: usize) -> Option<u64> {
