@@ -50,9 +50,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tickcast::codec::{encode_frame, encode_payload, frame, Encoding, ServerMessage};
-use tickcast::tick::{BookDelta, Level, Quote, Side, Trade, Update};
-use tickcast::topic::Topic;
+use tickcast::engine::topic::Topic;
+use tickcast::model::{BookDelta, Level, Quote, Side, Trade, Update};
+use tickcast::wire::{encode_frame, encode_payload, frame, Encoding, ServerMessage};
 
 // The server's allocator, so the frame allocations cost what they cost there.
 #[global_allocator]

@@ -34,13 +34,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tickcast::feed::replay::{ReplaySettings, Speed};
+use tickcast::feed::pacing::Speed;
+use tickcast::feed::replay::ReplaySettings;
 use tickcast::feed::FeedContext;
 use tickcast::metrics::Metrics;
+use tickcast::model::{BookDelta, Level, Quote, Side, SymbolTable, Trade, Update};
 use tickcast::recorded;
+use tickcast::recorded::ticklog::{Fsync, LogTick, TickLogWriter, WriterOptions};
 use tickcast::ring::TickRing;
-use tickcast::tick::{BookDelta, Level, Quote, Side, SymbolTable, Trade, Update};
-use tickcast::ticklog::{Fsync, LogTick, TickLogWriter, WriterOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -40,8 +40,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use tickcast::model::{Quote, Tick, Update};
 use tickcast::ring::TickRing;
-use tickcast::tick::{Quote, Tick, Update};
 
 // The server's allocator (the channel allocates its buffer through it).
 #[global_allocator]

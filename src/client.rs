@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::codec::{decode, DecodeError, Encoding, ServerMessage};
+use crate::wire::{decode, DecodeError, Encoding, ServerMessage};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]

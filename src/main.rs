@@ -1,9 +1,13 @@
 //! The `tickcast` binary: flags, configuration, tracing, allocator, run.
+//! The flag tree and the tools' printing live in `cli.rs`; everything else
+//! is the library.
+
+mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickcast::config::{Cli, Tool};
+use cli::{Cli, Tool};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -12,8 +16,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Tool::Bench(args)) => return tickcast::bench::main(args),
-        Some(Tool::Convert(args)) => return tickcast::tools::convert(args),
-        Some(Tool::Inspect(args)) => return tickcast::tools::inspect(args),
+        Some(Tool::Convert(args)) => return cli::run_convert(args),
+        Some(Tool::Inspect(args)) => return cli::run_inspect(args),
         None => {}
     }
     let log = cli.serve.log.clone();
@@ -27,7 +31,9 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(log)).with_target(false).init();
-    tickcast::server::raise_fd_limit();
+    if !tickcast::sys::raise_fd_limit() {
+        tracing::warn!("could not raise the open-file limit");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.writers)
         .thread_name("writer")

@@ -11,58 +11,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-use crate::codec::Encoding;
-use crate::tick::UpdateKind;
-
-/// Client-visible error codes, counted in `tickcast_client_errors_total`.
-/// The names are the `code` of `error` messages (or the close reason).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientError {
-    /// A control message that is not valid JSON.
-    BadJson,
-    /// A JSON control message whose `op` is unknown.
-    UnknownOp,
-    /// A control message missing fields or with wrong types.
-    BadRequest,
-    /// A subscribe naming symbols the server does not carry.
-    UnknownSymbol,
-    /// A frame over `--max-message-bytes` (close 1009).
-    MessageTooBig,
-    /// A WebSocket protocol violation (close 1002 or 1007).
-    ProtocolError,
-    /// No pong within `--pong-timeout` (close 1008).
-    PongTimeout,
-}
-
-impl ClientError {
-    /// Every kind, in [`ClientError::index`] order.
-    pub const ALL: [ClientError; 7] = [
-        ClientError::BadJson,
-        ClientError::UnknownOp,
-        ClientError::BadRequest,
-        ClientError::UnknownSymbol,
-        ClientError::MessageTooBig,
-        ClientError::ProtocolError,
-        ClientError::PongTimeout,
-    ];
-
-    /// The wire code.
-    pub fn code(self) -> &'static str {
-        match self {
-            ClientError::BadJson => "bad_json",
-            ClientError::UnknownOp => "unknown_op",
-            ClientError::BadRequest => "bad_request",
-            ClientError::UnknownSymbol => "unknown_symbol",
-            ClientError::MessageTooBig => "message_too_big",
-            ClientError::ProtocolError => "protocol_error",
-            ClientError::PongTimeout => "pong_timeout",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+use crate::model::UpdateKind;
+use crate::wire::{Encoding, ErrorCode};
 
 /// Every counter the server keeps. One instance per server, shared by `Arc`.
 #[derive(Default)]
@@ -72,7 +22,7 @@ pub struct Metrics {
     /// WebSocket sessions ever opened.
     pub connections_total: AtomicU64,
     /// Sessions holding a frame read buffer now: those whose client has
-    /// sent bytes not yet read as a whole frame (see [`crate::inbound`]).
+    /// sent bytes not yet read as a whole frame (see [`crate::session::inbound`]).
     /// Idle sessions hold none, so this stays near zero on a quiet server.
     pub read_buffers: AtomicI64,
     /// Connections refused because `--max-connections` were open.
@@ -125,7 +75,7 @@ pub struct Metrics {
     /// Replay sessions refused at `--max-replay-sessions`.
     pub replay_rejected: AtomicU64,
     /// Client errors by kind.
-    client_errors: [AtomicU64; ClientError::ALL.len()],
+    client_errors: [AtomicU64; ErrorCode::ALL.len()],
 }
 
 /// Upper bounds (bytes) of the per-session buffered-bytes histogram.
@@ -154,19 +104,30 @@ impl BufferedHistogram {
     }
 }
 
-/// Gauges read at scrape time from the stages that own them.
+/// Gauges over all sessions, read at scrape time by the session registry.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct LiveGauges {
+pub struct SessionGauges {
+    /// Bytes queued in all outboxes and not yet written.
+    pub queued_bytes: u64,
+    /// Largest queued bytes of one session.
+    pub max_session_queued_bytes: u64,
     /// Bytes in all sessions' kernel send queues.
     pub kernel_queued_bytes: u64,
     /// Per-session buffered bytes (outbox + kernel).
     pub buffered: BufferedHistogram,
     /// Sessions serving normally.
-    pub sessions_open: usize,
+    pub open: usize,
     /// Sessions over `--conflate-above`, or still catching up after it.
-    pub sessions_conflating: usize,
+    pub conflating: usize,
     /// Sessions with a close frame queued (shutting down or being dropped).
-    pub sessions_closing: usize,
+    pub closing: usize,
+}
+
+/// Gauges read at scrape time from the stages that own them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveGauges {
+    /// Over all sessions.
+    pub sessions: SessionGauges,
     /// Ticks waiting in the ring.
     pub ring_depth: usize,
     /// The ring's capacity.
@@ -175,10 +136,6 @@ pub struct LiveGauges {
     pub ring_full: u64,
     /// Symbols known to the server.
     pub symbols: usize,
-    /// Bytes queued in all sessions and not yet written.
-    pub queued_bytes: u64,
-    /// Largest per-session queued bytes.
-    pub max_session_queued_bytes: u64,
 }
 
 /// CPU and memory of this process, from `/proc/self/stat`.
@@ -193,7 +150,6 @@ pub struct ProcessStats {
 impl ProcessStats {
     /// Reads the stats of process `pid` (`None` = this process). Returns
     /// `None` where `/proc` is unavailable.
-    #[allow(unsafe_code)]
     pub fn read(pid: Option<u32>) -> Option<ProcessStats> {
         let path = match pid {
             Some(p) => format!("/proc/{p}/stat"),
@@ -207,22 +163,20 @@ impl ProcessStats {
         let utime: u64 = fields.get(11)?.parse().ok()?;
         let stime: u64 = fields.get(12)?.parse().ok()?;
         let rss_pages: u64 = fields.get(21)?.parse().ok()?;
-        // SAFETY: sysconf only reads a configuration value.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        // SAFETY: as above.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+        let ticks = crate::sys::clock_ticks_per_second() as f64;
+        let page = crate::sys::page_size();
         Some(ProcessStats { cpu_seconds: (utime + stime) as f64 / ticks, rss_bytes: rss_pages * page })
     }
 }
 
 impl Metrics {
     /// Counts one client error.
-    pub fn client_error(&self, kind: ClientError) {
+    pub fn client_error(&self, kind: ErrorCode) {
         self.client_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Client errors of `kind` so far.
-    pub fn client_errors(&self, kind: ClientError) -> u64 {
+    pub fn client_errors(&self, kind: ErrorCode) -> u64 {
         self.client_errors[kind.index()].load(Ordering::Relaxed)
     }
 
@@ -400,26 +354,26 @@ impl Metrics {
             "tickcast_queued_bytes",
             "gauge",
             "Bytes queued in all sessions, not yet written.",
-            &one(live.queued_bytes as f64),
+            &one(live.sessions.queued_bytes as f64),
         );
         metric(
             "tickcast_kernel_queued_bytes",
             "gauge",
             "Bytes in all sessions' kernel send queues (SIOCOUTQ), not yet acknowledged.",
-            &one(live.kernel_queued_bytes as f64),
+            &one(live.sessions.kernel_queued_bytes as f64),
         );
         let mut cumulative = 0u64;
         let mut buckets: Vec<(String, f64)> = BUFFERED_BUCKETS
             .iter()
-            .zip(live.buffered.counts)
+            .zip(live.sessions.buffered.counts)
             .map(|(bound, n)| {
                 cumulative += n;
                 (format!("_bucket{{le=\"{bound}\"}}"), cumulative as f64)
             })
             .collect();
-        let count = cumulative + live.buffered.over;
+        let count = cumulative + live.sessions.buffered.over;
         buckets.push(("_bucket{le=\"+Inf\"}".to_owned(), count as f64));
-        buckets.push(("_sum".to_owned(), live.buffered.sum as f64));
+        buckets.push(("_sum".to_owned(), live.sessions.buffered.sum as f64));
         buckets.push(("_count".to_owned(), count as f64));
         metric(
             "tickcast_session_buffered_bytes",
@@ -432,18 +386,18 @@ impl Metrics {
             "gauge",
             "Sessions by state.",
             &[
-                ("{state=\"open\"}".to_owned(), live.sessions_open as f64),
-                ("{state=\"conflating\"}".to_owned(), live.sessions_conflating as f64),
-                ("{state=\"closing\"}".to_owned(), live.sessions_closing as f64),
+                ("{state=\"open\"}".to_owned(), live.sessions.open as f64),
+                ("{state=\"conflating\"}".to_owned(), live.sessions.conflating as f64),
+                ("{state=\"closing\"}".to_owned(), live.sessions.closing as f64),
             ],
         );
         metric(
             "tickcast_session_queued_bytes_max",
             "gauge",
             "Largest queued bytes of one session.",
-            &one(live.max_session_queued_bytes as f64),
+            &one(live.sessions.max_session_queued_bytes as f64),
         );
-        let errors: Vec<(String, f64)> = ClientError::ALL
+        let errors: Vec<(String, f64)> = ErrorCode::ALL
             .iter()
             .map(|k| (format!("{{code=\"{}\"}}", k.code()), self.client_errors(*k) as f64))
             .collect();
@@ -474,12 +428,13 @@ mod tests {
         let m = Metrics::default();
         m.ticks_ingested.fetch_add(42, Ordering::Relaxed);
         m.frames_encoded[Encoding::Json.index()].fetch_add(3, Ordering::Relaxed);
-        m.client_error(ClientError::UnknownOp);
+        m.client_error(ErrorCode::UnknownOp);
         let mut buffered = BufferedHistogram::default();
         for bytes in [0, 5000, 70_000, 100 << 20] {
             buffered.record(bytes);
         }
-        let text = m.render(&LiveGauges { ring_capacity: 8, buffered, ..Default::default() });
+        let sessions = SessionGauges { buffered, ..Default::default() };
+        let text = m.render(&LiveGauges { ring_capacity: 8, sessions, ..Default::default() });
         assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"4096\"}"), Some(1.0));
         assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"65536\"}"), Some(2.0));
         assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"262144\"}"), Some(3.0));

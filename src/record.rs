@@ -2,7 +2,7 @@
 //!
 //! In: ticks the engine has sequenced, handed over in batches through a
 //! bounded queue ([`RecordTap`]). Out: records in the tick log under
-//! `--record DIR` ([`crate::ticklog`]).
+//! `--record DIR` ([`crate::recorded::ticklog`]).
 //!
 //! Recording is its own thread, fed by the engine after sequencing, so the
 //! tick log holds exactly the seq every client saw. Neither the ingest
@@ -12,7 +12,7 @@
 //!
 //! # Bound and full policy
 //! The queue holds at most [`QUEUE_TICKS`] ticks (in batches of 1 to
-//! [`MAX_BATCH`](crate::engine::MAX_BATCH), counted exactly): at 1M
+//! the engine's `MAX_BATCH`, counted exactly): at 1M
 //! ticks/s that is about a quarter of a second of disk stall, or of the
 //! recorder thread not being scheduled, absorbed, in about 20 MiB at most.
 //! When a batch does not fit it is **dropped** and counted (`tickcast_record_dropped_total`, and a
@@ -44,8 +44,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::metrics::Metrics;
-use crate::tick::{SymbolTable, Tick};
-use crate::ticklog::{LogTick, TickLogWriter, WriterOptions};
+use crate::model::{SymbolTable, Tick};
+use crate::recorded::ticklog::{LogTick, TickLogError, TickLogWriter, WriterOptions};
 
 /// Ticks the recorder queue holds (see the module doc for the policy).
 pub const QUEUE_TICKS: usize = 1 << 18;
@@ -148,6 +148,17 @@ pub struct Recorder {
     pub thread: JoinHandle<()>,
 }
 
+/// Why recording could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The tick log could not be opened (or its torn tail not recovered).
+    #[error(transparent)]
+    Open(#[from] TickLogError),
+    /// The recorder thread could not be spawned.
+    #[error("cannot start the recorder thread: {0}")]
+    Thread(std::io::Error),
+}
+
 /// Opens the tick log (recovering a torn tail) and starts the recorder
 /// thread. Fails if the directory cannot be opened, so a bad `--record`
 /// stops the server at start-up rather than losing the recording.
@@ -155,7 +166,7 @@ pub fn start(
     settings: RecordSettings,
     symbols: Arc<SymbolTable>,
     metrics: Arc<Metrics>,
-) -> Result<(RecordTap, Recorder), crate::ticklog::TickLogError> {
+) -> Result<(RecordTap, Recorder), RecordError> {
     let (writer, recovery) = TickLogWriter::open(&settings.dir, settings.options)?;
     if let Some(r) = recovery {
         tracing::warn!(
@@ -175,7 +186,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("recorder".into())
         .spawn(move || run(writer, settings, rx, recycle_tx, thread_queued, symbols, thread_metrics))
-        .map_err(|source| crate::ticklog::TickLogError::Io { path: PathBuf::from("recorder thread"), source })?;
+        .map_err(RecordError::Thread)?;
     let tap = RecordTap { tx, recycled, batch: Vec::new(), metrics, queued, last_drop_log: None, dropped_since_log: 0 };
     Ok((tap, Recorder { thread }))
 }
@@ -257,7 +268,7 @@ fn append_batch(
     batch: &[Sequenced],
     names: &mut Vec<Option<Arc<str>>>,
     symbols: &SymbolTable,
-) -> Result<(), crate::ticklog::TickLogError> {
+) -> Result<(), TickLogError> {
     for s in batch {
         let index = s.tick.symbol as usize;
         if index >= names.len() {

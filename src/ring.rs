@@ -35,7 +35,7 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::tick::Tick;
+use crate::model::Tick;
 
 /// Default ring capacity in ticks.
 pub const DEFAULT_CAPACITY: usize = 65_536;
@@ -213,7 +213,7 @@ impl TickRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tick::{Quote, Update};
+    use crate::model::{Quote, Update};
     use std::sync::Arc;
 
     fn tick(n: u64) -> Tick {

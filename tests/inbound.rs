@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::start;
 use tickcast::client::Client;
-use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
 use tickcast::feed::FeedSpec;
+use tickcast::wire::{Encoding, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

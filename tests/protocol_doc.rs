@@ -1,9 +1,9 @@
 //! Keeps docs/PROTOCOL.md honest: every example block is decoded with the
 //! code the server and clients use, and re-encoded examples must match.
 
-use tickcast::codec::{decode, encode_payload, Encoding, ServerMessage};
 use tickcast::feed::json::parse_line;
-use tickcast::session::parse_request;
+use tickcast::wire::request::ClientRequest;
+use tickcast::wire::{decode, encode_payload, Encoding, ServerMessage};
 
 fn blocks(kind: &str) -> Vec<String> {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).expect("read doc");
@@ -50,7 +50,7 @@ fn client_examples_parse() {
     let examples = blocks("client");
     assert!(examples.len() >= 3);
     for text in examples {
-        parse_request(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {}", e.message));
+        ClientRequest::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {}", e.message));
     }
 }
 
@@ -61,7 +61,9 @@ fn replay_control_examples_parse() {
     let ops: Vec<&str> = examples
         .iter()
         .map(|text| {
-            tickcast::replay::parse_control(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {}", e.message)).op()
+            tickcast::session::replay::parse_control(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{text}: {}", e.message))
+                .op()
         })
         .collect();
     assert_eq!(ops, ["pause", "resume", "speed", "seek"]);
@@ -79,13 +81,13 @@ fn feed_examples_parse() {
 #[test]
 fn the_documented_slow_policy_error_is_what_the_server_says() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
-    let ours = tickcast::server::choose_slow_mode(Some("slow=drop")).unwrap_err();
+    let ours = tickcast::server::upgrade::choose_slow_mode(Some("slow=drop")).unwrap_err();
     assert!(doc.contains(&format!("```text\n{ours}\n```")), "PROTOCOL.md lacks: {ours}");
 }
 
 #[test]
 fn the_documented_bad_json_message_is_what_the_server_says() {
-    let err = parse_request(b"{nope").unwrap_err();
+    let err = ClientRequest::parse(b"{nope").unwrap_err();
     let doc = blocks("server").into_iter().find(|b| b.contains("bad_json")).expect("bad_json example");
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     assert!(doc["message"].as_str().unwrap().starts_with("control message is not valid JSON"));

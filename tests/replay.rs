@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use common::{start, Running};
 use tickcast::client::{http_get, Client, Event};
-use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
-use tickcast::feed::replay::Speed;
+use tickcast::feed::pacing::Speed;
 use tickcast::feed::{FeedSpec, ReplayOptions};
+use tickcast::model::Update;
 use tickcast::record::RecordSettings;
+use tickcast::recorded::ticklog::{Fsync, WriterOptions};
 use tickcast::recorded::{self, Event as RecEvent};
-use tickcast::tick::Update;
-use tickcast::ticklog::{Fsync, WriterOptions};
+use tickcast::wire::{Encoding, ServerMessage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -70,7 +70,7 @@ struct Seen {
 }
 
 fn seen(msg: &ServerMessage<'_>) -> Option<Seen> {
-    use tickcast::tick::{BookDelta, Quote, Trade};
+    use tickcast::model::{BookDelta, Quote, Trade};
     let (sym, seq, ts_event, ts_ingest, update) = match msg {
         ServerMessage::Trade { sym, seq, ts_event, ts_ingest, px, sz, side } => {
             (sym, seq, ts_event, ts_ingest, Update::Trade(Trade { px: *px, sz: *sz, side: *side }))
@@ -407,7 +407,7 @@ async fn a_truncated_recording_is_reported_and_the_server_keeps_serving() {
 
 /// Writes a small tick log of one symbol, events `gap_ms` apart.
 fn write_log(dir: &Path, updates: &[Update], gap_ms: u64) {
-    use tickcast::ticklog::{LogTick, TickLogWriter};
+    use tickcast::recorded::ticklog::{LogTick, TickLogWriter};
     let (mut w, _) = TickLogWriter::open(dir, record_options()).expect("open log");
     for (i, update) in updates.iter().enumerate() {
         let ts = 1_700_000_000_000_000_000 + i as u64 * gap_ms * 1_000_000;
@@ -416,12 +416,12 @@ fn write_log(dir: &Path, updates: &[Update], gap_ms: u64) {
     w.finish().expect("finish");
 }
 
-fn lv(px: f64, sz: f64) -> tickcast::tick::Level {
-    tickcast::tick::Level { px, sz }
+fn lv(px: f64, sz: f64) -> tickcast::model::Level {
+    tickcast::model::Level { px, sz }
 }
 
 fn book(bids: &[(f64, f64)], asks: &[(f64, f64)]) -> Update {
-    Update::Book(tickcast::tick::BookDelta {
+    Update::Book(tickcast::model::BookDelta {
         bids: bids.iter().map(|&(p, s)| lv(p, s)).collect(),
         asks: asks.iter().map(|&(p, s)| lv(p, s)).collect(),
     })
@@ -447,7 +447,7 @@ async fn subscribed(addr: SocketAddr) -> Client {
 
 #[tokio::test]
 async fn the_replay_feed_starts_from_folded_state_and_empties_books_between_loops() {
-    use tickcast::tick::{Quote, Side, Trade};
+    use tickcast::model::{Quote, Side, Trade};
     let dir = scratch_dir("feed-window");
     let q = |bid: f64| Update::Quote(Quote { bid, bid_sz: 1.0, ask: bid + 1.0, ask_sz: 1.0 });
     let updates = vec![

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use common::{start, Running};
 use tickcast::client::{http_get, Client, Event};
-use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
 use tickcast::feed::FeedSpec;
-use tickcast::tick::{Level, Side};
+use tickcast::model::{Level, Side};
+use tickcast::wire::{Encoding, ServerMessage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -317,10 +317,10 @@ async fn synthetic_feed_snapshot_plus_updates_rebuild_the_book_exactly() {
     let mut early = Client::connect(running.addr, Encoding::Msgpack).await.unwrap();
     early.subscribe(&["NVDA"]).await.unwrap();
     assert!(matches!(next(&mut early).await, ServerMessage::Ack { .. }));
-    let mut book = tickcast::topic::Book::default();
+    let mut book = tickcast::model::Book::default();
     let mut seq = match next(&mut early).await {
         ServerMessage::Snapshot { seq, book: levels, .. } => {
-            book.apply(&tickcast::tick::BookDelta { bids: levels.bids.into_owned(), asks: levels.asks.into_owned() });
+            book.apply(&tickcast::model::BookDelta { bids: levels.bids.into_owned(), asks: levels.asks.into_owned() });
             seq
         }
         other => panic!("{other:?}"),
@@ -342,7 +342,7 @@ async fn synthetic_feed_snapshot_plus_updates_rebuild_the_book_exactly() {
         assert_eq!(s, seq + 1, "gapless");
         seq = s;
         if let ServerMessage::Book { bids, asks, .. } = msg {
-            book.apply(&tickcast::tick::BookDelta { bids: bids.into_owned(), asks: asks.into_owned() });
+            book.apply(&tickcast::model::BookDelta { bids: bids.into_owned(), asks: asks.into_owned() });
         }
     }
     assert_eq!(book.bids(10), &late_bids[..]);

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use common::start;
 use tickcast::client::{http_get, Client, Event};
-use tickcast::codec::{Encoding, ServerMessage};
 use tickcast::config::Config;
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::{FeedSpec, SyntheticSettings};
 use tickcast::metrics::scrape_value;
-use tickcast::tick::{BookDelta, Quote, Trade};
-use tickcast::topic::Book;
+use tickcast::model::Book;
+use tickcast::model::{BookDelta, Quote, Trade};
+use tickcast::wire::{Encoding, ServerMessage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tickcast::model::{BookDelta, Level, Quote, Side, Trade, Update};
+use tickcast::recorded::ticklog::{
+    segment_paths, Fsync, LogTick, TickLogReader, TickLogWriter, WriterOptions, HEADER_LEN,
+};
 use tickcast::recorded::{Gap, Source};
-use tickcast::tick::{BookDelta, Level, Quote, Side, Trade, Update};
-use tickcast::ticklog::{segment_paths, Fsync, LogTick, TickLogReader, TickLogWriter, WriterOptions, HEADER_LEN};
 
 const DIR_ENV: &str = "TICKLOG_CRASH_DIR";
 const SYMBOLS: [&str; 3] = ["AAA", "BRK.B", "BTC-USDT"];

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Shared;
-use crate::tick::now_ns;
+use crate::model::now_ns;
 
 /// Smallest free space offered to a read; the buffer's unread tail is
 /// moved to the front to make it.

@@ -20,7 +20,7 @@ use super::{
     Target,
 };
 use crate::client::Client;
-use crate::codec::Encoding;
+use crate::wire::Encoding;
 
 /// Handshakes in flight at once: enough to connect 10k subscribers in
 /// seconds, few enough not to overflow a server's accept backlog.

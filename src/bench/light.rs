@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::codec::Encoding;
+use crate::wire::Encoding;
 
 /// Fields the bench reads from each message; the rest is skipped.
 #[derive(Deserialize)]
@@ -315,8 +315,8 @@ impl<'a> MsgpackReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_payload, ServerMessage};
-    use crate::tick::{BookDelta, Level, Side, Trade, Update};
+    use crate::model::{BookDelta, Level, Side, Trade, Update};
+    use crate::wire::{encode_payload, ServerMessage};
 
     #[test]
     fn the_light_readers_agree_with_the_codec() {

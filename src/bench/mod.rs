@@ -73,8 +73,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::client::{http_get, Client};
-use crate::codec::Encoding;
 use crate::metrics::{scrape_value, ProcessStats};
+use crate::wire::Encoding;
 use publish::{Publisher, TickGen};
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -496,7 +496,7 @@ fn print_report(args: &BenchArgs, r: &BenchReport) {
 pub async fn run(args: BenchArgs) -> Result<BenchReport, String> {
     check(&args)?;
     // 10k idle subscribers need 10k descriptors.
-    crate::server::raise_fd_limit();
+    crate::sys::raise_fd_limit();
     match args.idle {
         Some(n) => idle::run(&args, n).await,
         None => load(args).await,

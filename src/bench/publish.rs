@@ -20,7 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use super::{nats, node, Shared, Target};
-use crate::tick::now_ns;
+use crate::model::now_ns;
 
 /// How often the publisher wakes up to send the ticks that are due.
 const STEP: Duration = Duration::from_millis(1);

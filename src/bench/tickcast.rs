@@ -13,8 +13,8 @@ use super::frames::FrameReader;
 use super::light::decode_light;
 use super::{small_buffer_stream, Shared, SlowStats, Tally};
 use crate::client::{http_get, Client};
-use crate::codec::{decode, Encoding, ServerMessage};
 use crate::metrics::scrape_value;
+use crate::wire::{decode, Encoding, ServerMessage};
 
 /// Idle time a slow reader may make up for later: after a quiet spell it
 /// reads at most this much time's worth of bytes in a burst.
@@ -292,7 +292,7 @@ pub(super) async fn connect_idle(server: SocketAddr, encoding: Encoding, symbols
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{encode_payload, Skipped};
+    use crate::wire::{encode_payload, Skipped};
 
     #[test]
     fn conflated_messages_are_read_and_checked() {

@@ -16,7 +16,7 @@
 
 use serde::Deserialize;
 
-use crate::tick::{BookDelta, Level, Quote, Side, Trade, Update};
+use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
 
 /// Longest line accepted, in bytes; longer lines are skipped and counted.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
@@ -52,7 +52,7 @@ pub enum FeedError {
     LineTooLong,
     /// The symbol name is invalid or the table is full.
     #[error(transparent)]
-    Symbol(#[from] crate::tick::SymbolError),
+    Symbol(#[from] crate::model::SymbolError),
 }
 
 #[derive(Deserialize)]

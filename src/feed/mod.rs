@@ -1,6 +1,6 @@
 //! Feed sources and their normalizers.
 //!
-//! In: market data from a source (`--feed`). Out: normalized [`Tick`]s
+//! In: market data from a source (`--feed`). Out: normalized [`Tick`](crate::model::Tick)s
 //! pushed into the [`TickRing`], stamped with `ts_ingest`.
 //!
 //! Every source runs on its own dedicated OS thread(s), never on the tokio
@@ -16,11 +16,12 @@
 //! [`Publisher`].
 
 pub mod json;
+pub mod pacing;
+pub mod publisher;
 pub mod replay;
 pub mod synthetic;
 pub mod tcp;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,11 +29,13 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
-use crate::ring::{Closed, TickRing};
-use crate::tick::{now_ns, SymbolError, SymbolId, SymbolTable, Tick, Update};
+use crate::model::SymbolTable;
+use crate::ring::TickRing;
+
+pub use pacing::Speed;
+pub use publisher::{ErrorLog, Publisher};
 
 /// Which source feeds the server, parsed from `--feed`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,26 +48,38 @@ pub enum FeedSpec {
     Replay(PathBuf),
 }
 
+/// Why `--feed` could not be parsed; the message names the flag and shows
+/// the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedSpecError {
+    /// `tcp://` followed by something that is not `IP:PORT`.
+    #[error("--feed {0:?}: {1:?} is not an IP:PORT address (e.g. tcp://127.0.0.1:9000)")]
+    BadAddress(String, String),
+    /// `replay:` with no path.
+    #[error("--feed {0:?}: name the recording, e.g. replay:./ticks or replay:day.dbn.zst")]
+    NoRecording(String),
+    /// Not one of the known forms.
+    #[error("--feed {0:?}: expected \"synthetic\", \"tcp://IP:PORT\" or \"replay:PATH\"")]
+    Unknown(String),
+}
+
 impl FromStr for FeedSpec {
-    type Err = String;
+    type Err = FeedSpecError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "synthetic" {
             return Ok(FeedSpec::Synthetic);
         }
         if let Some(addr) = s.strip_prefix("tcp://") {
-            return addr
-                .parse()
-                .map(FeedSpec::Tcp)
-                .map_err(|_| format!("--feed {s:?}: {addr:?} is not an IP:PORT address (e.g. tcp://127.0.0.1:9000)"));
+            return addr.parse().map(FeedSpec::Tcp).map_err(|_| FeedSpecError::BadAddress(s.into(), addr.into()));
         }
         if let Some(path) = s.strip_prefix("replay:") {
             if path.is_empty() {
-                return Err(format!("--feed {s:?}: name the recording, e.g. replay:./ticks or replay:day.dbn.zst"));
+                return Err(FeedSpecError::NoRecording(s.into()));
             }
             return Ok(FeedSpec::Replay(PathBuf::from(path)));
         }
-        Err(format!("--feed {s:?}: expected \"synthetic\", \"tcp://IP:PORT\" or \"replay:PATH\""))
+        Err(FeedSpecError::Unknown(s.chars().take(64).collect()))
     }
 }
 
@@ -108,152 +123,6 @@ pub struct FeedHandle {
     pub local_addr: Option<SocketAddr>,
 }
 
-/// Inside a burst, how many ticks a producer pushes between two wake-ups
-/// of the engine: it works on a burst while the rest is still arriving,
-/// without a fence and a possible unpark per tick.
-pub const WAKE_EVERY: u32 = 32;
-
-/// Per-thread producer handle shared by every source.
-///
-/// A source that has several ticks at once (a read of many lines, a step
-/// of the synthetic market) pushes them with
-/// [`publish_in_burst`](Self::publish_in_burst) and then calls
-/// [`end_burst`](Self::end_burst) once its input is drained: the engine
-/// writes to subscribers when no burst is open, so a subscriber touched
-/// many times by one burst gets it in one write (see [`crate::ring`]).
-pub struct Publisher {
-    ctx: FeedContext,
-    /// Local intern cache: the shared table is consulted once per new name.
-    cache: HashMap<Box<str>, SymbolId>,
-    last_full_log: Option<Instant>,
-    full_since_log: u64,
-    /// Whether this producer has a burst open on the ring.
-    in_burst: bool,
-    /// Ticks pushed since the engine was last woken.
-    unwoken: u32,
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        // A source that stops mid-burst must not leave the engine waiting
-        // for the rest of it.
-        self.end_burst();
-    }
-}
-
-impl Publisher {
-    /// A producer for one source thread.
-    pub fn new(ctx: FeedContext) -> Publisher {
-        Publisher { ctx, cache: HashMap::new(), last_full_log: None, full_since_log: 0, in_burst: false, unwoken: 0 }
-    }
-
-    /// The context this publisher writes to.
-    pub fn context(&self) -> &FeedContext {
-        &self.ctx
-    }
-
-    /// The id of `name`, interning it if new.
-    pub fn symbol(&mut self, name: &str) -> Result<SymbolId, SymbolError> {
-        if let Some(&id) = self.cache.get(name) {
-            return Ok(id);
-        }
-        let id = self.ctx.symbols.intern(name, self.ctx.max_symbols)?;
-        self.cache.insert(name.into(), id);
-        Ok(id)
-    }
-
-    /// Stamps `ts_ingest` and pushes one tick on its own (no burst), waiting
-    /// while the ring is full (counted, and logged at most once a second),
-    /// then wakes the engine.
-    pub fn publish(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
-        self.push(symbol, ts_event, update)?;
-        self.unwoken = 0;
-        self.ctx.ring.wake_consumer();
-        Ok(())
-    }
-
-    /// Pushes one tick of a burst, opening one if none is open; the engine
-    /// is woken every [`WAKE_EVERY`] ticks and at
-    /// [`end_burst`](Self::end_burst).
-    pub fn publish_in_burst(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
-        if !self.in_burst {
-            self.ctx.ring.begin_burst();
-            self.in_burst = true;
-        }
-        self.push(symbol, ts_event, update)?;
-        self.unwoken += 1;
-        if self.unwoken >= WAKE_EVERY {
-            self.unwoken = 0;
-            self.ctx.ring.wake_consumer();
-        }
-        Ok(())
-    }
-
-    /// Closes the open burst, if any: this producer's input is drained for
-    /// now. Wakes the engine. Call it before anything that may wait (a
-    /// blocking read, a pacing sleep).
-    pub fn end_burst(&mut self) {
-        if std::mem::take(&mut self.in_burst) {
-            self.unwoken = 0;
-            self.ctx.ring.end_burst();
-        }
-    }
-
-    fn push(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
-        if self.ctx.ring.is_closed() {
-            return Err(Closed);
-        }
-        let tick = Tick { symbol, ts_event, ts_ingest: now_ns(), update };
-        if self.ctx.ring.push_quiet(tick)? {
-            self.full_since_log += 1;
-            let due = self.last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-            if due {
-                tracing::warn!(
-                    full_events = self.full_since_log,
-                    capacity = self.ctx.ring.capacity(),
-                    "tick ring full: the feed waited for the engine (consider --ring-capacity or fewer subscribers)"
-                );
-                self.last_full_log = Some(Instant::now());
-                self.full_since_log = 0;
-            }
-        }
-        self.ctx.metrics.ticks_ingested.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// Counts a rejected input and logs it at most once a second per source.
-pub struct ErrorLog {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl ErrorLog {
-    /// A fresh limiter.
-    pub fn new() -> ErrorLog {
-        ErrorLog { last: None, suppressed: 0 }
-    }
-
-    /// Counts the error in `metrics` and logs it unless one was logged in
-    /// the last second.
-    pub fn report(&mut self, metrics: &Metrics, source: &str, error: &dyn fmt::Display) {
-        metrics.feed_errors.fetch_add(1, Ordering::Relaxed);
-        if self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            tracing::warn!(source, suppressed = self.suppressed, "feed input rejected: {error}");
-            self.last = Some(Instant::now());
-            self.suppressed = 0;
-        } else {
-            self.suppressed += 1;
-        }
-    }
-}
-
-impl Default for ErrorLog {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Settings of the synthetic source.
 #[derive(Clone, Debug)]
 pub struct SyntheticSettings {
@@ -270,7 +139,7 @@ pub struct SyntheticSettings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayOptions {
     /// Pace.
-    pub speed: replay::Speed,
+    pub speed: Speed,
     /// Start again at the end.
     pub looped: bool,
     /// First event time, ns.
@@ -281,7 +150,7 @@ pub struct ReplayOptions {
 
 impl Default for ReplayOptions {
     fn default() -> Self {
-        ReplayOptions { speed: replay::Speed::Times(1.0), looped: false, from: None, to: None }
+        ReplayOptions { speed: Speed::Times(1.0), looped: false, from: None, to: None }
     }
 }
 
@@ -312,9 +181,9 @@ mod tests {
     fn feed_specs_parse_with_clear_errors() {
         assert_eq!("synthetic".parse(), Ok(FeedSpec::Synthetic));
         assert_eq!("tcp://127.0.0.1:9000".parse(), Ok(FeedSpec::Tcp("127.0.0.1:9000".parse().unwrap())));
-        assert!("tcp://nowhere".parse::<FeedSpec>().unwrap_err().contains("IP:PORT"));
-        assert!("kafka://x".parse::<FeedSpec>().unwrap_err().contains("expected"));
+        assert!("tcp://nowhere".parse::<FeedSpec>().unwrap_err().to_string().contains("IP:PORT"));
+        assert!("kafka://x".parse::<FeedSpec>().unwrap_err().to_string().contains("expected"));
         assert_eq!("replay:/data/day.tlog".parse(), Ok(FeedSpec::Replay("/data/day.tlog".into())));
-        assert!("replay:".parse::<FeedSpec>().unwrap_err().contains("name the recording"));
+        assert!("replay:".parse::<FeedSpec>().unwrap_err().to_string().contains("name the recording"));
     }
 }

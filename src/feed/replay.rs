@@ -8,20 +8,8 @@
 //! the same engine, sequencing, snapshots and fan-out.
 //!
 //! # Pacing
-//! A replay keeps the recording's own clock: the time each event reached
-//! the recorder (`ts_recv`: the tick log's `ts_ingest`, a Binance
-//! capture's local receive time, DBN's `ts_recv`). That clock follows file
-//! order, while exchange event times need not (a Binance capture mixes the
-//! exchange's trade times with local receive times, which differ by the
-//! capture host's clock offset). With `--speed N` each event is published
-//! at `start + (ts_recv - first_ts_recv) / N` on the monotonic clock, so
-//! the recorded gaps between events are kept, scaled by N, and errors do
-//! not accumulate. An event whose time has already passed (a feed behind
-//! schedule, or times that go backwards) is published at once. If the
-//! replay falls more than [`MAX_LAG`] behind (the ring was full for a long
-//! time) the schedule restarts from the current event rather than
-//! bursting to catch up. `--speed max` publishes as fast as the ring takes
-//! ticks. Clients see each event's original `ts_event`.
+//! By the recording's own receive clock, scaled by `--speed` (see
+//! [`super::pacing`]).
 //!
 //! # Windows and loops
 //! `--from` and `--to` select by event time (`ts_event`). Events before `--from` are not
@@ -47,14 +35,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use super::pacing::{Pacer, Speed};
 use super::{ErrorLog, FeedContext, FeedHandle, Publisher};
+use crate::model::{Book, BookDelta, Level, Quote, SymbolId, Update};
 use crate::recorded::{self, Gap, Source};
-use crate::tick::{BookDelta, Level, Quote, SymbolId, Update};
-use crate::topic::Book;
-
-/// How far behind schedule a paced replay may fall before its schedule
-/// restarts from the current event.
-pub const MAX_LAG: Duration = Duration::from_secs(1);
 
 /// Longest burst a replay publishes before it closes it and opens the
 /// next: at `--speed max` (one long burst otherwise) subscribers are then
@@ -64,54 +48,6 @@ const MAX_BURST: u64 = 512;
 
 /// Longest single sleep, so shutdown is noticed promptly.
 const SLEEP_STEP: Duration = Duration::from_millis(50);
-
-/// How fast a recording is replayed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Speed {
-    /// As fast as the pipeline takes it.
-    Max,
-    /// Recorded gaps divided by this factor (1 = real time).
-    Times(f64),
-}
-
-impl std::str::FromStr for Speed {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        if s == "max" {
-            return Ok(Speed::Max);
-        }
-        let factor = s.strip_suffix('x').unwrap_or(s);
-        match factor.parse::<f64>() {
-            Ok(f) if f.is_finite() && (0.001..=1_000_000.0).contains(&f) => Ok(Speed::Times(f)),
-            _ => Err(format!("speed {s:?}: expected \"max\" or a factor from 0.001 to 1000000 (e.g. 1, 10, 0.5)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Speed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Speed::Max => f.write_str("max"),
-            Speed::Times(x) => write!(f, "{x}"),
-        }
-    }
-}
-
-/// Parses an event time: integer ns since the Unix epoch, or RFC 3339
-/// (`2024-08-08T23:55:00Z`, fractions allowed).
-pub fn parse_event_time(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    if let Ok(ns) = s.parse::<u64>() {
-        return Ok(ns);
-    }
-    humantime::parse_rfc3339_weak(s)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as u64)
-        .ok_or_else(|| format!("time {s:?}: expected ns since the Unix epoch or RFC 3339 (e.g. 2024-08-08T23:55:00Z)"))
-}
 
 /// Settings of `--feed replay:PATH`: the path comes from `--feed`, the
 /// rest from `--speed`, `--loop`, `--from` and `--to`.
@@ -127,50 +63,6 @@ pub struct ReplaySettings {
     pub from: Option<u64>,
     /// `--to`: last event time published, ns (inclusive).
     pub to: Option<u64>,
-}
-
-/// Wall-clock schedule of a paced replay.
-pub struct Pacer {
-    speed: Speed,
-    /// (event time, instant) the schedule counts from.
-    base: Option<(u64, Instant)>,
-}
-
-impl Pacer {
-    /// A schedule that starts at the first event it is asked about.
-    pub fn new(speed: Speed) -> Pacer {
-        Pacer { speed, base: None }
-    }
-
-    /// Starts the schedule afresh at the next event (after a pause, a
-    /// speed change, a seek, a new pass).
-    pub fn rebase(&mut self) {
-        self.base = None;
-    }
-
-    /// Changes the speed from the next event on.
-    pub fn set_speed(&mut self, speed: Speed) {
-        self.speed = speed;
-        self.base = None;
-    }
-
-    /// The current speed.
-    pub fn speed(&self) -> Speed {
-        self.speed
-    }
-
-    /// When the event with time `ts_event` is due; `None` = now.
-    pub fn due(&mut self, ts_event: u64, now: Instant) -> Option<Instant> {
-        let Speed::Times(factor) = self.speed else { return None };
-        let (base_ts, base_at) = *self.base.get_or_insert((ts_event, now));
-        let offset_ns = ts_event.saturating_sub(base_ts) as f64 / factor;
-        let due = base_at + Duration::from_nanos(offset_ns.min(u64::MAX as f64 / 2.0) as u64);
-        if now > due + MAX_LAG {
-            self.base = Some((ts_event, now));
-            return None;
-        }
-        (due > now).then_some(due)
-    }
 }
 
 /// Last quote and full book of one symbol, folded from events that are
@@ -238,7 +130,7 @@ fn run(settings: ReplaySettings, first: Box<dyn Source>, ctx: FeedContext) {
                 asks: book.asks(usize::MAX).iter().map(|l| Level { px: l.px, sz: 0.0 }).collect(),
             };
             if !(delta.bids.is_empty() && delta.asks.is_empty())
-                && publisher.publish(symbol, crate::tick::now_ns(), Update::Book(delta)).is_err()
+                && publisher.publish(symbol, crate::model::now_ns(), Update::Book(delta)).is_err()
             {
                 return;
             }
@@ -385,42 +277,5 @@ fn sleep_until(due: Instant, ctx: &FeedContext) -> bool {
             return true;
         }
         std::thread::sleep((due - now).min(SLEEP_STEP));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn speeds_and_times_parse_with_clear_errors() {
-        assert_eq!("max".parse(), Ok(Speed::Max));
-        assert_eq!("10".parse(), Ok(Speed::Times(10.0)));
-        assert_eq!("0.5x".parse(), Ok(Speed::Times(0.5)));
-        assert!("0".parse::<Speed>().unwrap_err().contains("expected"));
-        assert!("fast".parse::<Speed>().is_err());
-        assert!("inf".parse::<Speed>().is_err());
-        assert_eq!(parse_event_time("1723161254206652067"), Ok(1_723_161_254_206_652_067));
-        assert_eq!(parse_event_time("2024-08-08T23:55:00Z"), Ok(1_723_161_300_000_000_000));
-        assert_eq!(parse_event_time("2024-08-08T23:55:00.5Z"), Ok(1_723_161_300_500_000_000));
-        assert!(parse_event_time("yesterday").unwrap_err().contains("RFC 3339"));
-    }
-
-    #[test]
-    fn the_pacer_keeps_recorded_gaps_scaled_by_speed() {
-        let t0 = Instant::now();
-        let mut p = Pacer::new(Speed::Times(10.0));
-        assert_eq!(p.due(1_000_000_000, t0), None, "the first event is due at once");
-        // 50 ms later in event time is 5 ms later at 10x.
-        assert_eq!(p.due(1_050_000_000, t0), Some(t0 + Duration::from_millis(5)));
-        // Times going backwards are due at once.
-        assert_eq!(p.due(900_000_000, t0 + Duration::from_millis(1)), None);
-        // Far behind schedule: the schedule restarts instead of bursting.
-        let late = t0 + Duration::from_secs(5);
-        assert_eq!(p.due(1_060_000_000, late), None);
-        assert_eq!(p.due(1_070_000_000, late), Some(late + Duration::from_millis(1)));
-        let mut max = Pacer::new(Speed::Max);
-        assert_eq!(max.due(1, t0), None);
-        assert_eq!(max.due(u64::MAX, t0), None);
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use fastrand::Rng;
 
 use super::{FeedContext, FeedHandle, Publisher, SyntheticSettings};
-use crate::tick::{now_ns, BookDelta, Level, Quote, Side, SymbolId, Trade, Update};
+use crate::model::{now_ns, BookDelta, Level, Quote, Side, SymbolId, Trade, Update};
 
 /// Real-looking tickers for the first symbols; more get generated names.
 const TICKERS: [&str; 100] = [
@@ -206,14 +206,14 @@ fn generate(mut publisher: Publisher, mut markets: Vec<Market>, mut rng: Rng, ra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topic::Book;
+    use crate::model::Book;
 
     #[test]
     fn tickers_are_unique_and_valid() {
         let names: Vec<String> = (0..2000).map(ticker).collect();
         let unique: std::collections::HashSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
-        assert!(names.iter().all(|n| crate::tick::is_valid_symbol(n)));
+        assert!(names.iter().all(|n| crate::model::is_valid_symbol(n)));
         assert_eq!(names[0], "AAPL");
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use super::json::{parse_line, FeedError, MAX_LINE_BYTES};
 use super::{ErrorLog, FeedContext, FeedHandle, Publisher};
-use crate::tick::now_ns;
+use crate::model::now_ns;
 
 /// How often blocked reads and accepts look at the shutdown flag.
 const POLL: Duration = Duration::from_millis(100);

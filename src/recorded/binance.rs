@@ -82,8 +82,9 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{Event, Format, Gap, Source, SourceError, Watched};
-use crate::tick::{is_valid_symbol, BookDelta, Level, Quote, Side, Trade, Update};
+use super::source::{Event, Format, Gap, Source, SourceError};
+use super::watched::Watched;
+use crate::model::{is_valid_symbol, BookDelta, Level, Quote, Side, Trade, Update};
 
 /// Most depth updates buffered per symbol while it waits for a snapshot.
 /// Bounded so a capture without a snapshot cannot grow memory without end.
@@ -1035,7 +1036,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::tick::UpdateKind;
+    use crate::model::UpdateKind;
 
     const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/binance");
     const SAMPLES: [(&str, &str); 2] = [("btcusdt_20240808.gz", "BTCUSDT"), ("ethusdt_20240808.gz", "ETHUSDT")];

@@ -81,8 +81,9 @@ use std::sync::Arc;
 use dbn::decode::{DbnDecoder, DbnMetadata, DecodeRecordRef, DynReader};
 use dbn::{rtype, Action, MboMsg, Mbp10Msg, Mbp1Msg, Metadata, Record, RecordRef, SymbolIndex, TradeMsg, TsSymbolMap};
 
-use super::{Event, Format, Gap, Source, SourceError, Watched};
-use crate::tick::{is_valid_symbol, BookDelta, Level, Quote, Side, Trade, Update};
+use super::source::{Event, Format, Gap, Source, SourceError};
+use super::watched::Watched;
+use crate::model::{is_valid_symbol, BookDelta, Level, Quote, Side, Trade, Update};
 
 /// Counters of what the normalizer did, for `inspect` and for tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -2,11 +2,11 @@
 //! normalized event stream.
 //!
 //! In: a file or directory on disk. Out: [`Event`]s in file order, each a
-//! normalized [`Update`] of a source-local symbol id, with its recorded
+//! normalized [`Update`](crate::model::Update) of a source-local symbol id, with its recorded
 //! event time, and the gaps the source's own ids reveal.
 //!
 //! Formats, detected from the first bytes (never from the file name):
-//! - our own tick log ([`crate::ticklog`]), a segment file or a directory of
+//! - our own tick log ([`ticklog`]), a segment file or a directory of
 //!   segments;
 //! - Binance combined-stream captures, lines of `<recv_ns> <json>`, plain
 //!   or gzip ([`binance`]);
@@ -14,128 +14,22 @@
 //!
 //! Every reader reports a bad file as a [`SourceError`] naming the file and
 //! the byte offset (or record number) where it went wrong; none panics.
-//! The replay feed ([`crate::feed::replay`]), replay sessions
-//! ([`crate::replay`]) and the `convert` and `inspect` tools all read
-//! through [`open`].
+//! The replay feed, replay sessions and the `convert` and `inspect` tools
+//! all read through [`open`].
+//!
+//! Imports: [`crate::model`] only. The tick log's writer lives here too
+//! (in [`ticklog`]), beside its reader, so the format has one home; the
+//! recorder ([`crate::record`]) drives it.
 
 pub mod binance;
 pub mod dbn;
+pub mod source;
+pub mod ticklog;
+mod watched;
 
-use std::fmt;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use crate::tick::Update;
-
-/// One normalized event read from a recording.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    /// Source-local symbol id; [`Source::symbol`] gives its name.
-    pub sym: u32,
-    /// Event time at the exchange, ns since the Unix epoch.
-    pub ts_event: u64,
-    /// When the recorder received it, ns since the Unix epoch: the tick
-    /// log's `ts_ingest`, a Binance capture's local receive time, DBN's
-    /// `ts_recv`.
-    pub ts_recv: u64,
-    /// The sequence number the tick log recorded (`None` for other formats).
-    pub seq: Option<u64>,
-    /// The change itself.
-    pub update: Update,
-}
-
-/// A break in one of the source's own id sequences: something the recorder
-/// never saw (or dropped) between two events.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Gap {
-    /// Source-local symbol id.
-    pub sym: u32,
-    /// Which id broke: `"seq"` (tick log), `"depth update id"` or
-    /// `"trade id"` (Binance), `"sequence"` (DBN).
-    pub what: &'static str,
-    /// The id that should have come next.
-    pub expected: u64,
-    /// The id that came instead.
-    pub got: u64,
-    /// Event time of the event that revealed the gap.
-    pub ts_event: u64,
-}
-
-/// Which format a recording is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// tickcast's own tick log.
-    TickLog,
-    /// Binance combined-stream capture (`<recv_ns> <json>` lines).
-    Binance,
-    /// Databento DBN.
-    Dbn,
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Format::TickLog => "tick log",
-            Format::Binance => "binance capture",
-            Format::Dbn => "dbn",
-        })
-    }
-}
-
-/// Why a recording could not be read. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The bytes at `offset` are not what the format allows.
-    #[error("{}: corrupt at offset {offset}: {reason}", path.display())]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// Byte offset (in the decompressed stream for gzip and zstd
-        /// input; `reason` then also gives the line or record number).
-        offset: u64,
-        /// What is wrong there.
-        reason: String,
-    },
-    /// The file ends in the middle of a record.
-    #[error("{}: truncated at offset {offset}: {reason}", path.display())]
-    Truncated {
-        /// The file.
-        path: PathBuf,
-        /// Where the incomplete record starts.
-        offset: u64,
-        /// What was cut short.
-        reason: String,
-    },
-    /// The first bytes match no format we read.
-    #[error("{}: unrecognized format: expected a tick log, a Binance capture (<recv_ns> <json> lines, plain or gzip) or a DBN file (plain or zstd)", path.display())]
-    UnknownFormat {
-        /// The file.
-        path: PathBuf,
-    },
-}
-
-/// A reader of one recording, yielding normalized events in file order.
-pub trait Source: Send {
-    /// The next event, `Ok(None)` at the end of the recording.
-    fn next_event(&mut self) -> Result<Option<Event>, SourceError>;
-    /// The name of a source-local symbol id returned in an [`Event`].
-    fn symbol(&self, id: u32) -> Arc<str>;
-    /// Moves the gaps found since the last call into `out`.
-    fn take_gaps(&mut self, out: &mut Vec<Gap>) {
-        let _ = out;
-    }
-    /// The format being read.
-    fn format(&self) -> Format;
-}
+pub use source::{Event, Format, Gap, Source, SourceError};
 
 /// Which format `path` holds, from its first bytes (a directory is a tick
 /// log).
@@ -148,7 +42,7 @@ pub fn detect(path: &Path) -> Result<Format, SourceError> {
     let mut file = std::fs::File::open(path).map_err(io)?;
     let n = read_up_to(&mut file, &mut head).map_err(io)?;
     let head = &head[..n];
-    if head.starts_with(&crate::ticklog::MAGIC) {
+    if head.starts_with(&ticklog::MAGIC) {
         return Ok(Format::TickLog);
     }
     if head.starts_with(b"DBN") || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -163,33 +57,14 @@ pub fn detect(path: &Path) -> Result<Format, SourceError> {
 /// Opens a recording of any supported format.
 pub fn open(path: &Path) -> Result<Box<dyn Source>, SourceError> {
     Ok(match detect(path)? {
-        Format::TickLog => Box::new(crate::ticklog::TickLogReader::open(path)?),
+        Format::TickLog => Box::new(ticklog::TickLogReader::open(path)?),
         Format::Binance => Box::new(binance::BinanceReader::open(path)?),
         Format::Dbn => Box::new(dbn::DbnReader::open(path)?),
     })
 }
 
-/// A file reader that marks its own read errors, so the compressed-format
-/// readers can tell an I/O error of the file from the decompressor's
-/// complaints about the bytes (I/O error vs corrupt file).
-pub(crate) struct Watched<R> {
-    /// The file.
-    pub(crate) inner: R,
-    /// Set by a read error of `inner`.
-    pub(crate) failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl<R: Read> Read for Watched<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                self.failed.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        })
-    }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the reader ends; returns how many bytes.
+fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

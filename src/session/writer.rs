@@ -1,7 +1,7 @@
 //! The write side of every socket: drains a session's outbox with vectored
 //! writes.
 //!
-//! In: frames the engine and the session queued in a [`SessionShared`].
+//! In: frames the engine and the session queued in a [`Outbox`].
 //! Out: bytes on the socket.
 //!
 //! The writer pool is the tokio runtime's `--writers` worker threads; each
@@ -32,7 +32,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
-use crate::session::{SessionShared, Take};
+use crate::outbox::{Outbox, Take};
 
 /// Most slices handed to one vectored write (Linux allows 1024).
 pub const MAX_IOVECS: usize = 256;
@@ -73,9 +73,9 @@ pub fn tune_socket(socket: &TcpStream) {
 }
 
 /// Runs until the session's close frame is written or the socket fails.
-/// The socket is shared with the session's reader: writes need only
+/// The socket is outbox with the session's reader: writes need only
 /// `&TcpStream`. After the close frame the write side is shut (FIN).
-pub async fn run(session: Arc<SessionShared>, socket: Arc<TcpStream>, metrics: Arc<Metrics>) -> io::Result<()> {
+pub async fn run(session: Arc<Outbox>, socket: Arc<TcpStream>, metrics: Arc<Metrics>) -> io::Result<()> {
     let result = drain(&session, &socket, &metrics).await;
     if let Err(e) = &result {
         metrics.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -85,7 +85,7 @@ pub async fn run(session: Arc<SessionShared>, socket: Arc<TcpStream>, metrics: A
     result
 }
 
-async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -> io::Result<()> {
+async fn drain(session: &Outbox, socket: &TcpStream, metrics: &Metrics) -> io::Result<()> {
     // Grows with use: an idle connection should not pay for 256 slots.
     let mut inflight: VecDeque<Bytes> = VecDeque::new();
     let mut closing = false;
@@ -153,19 +153,6 @@ async fn drain(session: &SessionShared, socket: &TcpStream, metrics: &Metrics) -
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Bytes in the socket's kernel send queue, not yet acknowledged by the
-/// peer (`SIOCOUTQ`). Read at scrape time, never per message.
-#[allow(unsafe_code)]
-pub fn kernel_queued_bytes(socket: &TcpStream) -> Option<usize> {
-    use std::os::fd::AsRawFd;
-    let mut queued: libc::c_int = 0;
-    // SAFETY: the fd is open for as long as `socket` is borrowed, and
-    // TIOCOUTQ (== SIOCOUTQ on Linux) writes one c_int through the pointer,
-    // which points at a live local of that type.
-    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
-    (rc == 0).then(|| queued.max(0) as usize)
 }
 
 /// One slice of a gathered write.

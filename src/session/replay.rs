@@ -43,17 +43,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::StatusCode;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::codec::{encode_frame, Encoding, ServerMessage};
-use crate::feed::replay::{parse_event_time, Pacer, Speed};
-use crate::metrics::{ClientError, Metrics};
+use crate::engine::topic::Topic;
+use crate::feed::pacing::{Pacer, Speed};
+use crate::metrics::Metrics;
+use crate::model::{now_ns, parse_event_time};
+use crate::outbox::Outbox;
 use crate::recorded;
-use crate::session::SessionShared;
-use crate::topic::Topic;
+use crate::wire::request::{parse_envelope, RequestError};
+use crate::wire::{encode_frame, Encoding, ErrorCode, ServerMessage};
 
 /// Messages per batch from the producer to the driver.
 pub const BATCH: usize = 256;
@@ -83,17 +84,19 @@ pub struct ReplayRequest {
     pub symbols: Option<HashSet<String>>,
 }
 
-/// Why a `/replay` request is refused before the upgrade.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Plain-text explanation.
-    pub message: String,
-}
-
-fn refuse(status: StatusCode, message: String) -> Refusal {
-    Refusal { status, message }
+/// Why a `/replay` request is refused before the upgrade; the server
+/// answers with the HTTP status each names and the message as the body.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The server has no `--replay-dir` (404).
+    #[error("replay is off: start the server with --replay-dir DIR")]
+    Off,
+    /// No recording of that name (404).
+    #[error("no recording named {0:?} in the replay directory")]
+    NotFound(String),
+    /// A malformed or unsafe request (400).
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// Whether `name` may name a recording: a plain file name, no path.
@@ -106,64 +109,66 @@ fn valid_name(name: &str) -> bool {
         && !Path::new(name).is_absolute()
 }
 
-/// Validates a `/replay` query against `--replay-dir`.
-pub fn parse_request(replay_dir: Option<&Path>, query: Option<&str>) -> Result<ReplayRequest, Refusal> {
-    let Some(dir) = replay_dir else {
-        return Err(refuse(StatusCode::NOT_FOUND, "replay is off: start the server with --replay-dir DIR".into()));
-    };
-    let bad = |m: String| refuse(StatusCode::BAD_REQUEST, m);
-    let (mut name, mut from, mut to, mut speed, mut symbols) = (None, None, None, Speed::Times(1.0), None);
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*key {
-            "source" => name = Some(value.into_owned()),
-            "from" => from = Some(parse_event_time(&value).map_err(|e| bad(format!("from: {e}")))?),
-            "to" => to = Some(parse_event_time(&value).map_err(|e| bad(format!("to: {e}")))?),
-            "speed" => speed = value.parse().map_err(bad)?,
-            "symbols" => {
-                let set: HashSet<String> =
-                    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-                if set.is_empty() {
-                    return Err(bad("symbols: name at least one symbol, e.g. symbols=BTCUSDT,ETHUSDT".into()));
+impl ReplayRequest {
+    /// Validates a `/replay` query against `--replay-dir`.
+    pub fn from_query(replay_dir: Option<&Path>, query: Option<&str>) -> Result<ReplayRequest, Refusal> {
+        let Some(dir) = replay_dir else {
+            return Err(Refusal::Off);
+        };
+        let bad = Refusal::BadRequest;
+        let (mut name, mut from, mut to, mut speed, mut symbols) = (None, None, None, Speed::Times(1.0), None);
+        for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match &*key {
+                "source" => name = Some(value.into_owned()),
+                "from" => from = Some(parse_event_time(&value).map_err(|e| bad(format!("from: {e}")))?),
+                "to" => to = Some(parse_event_time(&value).map_err(|e| bad(format!("to: {e}")))?),
+                "speed" => speed = value.parse().map_err(|e: crate::feed::pacing::SpeedError| bad(e.to_string()))?,
+                "symbols" => {
+                    let set: HashSet<String> =
+                        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                    if set.is_empty() {
+                        return Err(bad("symbols: name at least one symbol, e.g. symbols=BTCUSDT,ETHUSDT".into()));
+                    }
+                    symbols = Some(set);
                 }
-                symbols = Some(set);
-            }
-            // Handled by the session's handshake like /ws.
-            "encoding" => {}
-            other => {
-                let other: String = other.chars().take(32).collect();
-                return Err(bad(format!(
-                    "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, encoding"
-                )));
+                // Handled by the session's handshake like /ws.
+                "encoding" => {}
+                other => {
+                    let other: String = other.chars().take(32).collect();
+                    return Err(bad(format!(
+                        "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, encoding"
+                    )));
+                }
             }
         }
-    }
-    let Some(name) = name else {
-        return Err(bad("missing ?source=NAME: the name of a recording in the replay directory".into()));
-    };
-    if !valid_name(&name) {
-        let shown: String = name.chars().take(64).collect();
-        return Err(bad(format!(
-            "source {shown:?}: must be a plain name of a recording in the replay directory (no paths, no \"..\")"
-        )));
-    }
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            return Err(bad(format!("from {f} is after to {t}")));
+        let Some(name) = name else {
+            return Err(bad("missing ?source=NAME: the name of a recording in the replay directory".into()));
+        };
+        if !valid_name(&name) {
+            let shown: String = name.chars().take(64).collect();
+            return Err(bad(format!(
+                "source {shown:?}: must be a plain name of a recording in the replay directory (no paths, no \"..\")"
+            )));
         }
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                return Err(bad(format!("from {f} is after to {t}")));
+            }
+        }
+        let path = dir.join(&name);
+        // A symlink inside the directory must not lead out of it.
+        let inside = match (path.canonicalize(), dir.canonicalize()) {
+            (Ok(p), Ok(d)) => p.starts_with(d),
+            _ => return Err(Refusal::NotFound(name)),
+        };
+        if !inside {
+            return Err(bad(format!("source {name:?} leads outside the replay directory")));
+        }
+        if let Err(e) = recorded::detect(&path) {
+            return Err(bad(format!("source {name:?}: {e}")));
+        }
+        Ok(ReplayRequest { name, path, from, to, speed, symbols })
     }
-    let path = dir.join(&name);
-    // A symlink inside the directory must not lead out of it.
-    let inside = match (path.canonicalize(), dir.canonicalize()) {
-        (Ok(p), Ok(d)) => p.starts_with(d),
-        _ => return Err(refuse(StatusCode::NOT_FOUND, format!("no recording named {name:?} in the replay directory"))),
-    };
-    if !inside {
-        return Err(bad(format!("source {name:?} leads outside the replay directory")));
-    }
-    if let Err(e) = recorded::detect(&path) {
-        return Err(bad(format!("source {name:?}: {e}")));
-    }
-    Ok(ReplayRequest { name, path, from, to, speed, symbols })
 }
 
 /// One message from the producer.
@@ -239,18 +244,18 @@ impl ReplayDriver {
         !(self.paused || (self.idle && self.pending.is_empty()))
     }
 
-    /// Releases the frames that are due into `shared`'s outbox, waiting
+    /// Releases the frames that are due into the session's outbox, waiting
     /// for the next one's time or for the client to catch up. Cancel-safe:
     /// an unreleased frame stays pending.
-    pub async fn step(&mut self, shared: &SessionShared) {
+    pub async fn step(&mut self, outbox: &Outbox) {
         loop {
-            if shared.queued_bytes() > OUTBOX_MARK {
-                self.flush(shared);
+            if outbox.queued_bytes() > OUTBOX_MARK {
+                self.flush(outbox);
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
             let Some(front) = self.pending.front() else {
-                self.flush(shared);
+                self.flush(outbox);
                 match self.rx.recv().await {
                     Some(batch) => {
                         let gen = self.gen;
@@ -263,7 +268,7 @@ impl ReplayDriver {
             if let Produced::Frame { ts_pace, market: true, .. } = front {
                 if let Some(due) = self.pacer.due(*ts_pace, Instant::now().into_std()) {
                     if !self.out.is_empty() {
-                        self.flush(shared);
+                        self.flush(outbox);
                     }
                     tokio::time::sleep_until(due.into()).await;
                 }
@@ -273,24 +278,24 @@ impl ReplayDriver {
                 Some(Produced::End { frame, .. }) => {
                     self.out.push(frame);
                     self.idle = true;
-                    self.flush(shared);
+                    self.flush(outbox);
                     return;
                 }
                 None => {}
             }
             if self.out.len() >= BATCH {
-                self.flush(shared);
+                self.flush(outbox);
                 return;
             }
         }
     }
 
-    fn flush(&mut self, shared: &SessionShared) {
+    fn flush(&mut self, outbox: &Outbox) {
         if self.out.is_empty() {
             return;
         }
         let bytes = self.out.iter().map(Bytes::len).sum();
-        shared.push_data(&mut self.out, bytes, crate::tick::now_ns());
+        outbox.push_data(&mut self.out, bytes, now_ns());
         self.out.clear();
     }
 
@@ -309,7 +314,7 @@ impl ReplayDriver {
         encode_frame(self.encoding, msg, &mut Vec::new())
     }
 
-    fn apply(&mut self, payload: &[u8]) -> Result<&'static str, (ClientError, String)> {
+    fn apply(&mut self, payload: &[u8]) -> Result<&'static str, (ErrorCode, String)> {
         let control = parse_control(payload).map_err(|e| (e.kind, e.message))?;
         match control {
             ReplayControl::Pause => self.paused = true,
@@ -358,35 +363,34 @@ impl ReplayControl {
 }
 
 /// Parses a replay session's control message (a JSON object).
-pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, crate::session::RequestError> {
-    use crate::session::RequestError;
+pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, RequestError> {
     let err = |kind, message: String| RequestError { kind, message };
-    let (obj, op) = crate::session::parse_envelope(payload)?;
+    let (obj, op) = parse_envelope(payload)?;
     match op.as_str() {
         "pause" => Ok(ReplayControl::Pause),
         "resume" => Ok(ReplayControl::Resume),
         "speed" => match obj.get("value") {
-            Some(Value::Number(n)) => n.to_string().parse::<Speed>(),
-            Some(Value::String(s)) => s.parse::<Speed>(),
+            Some(Value::Number(n)) => n.to_string().parse::<Speed>().map_err(|e| e.to_string()),
+            Some(Value::String(s)) => s.parse::<Speed>().map_err(|e| e.to_string()),
             _ => Err("speed needs \"value\": a factor such as 10, or \"max\"".to_owned()),
         }
         .map(ReplayControl::Speed)
-        .map_err(|e| err(ClientError::BadRequest, e)),
+        .map_err(|e| err(ErrorCode::BadRequest, e)),
         "seek" => match obj.get("ts") {
             Some(Value::Number(n)) => n.as_u64().ok_or_else(|| "ts must be a non-negative integer".to_owned()),
-            Some(Value::String(s)) => parse_event_time(s),
+            Some(Value::String(s)) => parse_event_time(s).map_err(|e| e.to_string()),
             _ => Err("seek needs \"ts\": an event time, ns since the Unix epoch or RFC 3339".to_owned()),
         }
         .map(ReplayControl::Seek)
-        .map_err(|e| err(ClientError::BadRequest, e)),
+        .map_err(|e| err(ErrorCode::BadRequest, e)),
         "subscribe" | "unsubscribe" => Err(err(
-            ClientError::BadRequest,
+            ErrorCode::BadRequest,
             "a replay session carries the symbols= of its URL; subscribe on /ws for live data".into(),
         )),
         other => {
             let other: String = other.chars().take(64).collect();
             Err(err(
-                ClientError::UnknownOp,
+                ErrorCode::UnknownOp,
                 format!("unknown op {other:?}: valid ops in a replay session are pause, resume, speed, seek"),
             ))
         }
@@ -582,23 +586,29 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("day.gz"), b"1 {}\n").unwrap();
         std::fs::write(dir.join("notes.txt"), b"hello").unwrap();
-        let status = |q: &str| parse_request(Some(&dir), Some(q)).map(|_| ()).map_err(|r| r.status);
+        let status = |q: &str| {
+            ReplayRequest::from_query(Some(&dir), Some(q)).map(|_| ()).map_err(|r| match r {
+                Refusal::Off | Refusal::NotFound(_) => 404,
+                Refusal::BadRequest(_) => 400,
+            })
+        };
         assert_eq!(status("source=day.gz&speed=10&from=5&to=9&symbols=A,B"), Ok(()));
-        let ok = parse_request(Some(&dir), Some("source=day.gz&symbols=BTCUSDT%2CETHUSDT&speed=max")).unwrap();
+        let ok =
+            ReplayRequest::from_query(Some(&dir), Some("source=day.gz&symbols=BTCUSDT%2CETHUSDT&speed=max")).unwrap();
         assert_eq!(ok.speed, Speed::Max);
         assert_eq!(ok.symbols.unwrap().len(), 2);
         for q in ["source=../etc/passwd", "source=%2Fetc%2Fpasswd", "source=a/b", "source=..", "source=.hidden"] {
-            assert_eq!(status(q), Err(StatusCode::BAD_REQUEST), "{q}");
+            assert_eq!(status(q), Err(400), "{q}");
         }
-        assert_eq!(status("source=nope.gz"), Err(StatusCode::NOT_FOUND));
-        assert_eq!(status("source=notes.txt"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(status("speed=2"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(status("source=day.gz&speed=fast"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(status("source=day.gz&from=9&to=5"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(status("source=day.gz&bogus=1"), Err(StatusCode::BAD_REQUEST));
-        let off = parse_request(None, Some("source=day.gz")).unwrap_err();
-        assert_eq!(off.status, StatusCode::NOT_FOUND);
-        assert!(off.message.contains("--replay-dir"));
+        assert_eq!(status("source=nope.gz"), Err(404));
+        assert_eq!(status("source=notes.txt"), Err(400));
+        assert_eq!(status("speed=2"), Err(400));
+        assert_eq!(status("source=day.gz&speed=fast"), Err(400));
+        assert_eq!(status("source=day.gz&from=9&to=5"), Err(400));
+        assert_eq!(status("source=day.gz&bogus=1"), Err(400));
+        let off = ReplayRequest::from_query(None, Some("source=day.gz")).unwrap_err();
+        assert_eq!(off, Refusal::Off);
+        assert!(off.to_string().contains("--replay-dir"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -38,14 +38,14 @@ use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Role, WebSocketError}
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::codec;
 use crate::metrics::Metrics;
-use crate::session::SessionShared;
+use crate::outbox::Outbox;
+use crate::wire;
 
 /// What one read returns: the reader back (to keep or drop) and the frame.
 type ReadOutcome = (Reader, Result<Frame<'static>, WebSocketError>);
 
-/// Bytes in and frames out of the current reader, shared with its stream
+/// Bytes in and frames out of the current reader, outbox with its stream
 /// (inside fastwebsockets) and its reply hook.
 #[derive(Default)]
 struct Counts {
@@ -81,7 +81,7 @@ fn wire_len(payload_len: usize) -> u64 {
 pub struct Inbound {
     state: State,
     socket: Arc<TcpStream>,
-    shared: Arc<SessionShared>,
+    outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     max_message_bytes: usize,
     /// Bytes the HTTP layer read past the handshake, for the first reader.
@@ -107,11 +107,11 @@ impl Inbound {
     pub fn new(
         socket: Arc<TcpStream>,
         leftover: Bytes,
-        shared: Arc<SessionShared>,
+        outbox: Arc<Outbox>,
         metrics: Arc<Metrics>,
         max_message_bytes: usize,
     ) -> Inbound {
-        Inbound { state: State::Idle, socket, shared, metrics, max_message_bytes, leftover }
+        Inbound { state: State::Idle, socket, outbox, metrics, max_message_bytes, leftover }
     }
 
     /// The next text, binary, pong or close frame from the client. Pings
@@ -131,7 +131,7 @@ impl Inbound {
                     }
                     let reader = self.reader();
                     self.metrics.read_buffers.fetch_add(1, Ordering::Relaxed);
-                    self.state = State::Reading(Box::pin(read(reader, self.shared.clone())));
+                    self.state = State::Reading(Box::pin(read(reader, self.outbox.clone())));
                 }
                 State::Reading(read_fut) => {
                     let (reader, result) = read_fut.await;
@@ -139,7 +139,7 @@ impl Inbound {
                         self.metrics.read_buffers.fetch_sub(1, Ordering::Relaxed);
                         State::Idle
                     } else {
-                        State::Reading(Box::pin(read(reader, self.shared.clone())))
+                        State::Reading(Box::pin(read(reader, self.outbox.clone())))
                     };
                     return result;
                 }
@@ -168,18 +168,18 @@ impl Drop for Inbound {
     }
 }
 
-/// One frame from `reader`; the obligated replies go to `shared`'s queue.
-async fn read(mut reader: Reader, shared: Arc<SessionShared>) -> ReadOutcome {
+/// One frame from `reader`; the obligated replies go to `outbox`'s queue.
+async fn read(mut reader: Reader, outbox: Arc<Outbox>) -> ReadOutcome {
     let counts = reader.counts.clone();
     let mut send_fn = move |frame: Frame<'_>| {
         // A ping's pong and a close's echo carry the payload they answer,
         // so they tell the size of the frame consumed.
         counts.frame(frame.payload.len());
-        let bytes = codec::frame(frame.opcode, &frame.payload);
+        let bytes = wire::frame(frame.opcode, &frame.payload);
         if frame.opcode == OpCode::Close {
-            shared.close(bytes);
+            outbox.close(bytes);
         } else {
-            shared.push_control(bytes);
+            outbox.push_control(bytes);
         }
         std::future::ready(Ok::<(), io::Error>(()))
     };
@@ -196,7 +196,7 @@ async fn read(mut reader: Reader, shared: Arc<SessionShared>) -> ReadOutcome {
 /// The socket as fastwebsockets reads it: first the handshake leftover,
 /// then the socket, counting what it hands over. The writer task writes to
 /// the same socket at the same time: both only need `&TcpStream`
-/// (readiness plus `try_*` calls), so it is shared, not split.
+/// (readiness plus `try_*` calls), so it is outbox, not split.
 struct Counted {
     leftover: Bytes,
     socket: Arc<TcpStream>,

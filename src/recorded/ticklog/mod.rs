@@ -35,8 +35,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::recorded::{Event, Format, Gap, Source, SourceError};
-use crate::tick::{BookDelta, Level, Quote, Side, Trade, Update};
+use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
+use crate::recorded::source::{Event, Format, Gap, Source, SourceError};
 
 /// First bytes of every segment file.
 pub const MAGIC: [u8; 8] = *b"TICKLOG\0";
@@ -466,7 +466,7 @@ impl Segment {
         let path = dir.join(segment_file_name(index));
         let io = |e| io_error(&path, e);
         let mut file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io)?;
-        file.write_all(&encode_header(index, crate::tick::now_ns())).map_err(io)?;
+        file.write_all(&encode_header(index, crate::model::now_ns())).map_err(io)?;
         if fsync != Fsync::Never {
             sync_dir(dir).map_err(|e| io_error(dir, e))?;
         }
@@ -1030,7 +1030,7 @@ mod tests {
             let path = std::env::temp_dir().join(format!(
                 "tickcast-ticklog-{tag}-{}-{}-{n}",
                 std::process::id(),
-                crate::tick::now_ns()
+                crate::model::now_ns()
             ));
             let _ = fs::remove_dir_all(&path);
             fs::create_dir_all(&path).unwrap();

@@ -15,7 +15,7 @@
 //! Per tick: one topic update, then for each encoding that has subscribers
 //! one encode and one frame allocation, then one `Bytes` clone (a reference
 //! count) per subscriber into a staging `Vec` whose capacity is reused.
-//! Per write of a session (see [`Engine::flush`]: once the feed's burst is
+//! Per write of a session (see `Engine::flush`: once the feed's burst is
 //! in, and at most once per interval on average): one short lock to move
 //! its staged frames to the outbox, and one writer wake-up if the outbox
 //! was empty. The engine never touches a socket and never waits on a
@@ -31,12 +31,12 @@
 //! # Slow consumers: the ladder
 //! Checked per session where its frames are staged, once per flush, from
 //! the exact count of bytes queued and not yet accepted by its socket
-//! ([`SessionShared::queued_bytes`]) plus the frames staged for it:
+//! ([`Outbox::queued_bytes`]) plus the frames staged for it:
 //!
 //! 1. At or below `--conflate-above`, every update is delivered.
 //! 2. Above it the session is *conflating*: nothing more is staged for it.
 //!    Each update of a subscribed symbol only bumps that symbol's one
-//!    [`Missed`] record (seq range and counts by kind); the newest state is
+//!    `Missed` record (seq range and counts by kind); the newest state is
 //!    the topic's own, so quotes are replaced, book changes fold into the
 //!    book, and trades, which cannot be merged, are counted as dropped.
 //!    Once the queue drains to half the mark, the engine stages a
@@ -79,6 +79,8 @@
 //! the engine's answer before reading the next frame), plus its register
 //! and deregister.
 
+pub mod topic;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,12 +90,13 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use crate::codec::{encode_frame, Encoding, ServerMessage, Skipped};
-use crate::metrics::{ClientError, Metrics};
+use crate::metrics::Metrics;
+use crate::model::{now_ns, SymbolTable, Tick, UpdateKind};
+use crate::outbox::{Outbox, SlowMode};
+use crate::record::RecordTap;
 use crate::ring::TickRing;
-use crate::session::SessionShared;
-use crate::tick::{SymbolTable, Tick, UpdateKind};
-use crate::topic::{SlotId, Topic};
+use crate::wire::{close_code, close_frame, encode_frame, Encoding, ErrorCode, ServerMessage, Skipped};
+use topic::{SlotId, Topic};
 
 /// Most ticks taken from the ring before staged frames are flushed to
 /// sessions. Bounds the latency batching adds (a few hundred µs at most)
@@ -123,7 +126,7 @@ const ACTIVE_FRAMES_PER_MS: f32 = 0.1;
 /// `--write-budget`). A write costs 5-7 µs of CPU whatever it carries
 /// (mostly the kernel's TCP path), so with many active sessions the
 /// interval stretches until their writes fit the budget: each write then
-/// carries more updates. See [`Engine::flush`].
+/// carries more updates. See `Engine::flush`.
 #[derive(Clone, Copy, Debug)]
 pub struct Coalescing {
     /// Least time between two writes to one busy session.
@@ -269,19 +272,6 @@ impl SlowConsumerPolicy {
     }
 }
 
-/// What a client asked for at the handshake (`?slow=`) when it falls
-/// behind. Both stay within the operator's [`SlowConsumerPolicy`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SlowMode {
-    /// Conflate above `--conflate-above`, recover with `conflated` and
-    /// snapshots (the default).
-    #[default]
-    Conflate,
-    /// Close with 1008 "slow consumer" above `--conflate-above`: for
-    /// clients that would rather reconnect than see conflated data.
-    Disconnect,
-}
-
 /// One symbol's updates held back from a conflating session.
 struct Missed {
     topic: u32,
@@ -295,8 +285,8 @@ struct Missed {
 pub enum Command {
     /// A new session: give it a slot.
     Register {
-        /// The session's shared half.
-        session: Arc<SessionShared>,
+        /// The session's outbox.
+        outbox: Arc<Outbox>,
     },
     /// Subscribe to symbols (`"*"` = every symbol, now and later).
     Subscribe {
@@ -342,7 +332,7 @@ impl EngineHandle {
 
 /// A session as the engine sees it.
 struct Slot {
-    session: Arc<SessionShared>,
+    outbox: Arc<Outbox>,
     encoding: Encoding,
     /// Topics this session is subscribed to.
     topics: Vec<u32>,
@@ -426,7 +416,7 @@ pub struct Engine {
     skipped: [u64; 3],
     scratch: Vec<u8>,
     /// The recorder's queue, with `--record`.
-    record: Option<crate::record::RecordTap>,
+    record: Option<RecordTap>,
     /// Sessions that were active at their last flush.
     active: usize,
     /// The clock at the start of this pass of the loop.
@@ -483,7 +473,7 @@ impl Engine {
 
     /// Hands every sequenced tick to the recorder (`--record`), once per
     /// batch and without waiting (see [`crate::record`]).
-    pub fn with_recorder(mut self, tap: crate::record::RecordTap) -> Engine {
+    pub fn with_recorder(mut self, tap: RecordTap) -> Engine {
         self.record = Some(tap);
         self
     }
@@ -571,11 +561,11 @@ impl Engine {
 
     fn handle(&mut self, command: Command) {
         match command {
-            Command::Register { session } => {
+            Command::Register { outbox } => {
                 let now = Instant::now();
                 let slot = Slot {
-                    encoding: session.encoding,
-                    session: session.clone(),
+                    encoding: outbox.encoding,
+                    outbox: outbox.clone(),
                     topics: Vec::new(),
                     wildcard: false,
                     staged: Vec::new(),
@@ -584,7 +574,7 @@ impl Engine {
                     last_flush: now,
                     rate_per_ms: 0.0,
                     active: false,
-                    mode: session.slow,
+                    mode: outbox.slow,
                     conflating: false,
                     missed: Vec::new(),
                     missed_at: HashMap::new(),
@@ -592,7 +582,7 @@ impl Engine {
                 };
                 // Spread sessions' phases evenly (golden-ratio sequence by
                 // session id; see `WriteGate`).
-                let pace = Pace::new(now, (session.id as f64 * 0.618_033_988_75).fract() as f32);
+                let pace = Pace::new(now, (outbox.id as f64 * 0.618_033_988_75).fract() as f32);
                 let id = match self.free_slots.pop() {
                     Some(id) => {
                         self.slots[id as usize] = Some(slot);
@@ -605,7 +595,7 @@ impl Engine {
                         (self.slots.len() - 1) as SlotId
                     }
                 };
-                self.slot_of.insert(session.id, id);
+                self.slot_of.insert(outbox.id, id);
             }
             Command::Subscribe { id, symbols, done } => {
                 if let Some(&slot) = self.slot_of.get(&id) {
@@ -762,7 +752,7 @@ impl Engine {
     }
 
     fn unknown_symbols(&mut self, slot: SlotId, unknown: &[&str]) {
-        self.metrics.client_error(ClientError::UnknownSymbol);
+        self.metrics.client_error(ErrorCode::UnknownSymbol);
         let shown: Vec<&str> = unknown.iter().take(20).copied().collect();
         let more = if unknown.len() > shown.len() {
             format!(" and {} more", unknown.len() - shown.len())
@@ -770,7 +760,7 @@ impl Engine {
             String::new()
         };
         let msg = ServerMessage::Error {
-            code: ClientError::UnknownSymbol.code().into(),
+            code: ErrorCode::UnknownSymbol.code().into(),
             message: format!("unknown symbol(s): {}{more}", shown.join(", ")).into(),
             symbols: unknown.iter().map(|&s| s.into()).collect(),
         };
@@ -782,7 +772,7 @@ impl Engine {
     fn stage_message(&mut self, slot: SlotId, msg: &ServerMessage<'_>) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         let frame = encode_frame(s.encoding, msg, &mut self.scratch);
-        s.session.push_control(frame);
+        s.outbox.push_control(frame);
     }
 
     /// Sequences one tick and stages its frames for every subscriber.
@@ -838,13 +828,13 @@ impl Engine {
         if std::mem::take(&mut s.behind) {
             self.behind.retain(|&b| b != slot);
         }
-        let session = s.session.clone();
-        session.set_conflating(false);
+        let outbox = s.outbox.clone();
+        outbox.set_conflating(false);
         self.unsubscribe_all(slot);
-        session.close(crate::codec::close_frame(crate::session::close_code::POLICY, "slow consumer"));
+        outbox.close(close_frame(close_code::POLICY, "slow consumer"));
         self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
-            session = session.id,
+            session = outbox.id,
             queued_bytes = queued,
             stalled_ms = stalled_ns / 1_000_000,
             "closed slow consumer (1008)"
@@ -856,7 +846,7 @@ impl Engine {
     /// session, every [`STALL_SWEEP`]), and stops counting sessions not
     /// flushed since the last sweep as active.
     fn sweep_stalled(&mut self) {
-        let now_ns = crate::tick::now_ns();
+        let now_ns = now_ns();
         let now = Instant::now();
         for slot in 0..self.slots.len() {
             let Some(s) = self.slots[slot].as_mut() else { continue };
@@ -866,9 +856,9 @@ impl Engine {
                 s.active = false;
                 self.active -= 1;
             }
-            let queued = s.session.queued_bytes();
-            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
-            if too_slow && !s.session.is_closing() {
+            let queued = s.outbox.queued_bytes();
+            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.outbox.last_progress_ns(), now_ns);
+            if too_slow && !s.outbox.is_closing() {
                 self.dirty.retain(|&d| d != slot as SlotId);
                 self.disconnect_slow(slot as SlotId, queued, stalled_ns);
             }
@@ -883,7 +873,7 @@ impl Engine {
     /// rest wait for the next drain.
     fn recover(&mut self) {
         let now = self.now;
-        let now_ns = crate::tick::now_ns();
+        let now_ns = now_ns();
         let low_water = self.slow.conflate_above / 2;
         // A quarter of the mark per release: low water plus one release
         // stays under the mark, so recovery itself never re-triggers it.
@@ -895,8 +885,8 @@ impl Engine {
                 self.behind.swap_remove(i);
                 continue;
             };
-            let queued = s.session.queued_bytes();
-            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
+            let queued = s.outbox.queued_bytes();
+            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.outbox.last_progress_ns(), now_ns);
             if too_slow {
                 self.disconnect_slow(slot, queued, stalled_ns);
                 continue; // disconnect_slow removed it from `behind`.
@@ -941,9 +931,9 @@ impl Engine {
             }
             if s.missed.is_empty() {
                 s.behind = false;
-                s.session.set_conflating(false);
+                s.outbox.set_conflating(false);
                 self.behind.swap_remove(i);
-                tracing::debug!(session = s.session.id, "slow consumer: caught up");
+                tracing::debug!(session = s.outbox.id, "slow consumer: caught up");
             } else {
                 i += 1;
             }
@@ -967,7 +957,7 @@ impl Engine {
         }
         let mut next: Option<Duration> = None;
         let mut i = 0;
-        let now_ns = crate::tick::now_ns();
+        let now_ns = now_ns();
         let interval = self.coalescing.interval_for(self.active);
         while i < self.dirty.len() {
             let slot = self.dirty[i];
@@ -988,8 +978,8 @@ impl Engine {
             let Some(s) = self.slots[slot as usize].as_mut() else { continue };
             // The slow-consumer checks run where the session is written: at
             // most an interval after it fell behind.
-            let queued = s.session.queued_bytes();
-            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.session.last_progress_ns(), now_ns);
+            let queued = s.outbox.queued_bytes();
+            let (too_slow, stalled_ns) = self.slow.stalled(queued, s.outbox.last_progress_ns(), now_ns);
             let too_big = queued + s.staged_bytes > self.slow.disconnect_above;
             // Only what the socket has not taken counts toward the mark: a
             // busy but healthy session may stage a full batch at once.
@@ -1002,13 +992,13 @@ impl Engine {
                 // What is staged still goes out (it is in order); from now
                 // on updates are held instead.
                 s.conflating = true;
-                s.session.set_conflating(true);
+                s.outbox.set_conflating(true);
                 if !s.behind {
                     s.behind = true;
                     self.behind.push(slot);
                 }
                 self.metrics.conflation_episodes.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(session = s.session.id, queued_bytes = queued, "slow consumer: conflating");
+                tracing::debug!(session = s.outbox.id, queued_bytes = queued, "slow consumer: conflating");
             }
             let active = s.rate_per_ms >= ACTIVE_FRAMES_PER_MS;
             if s.active != active {
@@ -1024,7 +1014,7 @@ impl Engine {
             let since_ms = now.saturating_duration_since(s.last_flush).as_secs_f32() * 1000.0;
             let decay = (since_ms / RATE_TAU_MS).min(1.0);
             s.rate_per_ms += s.staged.len() as f32 / RATE_TAU_MS.max(since_ms) - decay * s.rate_per_ms;
-            s.session.push_data(&mut s.staged, s.staged_bytes, now_ns);
+            s.outbox.push_data(&mut s.staged, s.staged_bytes, now_ns);
             s.staged_bytes = 0;
             s.dirty = false;
             s.last_flush = now;
@@ -1055,7 +1045,7 @@ mod tests {
 
     fn slot() -> Slot {
         Slot {
-            session: Arc::new(SessionShared::new(1, Encoding::Json, SlowMode::Conflate)),
+            outbox: Arc::new(Outbox::new(1, Encoding::Json, SlowMode::Conflate)),
             encoding: Encoding::Json,
             topics: Vec::new(),
             wildcard: false,

@@ -1,0 +1,585 @@
+//! The command line: the flag tree (clap derive), its validation into a
+//! [`Config`], and the tools that share the binary.
+//!
+//! Every tunable is a flag with an environment fallback, a stated default
+//! and a help line. [`ServeArgs::into_config`] reports every bad value at
+//! once, not just the first. This is the binary's edge: errors become the
+//! messages an operator reads here, and nowhere below.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
+use tickcast::engine::SlowConsumerPolicy;
+use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings};
+use tickcast::model::parse_event_time;
+use tickcast::record::RecordSettings;
+use tickcast::recorded::ticklog::{Fsync, WriterOptions};
+use tickcast::tools::{convert, inspect};
+
+/// `tickcast`: realtime market-data fan-out over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "tickcast", version, about, args_conflicts_with_subcommands = true, allow_negative_numbers = true)]
+pub struct Cli {
+    /// A tool to run instead of the server.
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+    /// Server flags (the default when no tool is named).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Tools shipped in the same binary.
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Load generator: N subscribers against a running server; reports
+    /// delivered msgs/s, latency percentiles and server CPU per message.
+    Bench(tickcast::bench::BenchArgs),
+    /// Convert a recording (Binance capture, DBN file) into a tick log.
+    Convert(ConvertArgs),
+    /// Summarize a recording: per symbol, counts by type, first and last
+    /// event time, and any seq or update-id gaps.
+    Inspect(InspectArgs),
+}
+
+/// A byte count that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ByteSizeError {
+    /// A suffix we do not know.
+    #[error("unknown unit {0:?} (examples: 65536, 256KiB, 8MiB)")]
+    Unit(String),
+    /// Not digits.
+    #[error("{0:?} is not a byte count (examples: 65536, 256KiB, 8MiB)")]
+    NotANumber(String),
+    /// More than fits in memory's address space.
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+}
+
+/// Parses a byte count: a plain integer, or one with a binary suffix
+/// (`256KiB`, `8MiB`, `1GiB`; `K`, `M`, `G` mean the same).
+pub fn byte_size(s: &str) -> Result<usize, ByteSizeError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" | "kiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        other => return Err(ByteSizeError::Unit(other.into())),
+    };
+    let n: usize = digits.parse().map_err(|_| ByteSizeError::NotANumber(s.into()))?;
+    n.checked_mul(1 << shift).ok_or_else(|| ByteSizeError::TooLarge(s.into()))
+}
+
+/// A duration that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (examples: 15s, 500ms, 1m)")]
+pub struct DurationError(humantime::DurationError);
+
+fn duration(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s).map_err(DurationError)
+}
+
+/// The server's flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address for HTTP and WebSocket clients (`/ws`, `/metrics`, `/healthz`).
+    #[arg(long, env = "TICKCAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Market-data source: `synthetic`; `tcp://IP:PORT` to listen for feed
+    /// handlers sending newline-delimited JSON ticks; or `replay:PATH` to
+    /// play back a recording (a tick log directory or segment, a Binance
+    /// capture, plain or gzip, or a DBN file, plain or zstd).
+    #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic")]
+    pub feed: String,
+
+    /// Replay feed: pace, as a factor of real time (`1`, `10`, `0.5`) or
+    /// `max` for as fast as the pipeline goes [default: 1].
+    #[arg(long, env = "TICKCAST_SPEED")]
+    pub speed: Option<String>,
+
+    /// Replay feed: start again from the beginning at the end.
+    #[arg(long = "loop", env = "TICKCAST_LOOP")]
+    pub looped: bool,
+
+    /// Replay feed: first event time to publish, ns since the Unix epoch or
+    /// RFC 3339. Earlier quotes and book changes are folded into the
+    /// starting state.
+    #[arg(long, env = "TICKCAST_FROM")]
+    pub from: Option<String>,
+
+    /// Replay feed: last event time to publish (inclusive), ns since the
+    /// Unix epoch or RFC 3339.
+    #[arg(long, env = "TICKCAST_TO")]
+    pub to: Option<String>,
+
+    /// Record every sequenced tick to a tick log in this directory
+    /// (created if missing; a torn tail from a crash is cut on start).
+    #[arg(long, env = "TICKCAST_RECORD")]
+    pub record: Option<PathBuf>,
+
+    /// Tick-log durability: `never` (the OS writes back), `always`
+    /// (fdatasync after every write), or an interval such as `1s`
+    /// (fdatasync at most that often). A process crash loses nothing
+    /// already written in any mode; this bounds what a power loss can.
+    #[arg(long, env = "TICKCAST_FSYNC", default_value = "1s")]
+    pub fsync: String,
+
+    /// Tick log: start a new segment file at this size.
+    #[arg(long, env = "TICKCAST_RECORD_SEGMENT_BYTES", default_value = "256MiB", value_parser = byte_size)]
+    pub record_segment_bytes: usize,
+
+    /// Tick log: start a new segment file at this age.
+    #[arg(long, env = "TICKCAST_RECORD_SEGMENT_AGE", default_value = "1h", value_parser = duration)]
+    pub record_segment_age: Duration,
+
+    /// Directory of recordings that `/replay?source=NAME` may open (only
+    /// plain names inside it). Without it `/replay` answers 404.
+    #[arg(long, env = "TICKCAST_REPLAY_DIR")]
+    pub replay_dir: Option<PathBuf>,
+
+    /// Most concurrent `/replay` sessions; more get HTTP 503.
+    #[arg(long, env = "TICKCAST_MAX_REPLAY_SESSIONS", default_value_t = 16)]
+    pub max_replay_sessions: usize,
+
+    /// Synthetic feed: number of symbols.
+    #[arg(long, env = "TICKCAST_SYMBOLS", default_value_t = 100)]
+    pub symbols: usize,
+
+    /// Synthetic feed: updates per second over all symbols.
+    #[arg(long, env = "TICKCAST_RATE", default_value_t = 10_000.0)]
+    pub rate: f64,
+
+    /// Synthetic feed: random seed, for reproducible markets.
+    #[arg(long, env = "TICKCAST_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Capacity of the ingest ring, in ticks. When full, the feed waits
+    /// (counted in tickcast_ring_full_total); nothing is dropped.
+    #[arg(long, env = "TICKCAST_RING_CAPACITY", default_value_t = tickcast::ring::DEFAULT_CAPACITY)]
+    pub ring_capacity: usize,
+
+    /// Writer threads that own the sockets' write side [default: number of cores].
+    #[arg(long, env = "TICKCAST_WRITERS")]
+    pub writers: Option<usize>,
+
+    /// Average time between two writes to one busy subscriber: updates that
+    /// arrive faster are coalesced into one vectored write. Writes happen
+    /// when the feed's current burst is in, so a subscriber touched only
+    /// now and then is written at once; one touched by every burst banks 2
+    /// to 3 writes and is then written once per interval. Trades up to
+    /// this much latency for far fewer system calls; 0 writes every engine
+    /// batch.
+    #[arg(long, env = "TICKCAST_FLUSH_INTERVAL", default_value = "1ms", value_parser = duration)]
+    pub flush_interval: Duration,
+
+    /// Socket writes per second the server aims to stay under across all
+    /// subscribers [default: 50000 per writer thread]. With more active
+    /// subscribers than this allows at --flush-interval, each is written
+    /// less often (at most every 10ms), so one write carries more updates:
+    /// a write costs several µs of CPU nearly whatever its size
+    /// (BENCHMARKS.md, "What one socket write costs").
+    #[arg(long, env = "TICKCAST_WRITE_BUDGET")]
+    pub write_budget: Option<u64>,
+
+    /// Bytes queued for one subscriber (not yet accepted by its socket)
+    /// above which it stops receiving every update: each symbol's updates
+    /// are conflated into one fresh snapshot, sent (after a `conflated`
+    /// message naming what was skipped) once the queue drains below half
+    /// this mark. A client that chose `?slow=disconnect` is closed instead.
+    #[arg(long, env = "TICKCAST_CONFLATE_ABOVE", default_value = "256KiB", value_parser = byte_size)]
+    pub conflate_above: usize,
+
+    /// Bytes queued for one subscriber above which it is closed with 1008
+    /// "slow consumer" and its queue freed.
+    #[arg(long, env = "TICKCAST_DISCONNECT_ABOVE", default_value = "8MiB", value_parser = byte_size)]
+    pub disconnect_above: usize,
+
+    /// A subscriber with data queued whose socket accepts no byte for this
+    /// long is closed with 1008 "slow consumer".
+    #[arg(long, env = "TICKCAST_SLOW_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub slow_timeout: Duration,
+
+    /// Book levels per side in snapshots.
+    #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value_t = 10)]
+    pub book_depth: usize,
+
+    /// Most symbols the server will carry (bounds memory against a runaway feed).
+    #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = 100_000)]
+    pub max_symbols: usize,
+
+    /// Most concurrent WebSocket sessions; more get HTTP 503.
+    #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Largest client message in bytes; larger ones get close code 1009.
+    #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Interval between server pings.
+    #[arg(long, env = "TICKCAST_PING_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub ping_interval: Duration,
+
+    /// A connection that sends no pong this long after a ping is closed (1008).
+    #[arg(long, env = "TICKCAST_PONG_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub pong_timeout: Duration,
+
+    /// On SIGINT/SIGTERM: time allowed to flush close frames before exit.
+    #[arg(long, env = "TICKCAST_SHUTDOWN_GRACE", default_value = "1500ms", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter, e.g. `info`, `tickcast=debug` (RUST_LOG syntax).
+    #[arg(long, env = "TICKCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl ServeArgs {
+    /// Validates every flag and reports all problems at once.
+    pub fn into_config(self) -> Result<Config, Vec<String>> {
+        let writers = self.writers.unwrap_or_else(default_writers);
+        let write_budget = self.write_budget.unwrap_or(WRITE_BUDGET_PER_WRITER * writers.max(1) as u64);
+        let mut errors = self.range_errors(writers, write_budget);
+        let feed = self.feed.parse::<FeedSpec>().map_err(|e| errors.push(e.to_string())).ok();
+        let replay = self.replay_options(feed.as_ref(), &mut errors);
+        let record = self.record_settings(&mut errors);
+        if let Some(dir) = &self.replay_dir {
+            if !dir.is_dir() {
+                errors.push(format!("--replay-dir {}: not a directory", dir.display()));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            errors.push(format!("--log {:?}: {e}", self.log));
+        }
+        match feed {
+            Some(feed) if errors.is_empty() => Ok(Config {
+                listen: self.listen,
+                feed,
+                synthetic: SyntheticSettings { symbols: self.symbols, rate: self.rate, seed: self.seed },
+                replay,
+                record,
+                replay_dir: self.replay_dir,
+                max_replay_sessions: self.max_replay_sessions,
+                ring_capacity: self.ring_capacity,
+                writers,
+                flush_interval: self.flush_interval,
+                write_budget,
+                slow: SlowConsumerPolicy {
+                    conflate_above: self.conflate_above,
+                    disconnect_above: self.disconnect_above,
+                    slow_timeout: self.slow_timeout,
+                },
+                book_depth: self.book_depth,
+                max_symbols: self.max_symbols,
+                max_connections: self.max_connections,
+                max_message_bytes: self.max_message_bytes,
+                ping_interval: self.ping_interval,
+                pong_timeout: self.pong_timeout,
+                shutdown_grace: self.shutdown_grace,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Every flag with a range, checked in one table: each entry is whether
+    /// the value is acceptable and what to say if not.
+    fn range_errors(&self, writers: usize, write_budget: u64) -> Vec<String> {
+        let ms = Duration::from_millis;
+        let checks = [
+            ((1..=100_000).contains(&self.symbols), format!("--symbols {}: must be 1 to 100000", self.symbols)),
+            (
+                self.rate.is_finite() && self.rate > 0.0 && self.rate <= 50_000_000.0,
+                format!("--rate {}: must be > 0 and at most 50000000 updates/s", self.rate),
+            ),
+            (
+                (16..=1 << 24).contains(&self.ring_capacity),
+                format!("--ring-capacity {}: must be 16 to 16777216 ticks", self.ring_capacity),
+            ),
+            ((1..=256).contains(&writers), format!("--writers {writers}: must be 1 to 256")),
+            (
+                (1_000..=1_000_000_000).contains(&write_budget),
+                format!("--write-budget {write_budget}: must be 1000 to 1000000000 writes/s"),
+            ),
+            ((1..=1000).contains(&self.book_depth), format!("--book-depth {}: must be 1 to 1000", self.book_depth)),
+            (
+                (1..=10_000_000).contains(&self.max_symbols),
+                format!("--max-symbols {}: must be 1 to 10000000", self.max_symbols),
+            ),
+            (
+                self.symbols <= self.max_symbols,
+                format!("--symbols {} exceeds --max-symbols {}", self.symbols, self.max_symbols),
+            ),
+            (
+                (1..=1_000_000).contains(&self.max_connections),
+                format!("--max-connections {}: must be 1 to 1000000", self.max_connections),
+            ),
+            (
+                (128..=16 << 20).contains(&self.max_message_bytes),
+                format!("--max-message-bytes {}: must be 128 to 16777216", self.max_message_bytes),
+            ),
+            (
+                self.ping_interval >= ms(100),
+                format!("--ping-interval {:?}: must be at least 100ms", self.ping_interval),
+            ),
+            (self.pong_timeout >= ms(100), format!("--pong-timeout {:?}: must be at least 100ms", self.pong_timeout)),
+            (
+                (64 * 1024..=1 << 30).contains(&self.disconnect_above),
+                format!("--disconnect-above {}: must be 65536 to 1073741824 bytes", self.disconnect_above),
+            ),
+            (
+                (64 * 1024..=self.disconnect_above).contains(&self.conflate_above),
+                format!(
+                    "--conflate-above {}: must be 65536 bytes to --disconnect-above ({}); equal to it turns conflation off",
+                    self.conflate_above, self.disconnect_above
+                ),
+            ),
+            (self.slow_timeout >= ms(100), format!("--slow-timeout {:?}: must be at least 100ms", self.slow_timeout)),
+            (
+                self.flush_interval <= ms(100),
+                format!("--flush-interval {:?}: must be at most 100ms", self.flush_interval),
+            ),
+            (
+                self.shutdown_grace <= Duration::from_secs(60),
+                format!("--shutdown-grace {:?}: must be at most 60s", self.shutdown_grace),
+            ),
+            (
+                (1 << 20..=1 << 40).contains(&self.record_segment_bytes),
+                format!("--record-segment-bytes {}: must be 1MiB to 1TiB", self.record_segment_bytes),
+            ),
+            (
+                self.record_segment_age >= Duration::from_secs(1),
+                format!("--record-segment-age {:?}: must be at least 1s", self.record_segment_age),
+            ),
+            (
+                (1..=10_000).contains(&self.max_replay_sessions),
+                format!("--max-replay-sessions {}: must be 1 to 10000", self.max_replay_sessions),
+            ),
+        ];
+        checks.into_iter().filter(|(ok, _)| !ok).map(|(_, message)| message).collect()
+    }
+
+    /// `--speed`, `--loop`, `--from` and `--to`, which only a replay feed takes.
+    fn replay_options(&self, feed: Option<&FeedSpec>, errors: &mut Vec<String>) -> ReplayOptions {
+        let is_replay = matches!(feed, Some(FeedSpec::Replay(_)));
+        for (flag, set) in [
+            ("--speed", self.speed.is_some()),
+            ("--loop", self.looped),
+            ("--from", self.from.is_some()),
+            ("--to", self.to.is_some()),
+        ] {
+            if set && !is_replay && feed.is_some() {
+                errors.push(format!("{flag} applies only to --feed replay:PATH"));
+            }
+        }
+        let speed = self.speed.as_deref().unwrap_or("1").parse::<Speed>().unwrap_or_else(|e| {
+            errors.push(format!("--{e}"));
+            Speed::Max
+        });
+        let mut event_time = |flag: &str, value: &Option<String>| {
+            let parsed = parse_event_time(value.as_deref()?);
+            parsed.map_err(|e| errors.push(format!("{flag}: {e}"))).ok()
+        };
+        let from = event_time("--from", &self.from);
+        let to = event_time("--to", &self.to);
+        if let (Some(f), Some(t)) = (from, to) {
+            if f > t {
+                errors.push(format!("--from {f} is after --to {t}"));
+            }
+        }
+        ReplayOptions { speed, looped: self.looped, from, to }
+    }
+
+    /// `--record` and how the tick log is written.
+    fn record_settings(&self, errors: &mut Vec<String>) -> Option<RecordSettings> {
+        let fsync = self.fsync.parse::<Fsync>().unwrap_or_else(|e| {
+            errors.push(format!("--fsync: {e}"));
+            Fsync::Never
+        });
+        let options = WriterOptions {
+            segment_bytes: self.record_segment_bytes as u64,
+            segment_age: self.record_segment_age,
+            fsync,
+        };
+        self.record.clone().map(|dir| RecordSettings { dir, options })
+    }
+}
+
+/// `tickcast convert IN OUT`.
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// The recording to read: a Binance capture (plain or gzip), a DBN file
+    /// (plain or zstd) or a tick log.
+    pub input: PathBuf,
+    /// The tick-log directory to write (created; must not already hold a
+    /// tick log).
+    pub output: PathBuf,
+    /// Start a new segment file at this size.
+    #[arg(long, default_value = "256MiB", value_parser = byte_size)]
+    pub segment_bytes: usize,
+}
+
+/// `tickcast inspect FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// The recording: a tick log (directory or segment), a Binance capture
+    /// or a DBN file.
+    pub path: PathBuf,
+    /// Print JSON instead of a table (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// Most gaps listed per symbol (all are counted).
+    #[arg(long, default_value_t = 20)]
+    pub max_gaps: usize,
+}
+
+/// Runs `tickcast convert`.
+pub fn run_convert(args: ConvertArgs) -> ExitCode {
+    match convert::convert_to_ticklog(&args.input, &args.output, args.segment_bytes as u64) {
+        Ok(report) => {
+            eprintln!(
+                "tickcast convert: {} events of {} symbols from {} to {} in {:.2}s ({:.0} events/s)",
+                report.events,
+                report.symbols,
+                args.input.display(),
+                args.output.display(),
+                report.elapsed.as_secs_f64(),
+                report.events as f64 / report.elapsed.as_secs_f64().max(1e-9)
+            );
+            if report.gaps > 0 {
+                eprintln!(
+                    "tickcast convert: the input has {} id gaps (kept as they are; `tickcast inspect` lists them)",
+                    report.gaps
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tickcast convert: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `tickcast inspect`.
+pub fn run_inspect(args: InspectArgs) -> ExitCode {
+    let summary = match inspect::summarize(&args.path, args.max_gaps) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tickcast inspect: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = if args.json {
+        match serde_json::to_string_pretty(&summary) {
+            Ok(text) => text + "\n",
+            Err(e) => {
+                eprintln!("tickcast inspect: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        inspect::table(&summary)
+    };
+    // One write at the end, and a closed pipe (`| head`) is not an error:
+    // `println!` would panic on it.
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("tickcast inspect: cannot write the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match &summary.error {
+        Some(e) => {
+            eprintln!("tickcast inspect: stopped at a bad record: {e}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, Vec<String>> {
+        let cli = Cli::try_parse_from(std::iter::once("tickcast").chain(args.iter().copied())).expect("clap parse");
+        cli.serve.into_config()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.feed, FeedSpec::Synthetic);
+        assert_eq!(c.ping_interval, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let errors =
+            parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--book-depth", "0"])
+                .unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));
+        assert!(errors.iter().any(|e| e.contains("udp://x")));
+    }
+
+    #[test]
+    fn the_write_budget_defaults_per_writer_and_is_bounded() {
+        assert_eq!(parse(&["--writers", "3"]).unwrap().write_budget, 3 * WRITE_BUDGET_PER_WRITER);
+        assert_eq!(parse(&["--write-budget", "250000"]).unwrap().write_budget, 250_000);
+        let errors = parse(&["--write-budget", "10"]).unwrap_err();
+        assert!(errors[0].starts_with("--write-budget 10: must be 1000"), "{errors:?}");
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_suffixes() {
+        assert_eq!(byte_size("65536"), Ok(65536));
+        assert_eq!(byte_size("256KiB"), Ok(256 << 10));
+        assert_eq!(byte_size("8MiB"), Ok(8 << 20));
+        assert_eq!(byte_size("1G"), Ok(1 << 30));
+        assert!(byte_size("8MB").unwrap_err().to_string().contains("unknown unit"));
+        assert!(byte_size("lots").is_err());
+        assert!(byte_size("99999999999999999999G").is_err());
+        let c = parse(&["--conflate-above", "64KiB", "--disconnect-above", "1MiB"]).unwrap();
+        assert_eq!((c.slow.conflate_above, c.slow.disconnect_above), (64 << 10, 1 << 20));
+        let errors = parse(&["--conflate-above", "16MiB"]).unwrap_err();
+        assert!(errors[0].starts_with("--conflate-above 16777216"), "{errors:?}");
+    }
+
+    #[test]
+    fn replay_and_record_flags_are_checked() {
+        let c =
+            parse(&["--feed", "replay:x.gz", "--speed", "max", "--loop", "--from", "2024-08-08T23:55:00Z"]).unwrap();
+        assert_eq!(c.feed, FeedSpec::Replay("x.gz".into()));
+        assert_eq!(c.replay.speed, Speed::Max);
+        assert!(c.replay.looped);
+        assert_eq!(c.replay.from, Some(1_723_161_300_000_000_000));
+        let errors = parse(&["--speed", "10"]).unwrap_err();
+        assert_eq!(errors, ["--speed applies only to --feed replay:PATH"]);
+        let errors = parse(&["--feed", "replay:x", "--speed", "warp", "--from", "9", "--to", "8"]).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--speed \"warp\"")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("is after --to")), "{errors:?}");
+        let errors = parse(&["--fsync", "sometimes", "--replay-dir", "/no/such/dir"]).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--fsync: invalid fsync policy \"sometimes\"")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("not a directory")), "{errors:?}");
+        let c = parse(&["--record", "/tmp/x", "--fsync", "always"]).unwrap();
+        assert_eq!(c.record.unwrap().options.fsync, Fsync::Always);
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_by_the_parser() {
+        assert!(Cli::try_parse_from(["tickcast", "--ping-interval", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["tickcast", "--symbols", "many"]).is_err());
+        assert!(Cli::try_parse_from(["tickcast", "--listen", "nowhere"]).is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The per-session outbox: frames queued for one socket, with an exact
+//! count of the bytes not yet written, and the client's slow-consumer mode.
+//!
+//! In: data frames from the engine (once per flush) or a replay driver, and
+//! control frames from the session. Out: frames, in order, to the session's
+//! writer.
+//!
+//! Every session has one: frames queued for the socket
+//! and an exact count of the bytes queued and not yet written (including
+//! the writer's in-flight frames). The engine adds to it under a short
+//! `parking_lot` lock, once per batch; the writer subtracts as bytes reach
+//! the kernel. Nothing here waits on a socket, so a slow reader never slows
+//! the engine: the slow-consumer ladder (conflate, then disconnect) reads
+//! [`Outbox::queued_bytes`] where the engine stages frames.
+//!
+//! Ordering: market data, snapshots and `conflated` messages share the data
+//! queue, in the order the engine produced them. Control traffic (pings,
+//! pongs, acks, errors) goes in the control queue, which the writer puts
+//! ahead of queued data at the next frame boundary, so a backlog of market
+//! data never delays it and the ladder never drops it. A close frame is
+//! written after the control frames; queued data behind it is discarded.
+//!
+//!
+//! Imports: [`crate::model`] and [`crate::wire`] only. The engine fills
+//! outboxes without knowing anything else of sessions or sockets.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::model::now_ns;
+use crate::wire::Encoding;
+
+/// What a client asked for at the handshake (`?slow=`) when it falls
+/// behind. Both stay within the operator's slow-consumer policy
+/// (`crate::engine::SlowConsumerPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SlowMode {
+    /// Conflate above `--conflate-above`, recover with `conflated` and
+    /// snapshots (the default).
+    #[default]
+    Conflate,
+    /// Close with 1008 "slow consumer" above `--conflate-above`: for
+    /// clients that would rather reconnect than see conflated data.
+    Disconnect,
+}
+
+/// One session's outbox, shared by its reader, its writer and the engine.
+pub struct Outbox {
+    /// Server-unique id, for logs and engine bookkeeping.
+    pub id: u64,
+    /// The encoding this client chose at the handshake.
+    pub encoding: Encoding,
+    /// What the client wants when it falls behind (`?slow=`).
+    pub slow: SlowMode,
+    /// Set by the engine while the session is conflating (for gauges).
+    conflating: AtomicBool,
+    queues: Mutex<Queues>,
+    /// Bytes queued and not yet written, exact.
+    queued_bytes: AtomicUsize,
+    /// Wakes the writer when the outbox goes from empty to non-empty.
+    notify: Notify,
+    /// Set once a close frame is queued: no more frames are accepted.
+    closing: AtomicBool,
+    /// Wakes the session's reader when someone else (the engine's
+    /// slow-consumer policy) closes the session.
+    closed: Notify,
+    /// Wall clock (ns) of the last progress: a write that moved bytes, or
+    /// data queued to a session that had none. The slow-consumer timeout
+    /// reads it.
+    last_progress_ns: AtomicU64,
+}
+
+/// The frames waiting, by kind.
+#[derive(Default)]
+struct Queues {
+    control: VecDeque<Bytes>,
+    /// A `Vec`, so that buffers can be swapped whole with the engine's
+    /// staging vector and the writer's in-flight queue: in the steady state
+    /// frames are not moved one by one between the three.
+    data: Vec<Bytes>,
+    close: Option<Bytes>,
+}
+
+impl Queues {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty() && self.close.is_none()
+    }
+}
+
+/// What [`Outbox::take`] tells the writer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Frames (maybe none) were moved in flight; keep going.
+    Open,
+    /// A close frame is now the last frame in flight: write up to it, then
+    /// shut the socket.
+    Closing,
+}
+
+impl Outbox {
+    /// A session with an empty outbox.
+    pub fn new(id: u64, encoding: Encoding, slow: SlowMode) -> Outbox {
+        Outbox {
+            id,
+            encoding,
+            slow,
+            conflating: AtomicBool::new(false),
+            queues: Mutex::new(Queues::default()),
+            queued_bytes: AtomicUsize::new(0),
+            notify: Notify::new(),
+            closing: AtomicBool::new(false),
+            closed: Notify::new(),
+            last_progress_ns: AtomicU64::new(now_ns()),
+        }
+    }
+
+    /// Bytes queued for this socket and not yet written to the kernel.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the engine is conflating this session's updates.
+    pub fn is_conflating(&self) -> bool {
+        self.conflating.load(Ordering::Relaxed)
+    }
+
+    /// Marks the session as conflating or caught up (the engine).
+    pub(crate) fn set_conflating(&self, on: bool) {
+        self.conflating.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Appends data frames (the engine, once per batch), draining `frames`
+    /// so its capacity is reused. `bytes` is their total length, `now_ns`
+    /// the engine's clock: when the session had nothing queued, the stall
+    /// clock starts now, so time spent idle never counts as a stall.
+    pub fn push_data(&self, frames: &mut Vec<Bytes>, bytes: usize, now_ns: u64) {
+        if self.is_closing() {
+            frames.clear();
+            return;
+        }
+        let was_empty;
+        {
+            let mut outbox = self.queues.lock();
+            was_empty = outbox.is_empty();
+            if outbox.data.is_empty() {
+                std::mem::swap(&mut outbox.data, frames);
+            } else {
+                outbox.data.append(frames);
+            }
+            if self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) == 0 {
+                self.last_progress_ns.store(now_ns, Ordering::Relaxed);
+            }
+        }
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues a control frame ahead of data.
+    pub fn push_control(&self, frame: Bytes) {
+        if self.is_closing() {
+            return;
+        }
+        let mut outbox = self.queues.lock();
+        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        outbox.control.push_back(frame);
+        drop(outbox);
+        self.notify.notify_one();
+    }
+
+    /// Queues the close frame: it goes after pending control frames, queued
+    /// data is discarded, and nothing is accepted after it.
+    pub fn close(&self, frame: Bytes) {
+        if self.closing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut outbox = self.queues.lock();
+        let dropped: usize = outbox.data.drain(..).map(|f| f.len()).sum::<usize>();
+        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(dropped, Ordering::Relaxed);
+        outbox.close = Some(frame);
+        drop(outbox);
+        self.notify.notify_one();
+        self.closed.notify_one();
+    }
+
+    /// Resolves once the session has been closed (see [`close`](Self::close)).
+    pub(crate) async fn wait_closed(&self) {
+        self.closed.notified().await
+    }
+
+    /// When the writer last made progress, ns since the Unix epoch.
+    pub fn last_progress_ns(&self) -> u64 {
+        self.last_progress_ns.load(Ordering::Relaxed)
+    }
+
+    /// Records writer progress now.
+    pub(crate) fn progressed(&self) {
+        self.last_progress_ns.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// Waits until something is queued (or was queued since the last take).
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await
+    }
+
+    /// Moves queued frames into the writer's in-flight list. The first
+    /// `front` in-flight frames keep their place and are never dropped: a
+    /// partly written head frame (which must finish) and control frames
+    /// taken earlier. New control frames go right after them, in order,
+    /// then data at the back. With a close queued, in-flight data behind
+    /// `front` is dropped and the close frame is the last frame. Returns
+    /// how many control frames were added.
+    pub(crate) fn take(&self, inflight: &mut VecDeque<Bytes>, front: usize) -> (Take, usize) {
+        let mut outbox = self.queues.lock();
+        let front = front.min(inflight.len());
+        let control = outbox.control.len();
+        if let Some(close) = outbox.close.take() {
+            let dropped: usize = inflight.drain(front..).map(|f| f.len()).sum();
+            self.queued_bytes.fetch_sub(dropped, Ordering::Relaxed);
+            inflight.extend(outbox.control.drain(..));
+            inflight.push_back(close);
+            return (Take::Closing, control);
+        }
+        if inflight.is_empty() {
+            // Trade buffers: the writer's empty one (keeping its capacity)
+            // becomes the outbox's, the outbox's becomes in-flight. O(1).
+            let mut buffer = Vec::from(std::mem::take(inflight));
+            std::mem::swap(&mut buffer, &mut outbox.data);
+            *inflight = VecDeque::from(buffer);
+        } else {
+            inflight.extend(outbox.data.drain(..));
+        }
+        for (i, frame) in outbox.control.drain(..).enumerate() {
+            inflight.insert(front + i, frame);
+        }
+        (Take::Open, control)
+    }
+
+    /// Records that `n` queued bytes reached the kernel (or were dropped).
+    pub(crate) fn written(&self, n: usize) {
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_counts_bytes_exactly_and_control_jumps_data() {
+        let s = Outbox::new(1, Encoding::Json, SlowMode::Conflate);
+        let mut frames = vec![Bytes::from_static(b"aaaa"), Bytes::from_static(b"bb")];
+        s.push_data(&mut frames, 6, 1);
+        assert_eq!(s.last_progress_ns(), 1, "the stall clock starts when data reaches an empty queue");
+        assert!(frames.is_empty());
+        s.push_control(Bytes::from_static(b"p"));
+        assert_eq!(s.queued_bytes(), 7);
+        let mut inflight = VecDeque::new();
+        assert_eq!(s.take(&mut inflight, 0), (Take::Open, 1));
+        assert_eq!(inflight, [&b"p"[..], b"aaaa", b"bb"]);
+        // Frames already in flight at the front (here the control frame)
+        // keep their place: later control goes after them, in order.
+        s.push_control(Bytes::from_static(b"q"));
+        s.push_control(Bytes::from_static(b"r"));
+        assert_eq!(s.take(&mut inflight, 1), (Take::Open, 2));
+        assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"aaaa", b"bb"]);
+        // Close drops data behind the front and ends the stream.
+        s.close(Bytes::from_static(b"CC"));
+        let mut more = vec![Bytes::from_static(b"zzz")];
+        s.push_data(&mut more, 3, 2);
+        assert_eq!(s.take(&mut inflight, 3), (Take::Closing, 0));
+        assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"CC"]);
+        assert_eq!(s.queued_bytes(), 5);
+    }
+}

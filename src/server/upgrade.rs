@@ -1,0 +1,201 @@
+//! The WebSocket door: what a `/ws` or `/replay` upgrade request asks for
+//! (encoding, slow-consumer mode, a replay), checked before the `101`, and
+//! the hand-off of the upgraded stream to its session.
+//!
+//! Every refusal is an HTTP answer with a plain-text reason: 400 for a bad
+//! request (naming the valid values), 404 for a replay that is off or
+//! missing, 503 at `--max-connections` or `--max-replay-sessions`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::routes::text;
+use super::ServerCtx;
+use crate::outbox::SlowMode;
+use crate::session::replay::{Refusal, ReplayRequest, ReplaySession, ReplaySlot};
+use crate::session::{self, Handshake};
+use crate::wire::Encoding;
+
+/// Why an upgrade request's choice of encoding or slow-consumer mode is
+/// refused (HTTP 400, with this message as the body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    /// `?encoding=` names no encoding.
+    #[error("unknown encoding {0:?}: {valid}", valid = valid_encodings())]
+    UnknownEncoding(String),
+    /// `?encoding=` and `Sec-WebSocket-Protocol` disagree.
+    #[error("?encoding={0} conflicts with Sec-WebSocket-Protocol {1:?}: {valid}", valid = valid_encodings())]
+    Conflict(&'static str, String),
+    /// `Sec-WebSocket-Protocol` offers no encoding we speak.
+    #[error("unknown Sec-WebSocket-Protocol {0:?}: {valid}", valid = valid_encodings())]
+    UnknownSubprotocol(String),
+    /// `?slow=` names no policy.
+    #[error("unknown slow-consumer policy {0:?}: valid policies are conflate, disconnect (?slow=)")]
+    UnknownSlowMode(String),
+}
+
+/// The valid encodings, for error messages.
+fn valid_encodings() -> String {
+    let names: Vec<&str> = Encoding::ALL.iter().map(|e| e.name()).collect();
+    let protocols: Vec<&str> = Encoding::ALL.iter().map(|e| e.subprotocol()).collect();
+    format!("valid encodings are {} (?encoding=) or Sec-WebSocket-Protocol {}", names.join(", "), protocols.join(", "))
+}
+
+/// Picks the encoding from `?encoding=` or `Sec-WebSocket-Protocol`, and the
+/// subprotocol to echo (a browser that offered one requires the echo).
+pub fn choose_encoding(
+    query: Option<&str>,
+    protocols: Option<&str>,
+) -> Result<(Encoding, Option<Encoding>), HandshakeError> {
+    let from_query = match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("encoding="))) {
+        Some(name) => match Encoding::from_name(name) {
+            Some(e) => Some(e),
+            None => return Err(HandshakeError::UnknownEncoding(name.chars().take(32).collect())),
+        },
+        None => None,
+    };
+    let offered: Vec<&str> = protocols.map(|p| p.split(',').map(str::trim).collect()).unwrap_or_default();
+    let from_header = offered.iter().find_map(|p| Encoding::from_subprotocol(p));
+    match (from_query, from_header) {
+        (Some(q), _) => {
+            let echo = offered.iter().any(|p| Encoding::from_subprotocol(p) == Some(q)).then_some(q);
+            if !offered.is_empty() && echo.is_none() {
+                return Err(HandshakeError::Conflict(q.name(), offered.join(", ")));
+            }
+            Ok((q, echo))
+        }
+        (None, Some(h)) => Ok((h, Some(h))),
+        (None, None) if !offered.is_empty() => Err(HandshakeError::UnknownSubprotocol(offered.join(", "))),
+        (None, None) => Ok((Encoding::Msgpack, None)),
+    }
+}
+
+/// Picks the client's slow-consumer policy from `?slow=` (default
+/// `conflate`). Either choice stays within the operator's flags:
+/// `disconnect` only makes the ladder stricter.
+pub fn choose_slow_mode(query: Option<&str>) -> Result<SlowMode, HandshakeError> {
+    match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("slow="))) {
+        None | Some("conflate") => Ok(SlowMode::Conflate),
+        Some("disconnect") => Ok(SlowMode::Disconnect),
+        Some(other) => Err(HandshakeError::UnknownSlowMode(other.chars().take(64).collect())),
+    }
+}
+
+/// The HTTP status a refused replay request gets.
+fn refusal_status(refusal: &Refusal) -> StatusCode {
+    match refusal {
+        Refusal::Off | Refusal::NotFound(_) => StatusCode::NOT_FOUND,
+        Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Upgrades `/ws` (live) or `/replay` (a private replay) to a session.
+pub fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) -> Response<Full<Bytes>> {
+    let metrics = &ctx.sessions.metrics;
+    let reject = |status, message: String| {
+        metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+        text(status, format!("{message}\n"))
+    };
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return reject(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request".into());
+    }
+    let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+    let chosen = choose_encoding(req.uri().query(), protocols)
+        .and_then(|(encoding, echo)| Ok((encoding, echo, choose_slow_mode(req.uri().query())?)));
+    let (encoding, echo, slow) = match chosen {
+        Ok(choice) => choice,
+        Err(e) => return reject(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if metrics.connections.load(Ordering::Relaxed) >= ctx.config.max_connections as i64 {
+        metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n");
+    }
+    let replay = if replay {
+        let request = match ReplayRequest::from_query(ctx.config.replay_dir.as_deref(), req.uri().query()) {
+            Ok(r) => r,
+            Err(refusal) => return reject(refusal_status(&refusal), refusal.to_string()),
+        };
+        let Some(slot) = ReplaySlot::acquire(metrics, ctx.config.max_replay_sessions) else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many replay sessions ({}): try again later\n", ctx.config.max_replay_sessions),
+            );
+        };
+        Some(ReplaySession { request, slot })
+    } else {
+        None
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => return reject(StatusCode::BAD_REQUEST, format!("bad WebSocket upgrade: {e}")),
+    };
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    let sessions = ctx.sessions.clone();
+    tokio::spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(ws) => ws.into_inner().into_inner(),
+            Err(e) => {
+                sessions.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // The registry guard inside the session now owns the count.
+                let handshake = Handshake { encoding, slow, replay };
+                session::run(sessions, parts.io.into_inner(), parts.read_buf, handshake).await;
+            }
+            Err(_) => {
+                sessions.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+                tracing::error!("upgraded connection is not a TCP stream");
+            }
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    if let Some(e) = echo {
+        parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(e.subprotocol()));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_comes_from_query_or_subprotocol() {
+        assert_eq!(choose_encoding(None, None), Ok((Encoding::Msgpack, None)));
+        assert_eq!(choose_encoding(Some("encoding=json"), None), Ok((Encoding::Json, None)));
+        assert_eq!(
+            choose_encoding(None, Some("foo, tickcast.protobuf")),
+            Ok((Encoding::Protobuf, Some(Encoding::Protobuf)))
+        );
+        assert_eq!(
+            choose_encoding(Some("x=1&encoding=json"), Some("tickcast.json")),
+            Ok((Encoding::Json, Some(Encoding::Json)))
+        );
+        let err = choose_encoding(Some("encoding=xml"), None).unwrap_err().to_string();
+        assert!(err.contains("\"xml\"") && err.contains("msgpack, protobuf, json"), "{err}");
+        assert!(choose_encoding(None, Some("graphql-ws")).is_err());
+        assert!(choose_encoding(Some("encoding=json"), Some("tickcast.msgpack")).is_err());
+    }
+
+    #[test]
+    fn slow_policy_comes_from_the_query() {
+        assert_eq!(choose_slow_mode(None), Ok(SlowMode::Conflate));
+        assert_eq!(choose_slow_mode(Some("encoding=json")), Ok(SlowMode::Conflate));
+        assert_eq!(choose_slow_mode(Some("encoding=json&slow=disconnect")), Ok(SlowMode::Disconnect));
+        assert_eq!(choose_slow_mode(Some("slow=conflate")), Ok(SlowMode::Conflate));
+        let err = choose_slow_mode(Some("slow=drop")).unwrap_err().to_string();
+        assert!(err.contains("\"drop\"") && err.contains("conflate, disconnect"), "{err}");
+    }
+}

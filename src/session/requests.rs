@@ -1,0 +1,41 @@
+//! A live session's control messages: parsed here, applied by the engine.
+//!
+//! The engine answers each request (its ack, snapshots or `unknown_symbol`
+//! go through the session's outbox); a malformed one is answered here with
+//! the `error` its [`ErrorCode`](crate::wire::ErrorCode) names, and the
+//! connection stays open.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::{frame_for, SessionCtx};
+use crate::engine::Command;
+use crate::outbox::Outbox;
+use crate::wire::request::ClientRequest;
+use crate::wire::ServerMessage;
+
+/// Longest wait for the engine to apply a request. The engine always
+/// answers; this only guards against a server that is shutting down.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parses one control message and has the engine apply it. Returns once it
+/// is applied, so a session has at most one request in flight: this bounds
+/// the engine's command queue by the number of sessions.
+pub async fn handle(ctx: &SessionCtx, outbox: &Outbox, payload: &[u8]) {
+    let request = match ClientRequest::parse(payload) {
+        Ok(request) => request,
+        Err(e) => {
+            ctx.metrics.client_error(e.kind);
+            outbox.push_control(frame_for(outbox, &ServerMessage::error(e.kind.code(), e.message)));
+            return;
+        }
+    };
+    let (done, applied) = oneshot::channel();
+    let id = outbox.id;
+    ctx.engine.send(match request {
+        ClientRequest::Subscribe(symbols) => Command::Subscribe { id, symbols, done },
+        ClientRequest::Unsubscribe(symbols) => Command::Unsubscribe { id, symbols, done },
+    });
+    let _ = tokio::time::timeout(APPLY_TIMEOUT, applied).await;
+}

@@ -1,0 +1,236 @@
+//! A session's task, from the upgrade to the close handshake: registers the
+//! session (with the engine, or starts its replay), starts its writer,
+//! reads and answers client frames, pings, and says goodbye.
+//!
+//! After a slow-consumer close the session waits up to `--slow-timeout`
+//! (not `--shutdown-grace`) for the close frame to get through: a slow
+//! client should learn it was dropped for being slow, not see a reset.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, WebSocketError};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+
+use super::inbound::Inbound;
+use super::replay::{ReplayDriver, ReplaySession};
+use super::{requests, writer, Handshake, SessionCtx};
+use crate::engine::Command;
+use crate::model::now_ns;
+use crate::outbox::Outbox;
+use crate::wire::{self, close_code, ErrorCode};
+
+/// Runs one WebSocket session to completion. `leftover` holds bytes the
+/// client sent right after the handshake, which the HTTP layer had already
+/// read.
+pub async fn run(ctx: Arc<SessionCtx>, stream: TcpStream, leftover: Bytes, handshake: Handshake) {
+    let outbox = Arc::new(Outbox::new(ctx.registry.next_id(), handshake.encoding, handshake.slow));
+    writer::tune_socket(&stream);
+    let stream = Arc::new(stream);
+    let _guard = ctx.registry.register(outbox.clone(), stream.clone());
+    // A replay session is private: the engine never hears of it.
+    let (driver, _replay_slot) = match handshake.replay {
+        Some(ReplaySession { request, slot }) => {
+            match ReplayDriver::start(request, outbox.encoding, ctx.settings.book_depth, ctx.metrics.clone()) {
+                Ok(d) => (Some(d), Some(slot)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a replay thread");
+                    return;
+                }
+            }
+        }
+        None => {
+            ctx.engine.send(Command::Register { outbox: outbox.clone() });
+            (None, None)
+        }
+    };
+    let writer = tokio::spawn(writer::run(outbox.clone(), stream.clone(), ctx.metrics.clone()));
+    // `leftover` is a view into hyper's whole read buffer (8 KiB or more):
+    // keep a copy of just its bytes, so that buffer is freed now rather than
+    // held for the life of the connection.
+    let leftover = Bytes::copy_from_slice(&leftover);
+    let inbound =
+        Inbound::new(stream.clone(), leftover, outbox.clone(), ctx.metrics.clone(), ctx.settings.max_message_bytes);
+    let mut session = Session { ctx, outbox, stream, writer, writer_done: false, inbound, driver };
+    let grace = session.serve().await;
+    session.goodbye(grace).await;
+}
+
+/// One session's moving parts while it serves.
+struct Session {
+    ctx: Arc<SessionCtx>,
+    outbox: Arc<Outbox>,
+    stream: Arc<TcpStream>,
+    /// The writer task: ends when the close frame is written or the socket fails.
+    writer: JoinHandle<std::io::Result<()>>,
+    /// The writer task has ended and must not be polled again.
+    writer_done: bool,
+    inbound: Inbound,
+    /// A replay session's pacer; `None` for a live session.
+    driver: Option<ReplayDriver>,
+}
+
+impl Session {
+    /// Serves until the session ends (a close either way, a failed socket,
+    /// shutdown, a protocol violation, a missed pong). Returns how long
+    /// the goodbye may take.
+    async fn serve(&mut self) -> Duration {
+        let settings = self.ctx.settings;
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut ping = heartbeat(settings.ping_interval);
+        // When a ping is outstanding: the deadline for any pong.
+        let mut pong_deadline: Option<Instant> = None;
+        loop {
+            let deadline = pong_deadline;
+            let replaying = self.driver.as_ref().is_some_and(ReplayDriver::active);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    self.outbox.close(wire::close_frame(close_code::GOING_AWAY, "server shutting down"));
+                    return settings.shutdown_grace;
+                }
+                _ = self.outbox.wait_closed() => {
+                    // Closed by the engine (slow consumer); the close frame is
+                    // queued behind what the kernel already holds for this slow
+                    // reader, so give it as long as a stall is allowed.
+                    return settings.shutdown_grace.max(settings.slow_timeout);
+                }
+                _ = &mut self.writer => {
+                    // The socket failed or was shut; nothing more can be sent.
+                    self.writer_done = true;
+                    return settings.shutdown_grace;
+                }
+                _ = replay_step(&mut self.driver, &self.outbox), if replaying => {}
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    self.ctx.metrics.client_error(ErrorCode::PongTimeout);
+                    self.outbox.close(wire::close_frame(close_code::POLICY, "pong timeout"));
+                    return settings.shutdown_grace;
+                }
+                _ = ping.tick() => {
+                    self.outbox.push_control(wire::frame(OpCode::Ping, &now_ns().to_be_bytes()));
+                    pong_deadline.get_or_insert(Instant::now() + settings.pong_timeout);
+                }
+                frame = self.inbound.next() => match frame {
+                    Ok(frame) if frame.opcode == OpCode::Pong => pong_deadline = None,
+                    Ok(frame) => if !self.on_frame(frame).await {
+                        return settings.shutdown_grace;
+                    },
+                    Err(e) => {
+                        self.close_for_read_error(e);
+                        return settings.shutdown_grace;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handles a client frame; returns whether the session goes on.
+    async fn on_frame(&mut self, frame: Frame<'static>) -> bool {
+        match frame.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if frame.payload.len() > self.ctx.settings.max_message_bytes {
+                    self.ctx.metrics.client_error(ErrorCode::MessageTooBig);
+                    self.outbox.close(wire::close_frame(close_code::TOO_BIG, "message too big"));
+                    return false;
+                }
+                match self.driver.as_mut() {
+                    Some(d) => self.outbox.push_control(d.control(&frame.payload)),
+                    None => requests::handle(&self.ctx, &self.outbox, &frame.payload).await,
+                }
+                true
+            }
+            OpCode::Close => false,
+            _ => true,
+        }
+    }
+
+    /// Closes the session for a failed read, with the code RFC 6455 asks
+    /// for; a peer that is gone gets no close frame.
+    fn close_for_read_error(&self, error: WebSocketError) {
+        let (code, reason, kind) = match error {
+            WebSocketError::FrameTooLarge => (close_code::TOO_BIG, "message too big", Some(ErrorCode::MessageTooBig)),
+            WebSocketError::InvalidUTF8 => {
+                (close_code::INVALID_PAYLOAD, "invalid utf-8", Some(ErrorCode::ProtocolError))
+            }
+            WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+                (close_code::NORMAL, "", None)
+            }
+            _ => (close_code::PROTOCOL_ERROR, "protocol error", Some(ErrorCode::ProtocolError)),
+        };
+        match kind {
+            Some(kind) => {
+                self.ctx.metrics.client_error(kind);
+                tracing::debug!(session = self.outbox.id, %error, "closing session");
+                self.outbox.close(wire::close_frame(code, reason));
+            }
+            // The peer is gone: there is no one to send a close to.
+            None => self.outbox.close(Bytes::new()),
+        }
+    }
+
+    /// Stops fan-out (or the replay) at once, then lets the writer flush up
+    /// to the close frame within `grace`, and reads (and discards) until
+    /// the peer closes its side, so that the kernel does not answer unread
+    /// bytes with a reset that would destroy the close frame before the
+    /// client reads it.
+    async fn goodbye(self, grace: Duration) {
+        let Session { ctx, outbox, stream, mut writer, writer_done, inbound, driver } = self;
+        if driver.is_none() {
+            ctx.engine.send(Command::Deregister { id: outbox.id });
+        }
+        drop(driver);
+        drop(inbound);
+        let flushed = async {
+            if !writer_done && (&mut writer).await.is_ok_and(|r| r.is_ok()) {
+                drain_until_eof(&stream).await;
+            }
+        };
+        if tokio::time::timeout(grace, flushed).await.is_err() {
+            writer.abort();
+        }
+    }
+}
+
+/// The ping clock: first tick one interval from now; a late tick is not
+/// made up for.
+fn heartbeat(every: Duration) -> Interval {
+    let mut ping = interval_at(Instant::now() + every, every);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ping
+}
+
+/// Reads and discards until EOF or an error.
+async fn drain_until_eof(stream: &TcpStream) {
+    // On the heap, and only now: an array here would live in every
+    // session's future (it is held across an await), 4 KiB per idle
+    // connection for its whole life.
+    let mut scratch = vec![0u8; 4096];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+async fn replay_step(driver: &mut Option<ReplayDriver>, outbox: &Outbox) {
+    match driver {
+        Some(d) => d.step(outbox).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

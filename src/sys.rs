@@ -1,0 +1,70 @@
+//! Every direct call into the C library, in one place: each `unsafe`
+//! block here has a `// SAFETY:` comment, and the rest of the crate denies
+//! `unsafe` code.
+//!
+//! What lives here is what no maintained crate wraps for us: the open-file
+//! limit, a socket's kernel send-queue size (`SIOCOUTQ`), and the two
+//! `sysconf` values needed to read `/proc/PID/stat`.
+//!
+//! Imports: nothing of tickcast's.
+
+#![allow(unsafe_code)]
+
+use std::os::fd::AsRawFd;
+
+/// Raises the open-file limit to its hard maximum, so thousands of
+/// subscribers do not hit the usual soft limit of 1024. Returns whether
+/// the limit is now at its maximum.
+pub fn raise_fd_limit() -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return false;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return true;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit only reads the struct we pass.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 }
+}
+
+/// Bytes in a socket's kernel send queue, not yet acknowledged by the
+/// peer (`SIOCOUTQ`). Read at scrape time, never per message.
+pub fn kernel_queued_bytes(socket: &impl AsRawFd) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: the fd is open for as long as `socket` is borrowed, and
+    // TIOCOUTQ (== SIOCOUTQ on Linux) writes one c_int through the pointer,
+    // which points at a live local of that type.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued as *mut libc::c_int) };
+    (rc == 0).then(|| queued.max(0) as usize)
+}
+
+/// Clock ticks per second, the unit of CPU times in `/proc/PID/stat`.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64
+}
+
+/// The page size in bytes, the unit of RSS in `/proc/PID/stat`.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limits_and_units_are_read() {
+        assert!(raise_fd_limit(), "the soft limit can always be raised to the hard one");
+        assert!(clock_ticks_per_second() >= 100);
+        assert!(page_size() >= 4096);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert_eq!(kernel_queued_bytes(&client), Some(0), "nothing sent, nothing queued");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(kernel_queued_bytes(&file), None, "not a socket");
+    }
+}

@@ -1,0 +1,72 @@
+//! The codes a client sees: WebSocket close codes and `error` codes.
+//!
+//! Both are part of the public contract (docs/PROTOCOL.md); keeping them
+//! here, beside the messages, gives every stage the same names for them.
+
+/// Close codes the server sends, as documented in docs/PROTOCOL.md.
+pub mod close_code {
+    /// Reply to a client's close.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy: no pong within `--pong-timeout`, or a slow consumer.
+    pub const POLICY: u16 = 1008;
+    /// A message over `--max-message-bytes`.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Client-visible error codes: the `code` of `error` messages (or the
+/// reason a connection was closed), as docs/PROTOCOL.md lists them, and
+/// the `code` label of `tickcast_client_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A control message that is not valid JSON.
+    BadJson,
+    /// A JSON control message whose `op` is unknown.
+    UnknownOp,
+    /// A control message missing fields or with wrong types.
+    BadRequest,
+    /// A subscribe naming symbols the server does not carry.
+    UnknownSymbol,
+    /// A frame over `--max-message-bytes` (close 1009).
+    MessageTooBig,
+    /// A WebSocket protocol violation (close 1002 or 1007).
+    ProtocolError,
+    /// No pong within `--pong-timeout` (close 1008).
+    PongTimeout,
+}
+
+impl ErrorCode {
+    /// Every kind, in [`ErrorCode::index`] order.
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownOp,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownSymbol,
+        ErrorCode::MessageTooBig,
+        ErrorCode::ProtocolError,
+        ErrorCode::PongTimeout,
+    ];
+
+    /// The wire code.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownSymbol => "unknown_symbol",
+            ErrorCode::MessageTooBig => "message_too_big",
+            ErrorCode::ProtocolError => "protocol_error",
+            ErrorCode::PongTimeout => "pong_timeout",
+        }
+    }
+
+    /// Dense index, for per-code counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -1,0 +1,287 @@
+//! The message model: every message the server sends, in one enum that
+//! all three encodings serialize.
+//!
+//! Borrowed (`'a`) when the engine builds one to encode, so building it
+//! copies nothing; owned (`'static`) when a client decodes one.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Level, Quote, Side, Trade, Update};
+
+/// The book part of a snapshot: levels to the server's `--book-depth`,
+/// bids best (highest) first, asks best (lowest) first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BookLevels<'a> {
+    /// Bid levels, best first.
+    pub bids: Cow<'a, [Level]>,
+    /// Ask levels, best first.
+    pub asks: Cow<'a, [Level]>,
+}
+
+/// What a slow client missed of one symbol, in a [`ServerMessage::Conflated`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped<'a> {
+    /// Symbol.
+    pub sym: Cow<'a, str>,
+    /// First seq not delivered.
+    pub from_seq: u64,
+    /// Last seq not delivered (inclusive); the snapshot that follows has
+    /// this seq.
+    pub to_seq: u64,
+    /// Trades not delivered: trades cannot be merged, so they are lost to
+    /// this client (the snapshot carries only the last one).
+    pub trades: u64,
+    /// Quotes not delivered, superseded by the snapshot's quote.
+    pub quotes: u64,
+    /// Book changes not delivered, folded into the snapshot's book.
+    pub books: u64,
+}
+
+impl Skipped<'_> {
+    pub(crate) fn into_owned(self) -> Skipped<'static> {
+        Skipped { sym: Cow::Owned(self.sym.into_owned()), ..self }
+    }
+}
+
+/// Every message the server sends. Borrowed when the engine encodes it,
+/// owned (`'static`) when a client decodes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    /// A trade print.
+    Trade {
+        /// Symbol.
+        sym: Cow<'a, str>,
+        /// Per-symbol sequence number.
+        seq: u64,
+        /// Source event time, ns since the Unix epoch.
+        ts_event: u64,
+        /// Engine ingest time, ns since the Unix epoch.
+        ts_ingest: u64,
+        /// Price.
+        px: f64,
+        /// Size.
+        sz: f64,
+        /// Aggressor side.
+        side: Side,
+    },
+    /// A new best bid and offer.
+    Quote {
+        /// Symbol.
+        sym: Cow<'a, str>,
+        /// Per-symbol sequence number.
+        seq: u64,
+        /// Source event time, ns since the Unix epoch.
+        ts_event: u64,
+        /// Engine ingest time, ns since the Unix epoch.
+        ts_ingest: u64,
+        /// Best bid.
+        bid: f64,
+        /// Size at the best bid.
+        bid_sz: f64,
+        /// Best ask.
+        ask: f64,
+        /// Size at the best ask.
+        ask_sz: f64,
+    },
+    /// Price-level changes; size 0 deletes a level.
+    Book {
+        /// Symbol.
+        sym: Cow<'a, str>,
+        /// Per-symbol sequence number.
+        seq: u64,
+        /// Source event time, ns since the Unix epoch.
+        ts_event: u64,
+        /// Engine ingest time, ns since the Unix epoch.
+        ts_ingest: u64,
+        /// Changed bid levels.
+        bids: Cow<'a, [Level]>,
+        /// Changed ask levels.
+        asks: Cow<'a, [Level]>,
+    },
+    /// The whole state of a symbol, consistent with `seq`.
+    Snapshot {
+        /// Symbol.
+        sym: Cow<'a, str>,
+        /// The seq this state includes; the next update carries `seq + 1`.
+        seq: u64,
+        /// Event time of the last update (0 if none yet).
+        ts_event: u64,
+        /// Ingest time of the last update (0 if none yet).
+        ts_ingest: u64,
+        /// Last quote, if any.
+        quote: Option<Quote>,
+        /// Last trade, if any.
+        trade: Option<Trade>,
+        /// The book to `--book-depth` levels.
+        book: BookLevels<'a>,
+    },
+    /// A subscribe or unsubscribe was applied.
+    Ack {
+        /// `subscribe` or `unsubscribe`.
+        op: Cow<'a, str>,
+        /// The symbols it applied to.
+        symbols: Vec<Cow<'a, str>>,
+    },
+    /// A request could not be honoured; the connection stays open.
+    Error {
+        /// Stable code, see docs/PROTOCOL.md.
+        code: Cow<'a, str>,
+        /// Human-readable explanation.
+        message: Cow<'a, str>,
+        /// The symbols concerned, if any.
+        symbols: Vec<Cow<'a, str>>,
+    },
+    /// The client fell behind and has drained: these symbols' updates in
+    /// the named seq ranges were not delivered. A snapshot of each follows.
+    Conflated {
+        /// One entry per affected symbol.
+        symbols: Vec<Skipped<'a>>,
+    },
+    /// A replay session's stream ended (`/replay` only); `ts_event` is the
+    /// event time of the last market message sent (0 if none).
+    ReplayEnd {
+        /// The recording's name (`?source=`).
+        source: Cow<'a, str>,
+        /// `end`: the recording ran out; `to`: it passed the session's `to`.
+        reason: Cow<'a, str>,
+        /// Market messages sent since the session started or last seeked.
+        events: u64,
+        /// Event time of the last market message sent.
+        ts_event: u64,
+    },
+}
+
+impl<'a> ServerMessage<'a> {
+    /// The market message for one sequenced update of `sym`.
+    pub fn update(sym: &'a str, seq: u64, ts_event: u64, ts_ingest: u64, update: &'a Update) -> Self {
+        let sym = Cow::Borrowed(sym);
+        match update {
+            Update::Trade(t) => {
+                ServerMessage::Trade { sym, seq, ts_event, ts_ingest, px: t.px, sz: t.sz, side: t.side }
+            }
+            Update::Quote(q) => ServerMessage::Quote {
+                sym,
+                seq,
+                ts_event,
+                ts_ingest,
+                bid: q.bid,
+                bid_sz: q.bid_sz,
+                ask: q.ask,
+                ask_sz: q.ask_sz,
+            },
+            Update::Book(b) => ServerMessage::Book {
+                sym,
+                seq,
+                ts_event,
+                ts_ingest,
+                bids: Cow::Borrowed(&b.bids),
+                asks: Cow::Borrowed(&b.asks),
+            },
+        }
+    }
+
+    /// An error message with no symbols attached.
+    pub fn error(code: &'a str, message: impl Into<Cow<'a, str>>) -> Self {
+        ServerMessage::Error { code: Cow::Borrowed(code), message: message.into(), symbols: Vec::new() }
+    }
+
+    /// Detaches the message from the buffers it borrows.
+    pub fn into_owned(self) -> ServerMessage<'static> {
+        fn own(s: Cow<'_, str>) -> Cow<'static, str> {
+            Cow::Owned(s.into_owned())
+        }
+        fn own_levels(l: Cow<'_, [Level]>) -> Cow<'static, [Level]> {
+            Cow::Owned(l.into_owned())
+        }
+        match self {
+            ServerMessage::Trade { sym, seq, ts_event, ts_ingest, px, sz, side } => {
+                ServerMessage::Trade { sym: own(sym), seq, ts_event, ts_ingest, px, sz, side }
+            }
+            ServerMessage::Quote { sym, seq, ts_event, ts_ingest, bid, bid_sz, ask, ask_sz } => {
+                ServerMessage::Quote { sym: own(sym), seq, ts_event, ts_ingest, bid, bid_sz, ask, ask_sz }
+            }
+            ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks } => ServerMessage::Book {
+                sym: own(sym),
+                seq,
+                ts_event,
+                ts_ingest,
+                bids: own_levels(bids),
+                asks: own_levels(asks),
+            },
+            ServerMessage::Snapshot { sym, seq, ts_event, ts_ingest, quote, trade, book } => ServerMessage::Snapshot {
+                sym: own(sym),
+                seq,
+                ts_event,
+                ts_ingest,
+                quote,
+                trade,
+                book: BookLevels { bids: own_levels(book.bids), asks: own_levels(book.asks) },
+            },
+            ServerMessage::Ack { op, symbols } => {
+                ServerMessage::Ack { op: own(op), symbols: symbols.into_iter().map(own).collect() }
+            }
+            ServerMessage::Error { code, message, symbols } => ServerMessage::Error {
+                code: own(code),
+                message: own(message),
+                symbols: symbols.into_iter().map(own).collect(),
+            },
+            ServerMessage::Conflated { symbols } => {
+                ServerMessage::Conflated { symbols: symbols.into_iter().map(Skipped::into_owned).collect() }
+            }
+            ServerMessage::ReplayEnd { source, reason, events, ts_event } => {
+                ServerMessage::ReplayEnd { source: own(source), reason: own(reason), events, ts_event }
+            }
+        }
+    }
+
+    /// The `type` of this message on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Trade { .. } => "trade",
+            ServerMessage::Quote { .. } => "quote",
+            ServerMessage::Book { .. } => "book",
+            ServerMessage::Snapshot { .. } => "snapshot",
+            ServerMessage::Ack { .. } => "ack",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Conflated { .. } => "conflated",
+            ServerMessage::ReplayEnd { .. } => "replay_end",
+        }
+    }
+
+    /// `(sym, seq)` of a market message or snapshot.
+    pub fn sym_seq(&self) -> Option<(&str, u64)> {
+        match self {
+            ServerMessage::Trade { sym, seq, .. }
+            | ServerMessage::Quote { sym, seq, .. }
+            | ServerMessage::Book { sym, seq, .. }
+            | ServerMessage::Snapshot { sym, seq, .. } => Some((sym, *seq)),
+            _ => None,
+        }
+    }
+
+    /// `ts_ingest` of a market message or snapshot.
+    pub fn ts_ingest(&self) -> Option<u64> {
+        match self {
+            ServerMessage::Trade { ts_ingest, .. }
+            | ServerMessage::Quote { ts_ingest, .. }
+            | ServerMessage::Book { ts_ingest, .. }
+            | ServerMessage::Snapshot { ts_ingest, .. } => Some(*ts_ingest),
+            _ => None,
+        }
+    }
+
+    /// `ts_event` of a market message or snapshot.
+    pub fn ts_event(&self) -> Option<u64> {
+        match self {
+            ServerMessage::Trade { ts_event, .. }
+            | ServerMessage::Quote { ts_event, .. }
+            | ServerMessage::Book { ts_event, .. }
+            | ServerMessage::Snapshot { ts_event, .. }
+            | ServerMessage::ReplayEnd { ts_event, .. } => Some(*ts_event),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Control messages from clients: JSON objects with an `op`.
+//!
+//! Live sessions take `subscribe` and `unsubscribe` ([`ClientRequest`]);
+//! replay sessions add their own ops on the same envelope
+//! ([`parse_envelope`]), so both answer malformed input with the same codes.
+
+use serde_json::Value;
+
+use super::codes::ErrorCode;
+
+/// A parsed control message from a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// Start receiving these symbols (`"*"` = all).
+    Subscribe(Vec<String>),
+    /// Stop receiving these symbols (`"*"` = all).
+    Unsubscribe(Vec<String>),
+}
+
+/// Why a control message was refused; each maps to an `error` code.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// The counted kind, whose code goes on the wire.
+    pub kind: ErrorCode,
+    /// The explanation sent to the client.
+    pub message: String,
+}
+
+/// Most symbols one subscribe or unsubscribe may name.
+pub const MAX_SYMBOLS_PER_REQUEST: usize = 10_000;
+
+/// Parses a control message's envelope: a JSON object with a string `op`.
+/// Shared by live and replay sessions, so both answer the same malformed
+/// input with the same codes.
+pub fn parse_envelope(payload: &[u8]) -> Result<(serde_json::Map<String, Value>, String), RequestError> {
+    let err = |kind, message: String| RequestError { kind, message };
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| err(ErrorCode::BadJson, format!("control message is not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(err(ErrorCode::BadRequest, "control message must be a JSON object".into()));
+    };
+    let op = obj
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(ErrorCode::BadRequest, "missing string field \"op\"".into()))?
+        .to_owned();
+    Ok((obj, op))
+}
+
+impl ClientRequest {
+    /// Parses one live session's control message (a JSON object).
+    pub fn parse(payload: &[u8]) -> Result<ClientRequest, RequestError> {
+        let err = |kind, message: String| RequestError { kind, message };
+        let (obj, op) = parse_envelope(payload)?;
+        let op = op.as_str();
+        if op != "subscribe" && op != "unsubscribe" {
+            let op: String = op.chars().take(64).collect();
+            return Err(err(ErrorCode::UnknownOp, format!("unknown op {op:?}: valid ops are subscribe, unsubscribe")));
+        }
+        let symbols = obj
+            .get("symbols")
+            .and_then(Value::as_array)
+            .ok_or_else(|| err(ErrorCode::BadRequest, format!("{op} needs \"symbols\": an array of strings")))?;
+        if symbols.is_empty() || symbols.len() > MAX_SYMBOLS_PER_REQUEST {
+            return Err(err(
+                ErrorCode::BadRequest,
+                format!("\"symbols\" must name 1 to {MAX_SYMBOLS_PER_REQUEST} symbols"),
+            ));
+        }
+        let mut names = Vec::with_capacity(symbols.len());
+        for s in symbols {
+            match s.as_str() {
+                Some(name) => names.push(name.to_owned()),
+                None => return Err(err(ErrorCode::BadRequest, "\"symbols\" must hold only strings".into())),
+            }
+        }
+        Ok(match op {
+            "subscribe" => ClientRequest::Subscribe(names),
+            _ => ClientRequest::Unsubscribe(names),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_or_say_why_not() {
+        assert_eq!(
+            ClientRequest::parse(br#"{"op":"subscribe","symbols":["AAPL","*"]}"#),
+            Ok(ClientRequest::Subscribe(vec!["AAPL".into(), "*".into()]))
+        );
+        assert_eq!(
+            ClientRequest::parse(br#"{"op":"unsubscribe","symbols":["X"],"extra":1}"#),
+            Ok(ClientRequest::Unsubscribe(vec!["X".into()]))
+        );
+        let kind = |p: &[u8]| ClientRequest::parse(p).unwrap_err().kind;
+        assert_eq!(kind(b"{nope"), ErrorCode::BadJson);
+        assert_eq!(kind(b"[1]"), ErrorCode::BadRequest);
+        assert_eq!(kind(br#"{"op":"dance","symbols":["A"]}"#), ErrorCode::UnknownOp);
+        assert_eq!(kind(br#"{"op":"subscribe"}"#), ErrorCode::BadRequest);
+        assert_eq!(kind(br#"{"op":"subscribe","symbols":[]}"#), ErrorCode::BadRequest);
+        assert_eq!(kind(br#"{"op":"subscribe","symbols":[1]}"#), ErrorCode::BadRequest);
+    }
+}
