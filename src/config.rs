@@ -93,11 +93,10 @@ impl Default for Config {
 
 /// Default `--write-budget` per writer thread. At 100 busy subscribers on
 /// 2 writers this is one write each per 1 ms (the feed's cadence in the
-/// peers benchmark), which keeps p99 at 1M msgs/s at about a quarter of
-/// nats-server's; half of it saves 15-20% of the CPU per message for about
-/// 1 ms more latency (BENCHMARKS.md, "Side by side with peers", where W2
-/// runs at four budgets). Latency is what tickcast is for, so the default
-/// leans that way; `--write-budget` is the knob for CPU.
+/// peers benchmark). A smaller budget saves CPU per message and costs
+/// latency: BENCHMARKS.md, "Side by side with peers", measures W2 at four
+/// budgets. Latency is what tickcast is for, so the default leans that
+/// way; `--write-budget` is the knob for CPU.
 pub const WRITE_BUDGET_PER_WRITER: u64 = 50_000;
 
 /// The number of cores, or 2 if it cannot be read.

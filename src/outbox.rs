@@ -5,9 +5,8 @@
 //! control frames from the session. Out: frames, in order, to the session's
 //! writer.
 //!
-//! Every session has one: frames queued for the socket
-//! and an exact count of the bytes queued and not yet written (including
-//! the writer's in-flight frames). The engine adds to it under a short
+//! The count is exact: bytes queued and not yet written, including the
+//! writer's in-flight frames. The engine adds to it under a short
 //! `parking_lot` lock, once per batch; the writer subtracts as bytes reach
 //! the kernel. Nothing here waits on a socket, so a slow reader never slows
 //! the engine: the slow-consumer ladder (conflate, then disconnect) reads
@@ -19,7 +18,6 @@
 //! ahead of queued data at the next frame boundary, so a backlog of market
 //! data never delays it and the ladder never drops it. A close frame is
 //! written after the control frames; queued data behind it is discarded.
-//!
 //!
 //! Imports: [`crate::model`] and [`crate::wire`] only. The engine fills
 //! outboxes without knowing anything else of sessions or sockets.

@@ -39,11 +39,9 @@ pub const MAX_IOVECS: usize = 256;
 
 /// Frames up to this size are copied into the writer thread's gather
 /// buffer and written as one slice; larger ones (snapshots, deep books) go
-/// to the kernel as their own slice. Each slice of a vectored write costs the
-/// kernel more than copying a small frame does: `cargo bench --bench
-/// loopback -- batch_50` puts 50 frames of 124 bytes (a W3 subscriber's
-/// batch) at 14–18 µs a write as 50 slices and 10–16 µs gathered, copy
-/// included; in the server at W3 a write fell from 22 to 16.5 µs.
+/// to the kernel as their own slice. Each slice of a vectored write costs
+/// the kernel more than copying a small frame does (`cargo bench --bench
+/// loopback -- batch_50`; BENCHMARKS.md, "What one socket write costs").
 pub const GATHER_FRAME_MAX: usize = 1024;
 
 /// Most bytes gathered for one write: what a writer thread's buffer grows
