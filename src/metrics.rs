@@ -182,6 +182,12 @@ impl Metrics {
 
     /// Renders everything in the Prometheus text exposition format.
     pub fn render(&self, live: &LiveGauges) -> String {
+        self.render_with(live, ProcessStats::read(None))
+    }
+
+    /// [`render`](Self::render) with this process's stats given (`None`
+    /// where `/proc` cannot be read), so a test can fix them.
+    fn render_with(&self, live: &LiveGauges, process: Option<ProcessStats>) -> String {
         let mut out = String::with_capacity(4096);
         let r = Ordering::Relaxed;
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
@@ -402,7 +408,7 @@ impl Metrics {
             .map(|k| (format!("{{code=\"{}\"}}", k.code()), self.client_errors(*k) as f64))
             .collect();
         metric("tickcast_client_errors_total", "counter", "Client errors by code.", &errors);
-        if let Some(p) = ProcessStats::read(None) {
+        if let Some(p) = process {
             metric("process_cpu_seconds_total", "counter", "User and system CPU time.", &one(p.cpu_seconds));
             metric("process_resident_memory_bytes", "gauge", "Resident set size.", &one(p.rss_bytes as f64));
         }
@@ -446,5 +452,210 @@ mod tests {
         assert_eq!(scrape_value(&text, "tickcast_ring_capacity"), Some(8.0));
         let stats = ProcessStats::read(None).expect("linux /proc");
         assert!(stats.rss_bytes > 0);
+    }
+
+    /// Every counter and gauge set to a value of its own, so a metric
+    /// that reads the wrong source shows up in the output.
+    fn populated() -> (Metrics, LiveGauges) {
+        let m = Metrics::default();
+        let r = Ordering::Relaxed;
+        m.connections.store(-3, r);
+        m.connections_total.store(2, r);
+        m.read_buffers.store(5, r);
+        m.connections_rejected.store(7, r);
+        m.http_rejected.store(11, r);
+        m.subscriptions.store(13, r);
+        m.ticks_ingested.store(17, r);
+        m.feed_errors.store(19, r);
+        m.feed_connections.store(23, r);
+        m.updates_published.store(u64::MAX, r);
+        for (i, c) in m.frames_encoded.iter().enumerate() {
+            c.store(100 + i as u64, r);
+        }
+        m.snapshots_sent.store(29, r);
+        m.frames_sent.store(31, r);
+        m.bytes_sent.store(1 << 40, r);
+        m.write_calls.store(37, r);
+        m.write_errors.store(41, r);
+        m.slow_disconnects.store(43, r);
+        m.conflation_episodes.store(47, r);
+        m.conflated_messages.store(53, r);
+        for (i, c) in m.skipped_updates.iter().enumerate() {
+            c.store(200 + i as u64, r);
+        }
+        m.record_ticks.store(59, r);
+        m.record_dropped.store(61, r);
+        m.record_bytes.store(67, r);
+        m.record_errors.store(71, r);
+        m.replay_sessions.store(73, r);
+        m.replay_rejected.store(79, r);
+        for (i, c) in m.client_errors.iter().enumerate() {
+            c.store(300 + i as u64, r);
+        }
+        let mut buffered = BufferedHistogram::default();
+        for bytes in [0, 5000, 70_000, 70_001, 5 << 20, 100 << 20] {
+            buffered.record(bytes);
+        }
+        let sessions = SessionGauges {
+            queued_bytes: 83,
+            max_session_queued_bytes: 89,
+            kernel_queued_bytes: 97,
+            buffered,
+            open: 101,
+            conflating: 103,
+            closing: 107,
+        };
+        let live = LiveGauges { sessions, ring_depth: 109, ring_capacity: 113, ring_full: 127, symbols: 131 };
+        (m, live)
+    }
+
+    /// What `render` printed for [`populated`] before the metrics were a
+    /// table: the exposition must not change by a byte.
+    const GOLDEN: &str = r#"# HELP tickcast_connections Open WebSocket sessions.
+# TYPE tickcast_connections gauge
+tickcast_connections -3
+# HELP tickcast_read_buffers Sessions holding a frame read buffer (8 KiB each); idle sessions hold none.
+# TYPE tickcast_read_buffers gauge
+tickcast_read_buffers 5
+# HELP tickcast_connections_total WebSocket sessions ever opened.
+# TYPE tickcast_connections_total counter
+tickcast_connections_total 2
+# HELP tickcast_connections_rejected_total Connections refused at --max-connections.
+# TYPE tickcast_connections_rejected_total counter
+tickcast_connections_rejected_total 7
+# HELP tickcast_http_rejected_total Upgrade requests answered with HTTP 400.
+# TYPE tickcast_http_rejected_total counter
+tickcast_http_rejected_total 11
+# HELP tickcast_subscriptions Current (session, symbol) subscriptions.
+# TYPE tickcast_subscriptions gauge
+tickcast_subscriptions 13
+# HELP tickcast_symbols Symbols known to the server.
+# TYPE tickcast_symbols gauge
+tickcast_symbols 131
+# HELP tickcast_ticks_ingested_total Ticks normalized by feeds and pushed into the ring.
+# TYPE tickcast_ticks_ingested_total counter
+tickcast_ticks_ingested_total 17
+# HELP tickcast_feed_errors_total Feed input rejected and skipped.
+# TYPE tickcast_feed_errors_total counter
+tickcast_feed_errors_total 19
+# HELP tickcast_feed_connections_total Feed handler connections accepted.
+# TYPE tickcast_feed_connections_total counter
+tickcast_feed_connections_total 23
+# HELP tickcast_ring_depth Ticks waiting in the ring.
+# TYPE tickcast_ring_depth gauge
+tickcast_ring_depth 109
+# HELP tickcast_ring_capacity Ring capacity in ticks.
+# TYPE tickcast_ring_capacity gauge
+tickcast_ring_capacity 113
+# HELP tickcast_ring_full_total Pushes that found the ring full and waited.
+# TYPE tickcast_ring_full_total counter
+tickcast_ring_full_total 127
+# HELP tickcast_updates_published_total Updates sequenced and published by the engine.
+# TYPE tickcast_updates_published_total counter
+tickcast_updates_published_total 18446744073709552000
+# HELP tickcast_frames_encoded_total Update frames encoded, per encoding.
+# TYPE tickcast_frames_encoded_total counter
+tickcast_frames_encoded_total{encoding="msgpack"} 100
+tickcast_frames_encoded_total{encoding="protobuf"} 101
+tickcast_frames_encoded_total{encoding="json"} 102
+# HELP tickcast_snapshots_sent_total Snapshots sent.
+# TYPE tickcast_snapshots_sent_total counter
+tickcast_snapshots_sent_total 29
+# HELP tickcast_frames_sent_total Frames fully written to sockets.
+# TYPE tickcast_frames_sent_total counter
+tickcast_frames_sent_total 31
+# HELP tickcast_bytes_sent_total Bytes written to sockets.
+# TYPE tickcast_bytes_sent_total counter
+tickcast_bytes_sent_total 1099511627776
+# HELP tickcast_write_calls_total Vectored write system calls.
+# TYPE tickcast_write_calls_total counter
+tickcast_write_calls_total 37
+# HELP tickcast_write_errors_total Socket write errors.
+# TYPE tickcast_write_errors_total counter
+tickcast_write_errors_total 41
+# HELP tickcast_slow_disconnects_total Sessions closed as slow consumers (1008).
+# TYPE tickcast_slow_disconnects_total counter
+tickcast_slow_disconnects_total 43
+# HELP tickcast_conflation_episodes_total Times a session crossed --conflate-above and began conflating.
+# TYPE tickcast_conflation_episodes_total counter
+tickcast_conflation_episodes_total 47
+# HELP tickcast_conflated_messages_total conflated messages sent to sessions that drained (each followed by snapshots).
+# TYPE tickcast_conflated_messages_total counter
+tickcast_conflated_messages_total 53
+# HELP tickcast_skipped_updates_total Updates not delivered to conflating sessions: quotes and book changes are folded into the snapshot sent on recovery; trades are dropped.
+# TYPE tickcast_skipped_updates_total counter
+tickcast_skipped_updates_total{kind="trade"} 200
+tickcast_skipped_updates_total{kind="quote"} 201
+tickcast_skipped_updates_total{kind="book"} 202
+# HELP tickcast_record_ticks_total Ticks handed to the recorder (--record).
+# TYPE tickcast_record_ticks_total counter
+tickcast_record_ticks_total 59
+# HELP tickcast_record_dropped_total Ticks the recorder queue had no room for; each is a seq gap in the tick log.
+# TYPE tickcast_record_dropped_total counter
+tickcast_record_dropped_total 61
+# HELP tickcast_record_bytes_total Bytes written to the tick log.
+# TYPE tickcast_record_bytes_total counter
+tickcast_record_bytes_total 67
+# HELP tickcast_record_errors_total Tick-log write failures (the batch is lost and a new segment is started).
+# TYPE tickcast_record_errors_total counter
+tickcast_record_errors_total 71
+# HELP tickcast_replay_sessions Replay sessions (/replay) open now.
+# TYPE tickcast_replay_sessions gauge
+tickcast_replay_sessions 73
+# HELP tickcast_replay_rejected_total Replay sessions refused at --max-replay-sessions (HTTP 503).
+# TYPE tickcast_replay_rejected_total counter
+tickcast_replay_rejected_total 79
+# HELP tickcast_queued_bytes Bytes queued in all sessions, not yet written.
+# TYPE tickcast_queued_bytes gauge
+tickcast_queued_bytes 83
+# HELP tickcast_kernel_queued_bytes Bytes in all sessions' kernel send queues (SIOCOUTQ), not yet acknowledged.
+# TYPE tickcast_kernel_queued_bytes gauge
+tickcast_kernel_queued_bytes 97
+# HELP tickcast_session_buffered_bytes Per-session buffered bytes (queued frames plus kernel send queue), at scrape time.
+# TYPE tickcast_session_buffered_bytes histogram
+tickcast_session_buffered_bytes_bucket{le="4096"} 1
+tickcast_session_buffered_bytes_bucket{le="65536"} 2
+tickcast_session_buffered_bytes_bucket{le="262144"} 4
+tickcast_session_buffered_bytes_bucket{le="1048576"} 4
+tickcast_session_buffered_bytes_bucket{le="4194304"} 4
+tickcast_session_buffered_bytes_bucket{le="8388608"} 5
+tickcast_session_buffered_bytes_bucket{le="67108864"} 5
+tickcast_session_buffered_bytes_bucket{le="+Inf"} 6
+tickcast_session_buffered_bytes_sum 110245481
+tickcast_session_buffered_bytes_count 6
+# HELP tickcast_sessions Sessions by state.
+# TYPE tickcast_sessions gauge
+tickcast_sessions{state="open"} 101
+tickcast_sessions{state="conflating"} 103
+tickcast_sessions{state="closing"} 107
+# HELP tickcast_session_queued_bytes_max Largest queued bytes of one session.
+# TYPE tickcast_session_queued_bytes_max gauge
+tickcast_session_queued_bytes_max 89
+# HELP tickcast_client_errors_total Client errors by code.
+# TYPE tickcast_client_errors_total counter
+tickcast_client_errors_total{code="bad_json"} 300
+tickcast_client_errors_total{code="unknown_op"} 301
+tickcast_client_errors_total{code="bad_request"} 302
+tickcast_client_errors_total{code="unknown_symbol"} 303
+tickcast_client_errors_total{code="message_too_big"} 304
+tickcast_client_errors_total{code="protocol_error"} 305
+tickcast_client_errors_total{code="pong_timeout"} 306
+"#;
+
+    /// The process metrics at the end, for fixed [`ProcessStats`].
+    const GOLDEN_PROCESS: &str = r#"# HELP process_cpu_seconds_total User and system CPU time.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 0.30000000000000004
+# HELP process_resident_memory_bytes Resident set size.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 137
+"#;
+
+    #[test]
+    fn render_matches_the_golden_exposition() {
+        let (m, live) = populated();
+        let process = ProcessStats { cpu_seconds: 0.1 + 0.2, rss_bytes: 137 };
+        assert_eq!(m.render_with(&live, Some(process)), format!("{GOLDEN}{GOLDEN_PROCESS}"));
+        assert_eq!(m.render_with(&live, None), GOLDEN, "no /proc: no process metrics");
     }
 }
