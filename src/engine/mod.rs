@@ -22,12 +22,13 @@
 //! was empty. The engine never touches a socket and never waits on a
 //! session, so a slow reader cannot slow it or anyone else.
 //!
-//! A write costs several µs of CPU whatever it carries (the kernel's TCP
-//! path, BENCHMARKS.md), so when to write decides both the CPU per message
-//! and the latency. Writing when the input is drained (the ring is empty
-//! and no feed is mid-burst, [`TickRing::drained`]) gives each subscriber
-//! a whole burst in one write, as soon as the burst is in; writing on a
-//! clock instead would split bursts and hold their tails for a tick of it.
+//! A write costs about the same CPU whatever it carries (mostly the
+//! kernel's TCP path; see BENCHMARKS.md#what-one-socket-write-costs), so
+//! when to write decides both the CPU per message and the latency.
+//! Writing when the input is drained (the ring is empty and no feed is
+//! mid-burst, [`TickRing::drained`]) gives each subscriber a whole burst in
+//! one write, as soon as the burst is in; writing on a clock instead would
+//! split bursts and hold their tails for a tick of it.
 //!
 //! # Slow consumers: the ladder
 //! Checked per session where its frames are staged, once per flush, from

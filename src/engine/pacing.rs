@@ -39,10 +39,11 @@ const ACTIVE_FRAMES_PER_MS: f32 = 0.1;
 const RATE_TAU_MS: f32 = 10.0;
 
 /// How often busy sessions are written (`--flush-interval`,
-/// `--write-budget`). A write costs 5-7 µs of CPU whatever it carries
-/// (mostly the kernel's TCP path), so with many active sessions the
-/// interval stretches until their writes fit the budget: each write then
-/// carries more updates. See `Engine::flush`.
+/// `--write-budget`). A write costs about the same CPU whatever it carries
+/// (mostly the kernel's TCP path; see
+/// BENCHMARKS.md#what-one-socket-write-costs), so with many active
+/// sessions the interval stretches until their writes fit the budget: each
+/// write then carries more updates. See `Engine::flush`.
 #[derive(Clone, Copy, Debug)]
 pub struct Coalescing {
     /// Least time between two writes to one busy session.
