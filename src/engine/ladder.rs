@@ -53,8 +53,11 @@ impl SlowConsumerPolicy {
 
 /// One symbol's updates held back from a conflating session.
 pub(super) struct Missed {
+    /// The symbol's topic.
     topic: u32,
+    /// Seq of the first update held, the start of the `conflated` range.
     from_seq: u64,
+    /// Seq of the last update held: the snapshot that ends it is at this seq.
     to_seq: u64,
     /// Held updates by [`UpdateKind`] index.
     counts: [u64; 3],

@@ -174,7 +174,9 @@ pub enum Command {
 /// The sending side sessions use; wakes the engine if it is parked.
 #[derive(Clone)]
 pub struct EngineHandle {
+    /// The engine's command queue.
     tx: Sender<Command>,
+    /// To wake the engine after a send.
     ring: Arc<TickRing>,
 }
 
@@ -190,25 +192,39 @@ impl EngineHandle {
 
 /// The engine's state; [`Engine::run`] is the thread's body.
 pub struct Engine {
+    /// Where ticks come from; also parks and wakes this thread.
     ring: Arc<TickRing>,
+    /// Commands from sessions (see "Commands" above).
     commands: Receiver<Command>,
+    /// Symbol names by id; topics are created in id order as it grows.
     symbols: Arc<SymbolTable>,
+    /// Counters, added to once per batch.
     metrics: Arc<Metrics>,
+    /// Levels per side in a snapshot's book.
     book_depth: usize,
+    /// How often busy sessions are written (`pacing.rs`).
     coalescing: Coalescing,
+    /// When a session is conflated or closed (`ladder.rs`).
     slow: SlowConsumerPolicy,
+    /// Every symbol's topic, by symbol id.
     topics: Vec<Topic>,
+    /// Registered sessions by slot id; `None` for a free slot.
     slots: Vec<Option<Slot>>,
     /// Write pacing by slot id, beside `slots`.
     paces: Vec<Pace>,
+    /// Slot ids free for reuse, so that `slots` and `paces` stay dense.
     free_slots: Vec<SlotId>,
+    /// Session id to slot id, for commands.
     slot_of: HashMap<u64, SlotId>,
+    /// Slots subscribed to `"*"`: they join every new topic.
     wildcard: Vec<SlotId>,
+    /// Slots with frames staged and not yet flushed.
     dirty: Vec<SlotId>,
     /// Slots conflating or still releasing held symbols.
     behind: Vec<SlotId>,
     /// Updates held back this batch, by [`UpdateKind`](crate::model::UpdateKind) index.
     skipped: [u64; 3],
+    /// The encode buffer, reused for every frame.
     scratch: Vec<u8>,
     /// The recorder's queue, with `--record`.
     record: Option<RecordTap>,

@@ -20,7 +20,9 @@ use crate::wire::Encoding;
 
 /// A session as the engine sees it.
 pub(super) struct Slot {
+    /// Where its frames go: data at flush, acks and errors at once.
     pub(super) outbox: Arc<Outbox>,
+    /// The encoding it gets; it is in its topics' subscriber list for it.
     pub(super) encoding: Encoding,
     /// Topics this session is subscribed to.
     pub(super) topics: Vec<u32>,
@@ -28,7 +30,10 @@ pub(super) struct Slot {
     pub(super) wildcard: bool,
     /// Frames produced this batch, moved to the outbox at flush.
     pub(super) staged: Vec<Bytes>,
+    /// Bytes in `staged`: flushed at once at a full buffer, and counted
+    /// against the ladder's marks with what is queued.
     pub(super) staged_bytes: usize,
+    /// In the engine's `dirty` list.
     pub(super) dirty: bool,
     /// When frames were last moved to the outbox.
     pub(super) last_flush: Instant,
