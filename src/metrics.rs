@@ -5,6 +5,10 @@
 //! Hot-path counters are batched by their owners (the engine adds once per
 //! batch, a writer once per write) and sit on their own cache lines, so
 //! metrics never add a contended write per message.
+//!
+//! Each metric is declared once, in the `METRICS` table: its name, type,
+//! help and where its samples come from. [`Metrics::render`] is one loop
+//! over that table.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -182,231 +186,269 @@ impl Metrics {
 
     /// Renders everything in the Prometheus text exposition format.
     pub fn render(&self, live: &LiveGauges) -> String {
+        self.render_with(live, ProcessStats::read(None))
+    }
+
+    /// [`render`](Self::render) with this process's stats given (`None`
+    /// where `/proc` cannot be read), so a test can fix them: one loop over
+    /// [`METRICS`].
+    fn render_with(&self, live: &LiveGauges, process: Option<ProcessStats>) -> String {
+        let scrape = Scrape { metrics: self, live, process };
         let mut out = String::with_capacity(4096);
-        let r = Ordering::Relaxed;
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        for Metric { name, kind, help, value } in METRICS {
+            let samples = value(&scrape);
+            if samples.is_empty() {
+                continue;
+            }
+            let kind = kind.name();
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
-        };
-        let one = |v: f64| [(String::new(), v)];
-        metric("tickcast_connections", "gauge", "Open WebSocket sessions.", &one(self.connections.load(r) as f64));
-        metric(
-            "tickcast_read_buffers",
-            "gauge",
-            "Sessions holding a frame read buffer (8 KiB each); idle sessions hold none.",
-            &one(self.read_buffers.load(r) as f64),
-        );
-        metric(
-            "tickcast_connections_total",
-            "counter",
-            "WebSocket sessions ever opened.",
-            &one(self.connections_total.load(r) as f64),
-        );
-        metric(
-            "tickcast_connections_rejected_total",
-            "counter",
-            "Connections refused at --max-connections.",
-            &one(self.connections_rejected.load(r) as f64),
-        );
-        metric(
-            "tickcast_http_rejected_total",
-            "counter",
-            "Upgrade requests answered with HTTP 400.",
-            &one(self.http_rejected.load(r) as f64),
-        );
-        metric(
-            "tickcast_subscriptions",
-            "gauge",
-            "Current (session, symbol) subscriptions.",
-            &one(self.subscriptions.load(r) as f64),
-        );
-        metric("tickcast_symbols", "gauge", "Symbols known to the server.", &one(live.symbols as f64));
-        metric(
-            "tickcast_ticks_ingested_total",
-            "counter",
-            "Ticks normalized by feeds and pushed into the ring.",
-            &one(self.ticks_ingested.load(r) as f64),
-        );
-        metric(
-            "tickcast_feed_errors_total",
-            "counter",
-            "Feed input rejected and skipped.",
-            &one(self.feed_errors.load(r) as f64),
-        );
-        metric(
-            "tickcast_feed_connections_total",
-            "counter",
-            "Feed handler connections accepted.",
-            &one(self.feed_connections.load(r) as f64),
-        );
-        metric("tickcast_ring_depth", "gauge", "Ticks waiting in the ring.", &one(live.ring_depth as f64));
-        metric("tickcast_ring_capacity", "gauge", "Ring capacity in ticks.", &one(live.ring_capacity as f64));
-        metric(
-            "tickcast_ring_full_total",
-            "counter",
-            "Pushes that found the ring full and waited.",
-            &one(live.ring_full as f64),
-        );
-        metric(
-            "tickcast_updates_published_total",
-            "counter",
-            "Updates sequenced and published by the engine.",
-            &one(self.updates_published.load(r) as f64),
-        );
-        let encoded: Vec<(String, f64)> = Encoding::ALL
-            .iter()
-            .map(|e| (format!("{{encoding=\"{}\"}}", e.name()), self.frames_encoded[e.index()].load(r) as f64))
-            .collect();
-        metric("tickcast_frames_encoded_total", "counter", "Update frames encoded, per encoding.", &encoded);
-        metric("tickcast_snapshots_sent_total", "counter", "Snapshots sent.", &one(self.snapshots_sent.load(r) as f64));
-        metric(
-            "tickcast_frames_sent_total",
-            "counter",
-            "Frames fully written to sockets.",
-            &one(self.frames_sent.load(r) as f64),
-        );
-        metric(
-            "tickcast_bytes_sent_total",
-            "counter",
-            "Bytes written to sockets.",
-            &one(self.bytes_sent.load(r) as f64),
-        );
-        metric(
-            "tickcast_write_calls_total",
-            "counter",
-            "Vectored write system calls.",
-            &one(self.write_calls.load(r) as f64),
-        );
-        metric(
-            "tickcast_write_errors_total",
-            "counter",
-            "Socket write errors.",
-            &one(self.write_errors.load(r) as f64),
-        );
-        metric(
-            "tickcast_slow_disconnects_total",
-            "counter",
-            "Sessions closed as slow consumers (1008).",
-            &one(self.slow_disconnects.load(r) as f64),
-        );
-        metric(
-            "tickcast_conflation_episodes_total",
-            "counter",
-            "Times a session crossed --conflate-above and began conflating.",
-            &one(self.conflation_episodes.load(r) as f64),
-        );
-        metric(
-            "tickcast_conflated_messages_total",
-            "counter",
-            "conflated messages sent to sessions that drained (each followed by snapshots).",
-            &one(self.conflated_messages.load(r) as f64),
-        );
-        let skipped: Vec<(String, f64)> = UpdateKind::ALL
-            .iter()
-            .map(|k| (format!("{{kind=\"{}\"}}", k.name()), self.skipped_updates[*k as usize].load(r) as f64))
-            .collect();
-        metric(
-            "tickcast_skipped_updates_total",
-            "counter",
-            "Updates not delivered to conflating sessions: quotes and book changes are folded into the \
-             snapshot sent on recovery; trades are dropped.",
-            &skipped,
-        );
-        metric(
-            "tickcast_record_ticks_total",
-            "counter",
-            "Ticks handed to the recorder (--record).",
-            &one(self.record_ticks.load(r) as f64),
-        );
-        metric(
-            "tickcast_record_dropped_total",
-            "counter",
-            "Ticks the recorder queue had no room for; each is a seq gap in the tick log.",
-            &one(self.record_dropped.load(r) as f64),
-        );
-        metric(
-            "tickcast_record_bytes_total",
-            "counter",
-            "Bytes written to the tick log.",
-            &one(self.record_bytes.load(r) as f64),
-        );
-        metric(
-            "tickcast_record_errors_total",
-            "counter",
-            "Tick-log write failures (the batch is lost and a new segment is started).",
-            &one(self.record_errors.load(r) as f64),
-        );
-        metric(
-            "tickcast_replay_sessions",
-            "gauge",
-            "Replay sessions (/replay) open now.",
-            &one(self.replay_sessions.load(r) as f64),
-        );
-        metric(
-            "tickcast_replay_rejected_total",
-            "counter",
-            "Replay sessions refused at --max-replay-sessions (HTTP 503).",
-            &one(self.replay_rejected.load(r) as f64),
-        );
-        metric(
-            "tickcast_queued_bytes",
-            "gauge",
-            "Bytes queued in all sessions, not yet written.",
-            &one(live.sessions.queued_bytes as f64),
-        );
-        metric(
-            "tickcast_kernel_queued_bytes",
-            "gauge",
-            "Bytes in all sessions' kernel send queues (SIOCOUTQ), not yet acknowledged.",
-            &one(live.sessions.kernel_queued_bytes as f64),
-        );
+        }
+        out
+    }
+}
+
+/// Every metric, in exposition order. Adding a metric is adding its entry
+/// here (and the counter it reads, if it is new).
+const METRICS: &[Metric] = &[
+    gauge("tickcast_connections", "Open WebSocket sessions.", |s| one(&s.metrics.connections)),
+    gauge(
+        "tickcast_read_buffers",
+        "Sessions holding a frame read buffer (8 KiB each); idle sessions hold none.",
+        |s| one(&s.metrics.read_buffers),
+    ),
+    counter("tickcast_connections_total", "WebSocket sessions ever opened.", |s| one(&s.metrics.connections_total)),
+    counter("tickcast_connections_rejected_total", "Connections refused at --max-connections.", |s| {
+        one(&s.metrics.connections_rejected)
+    }),
+    counter("tickcast_http_rejected_total", "Upgrade requests answered with HTTP 400.", |s| {
+        one(&s.metrics.http_rejected)
+    }),
+    gauge("tickcast_subscriptions", "Current (session, symbol) subscriptions.", |s| one(&s.metrics.subscriptions)),
+    gauge("tickcast_symbols", "Symbols known to the server.", |s| one(s.live.symbols)),
+    counter("tickcast_ticks_ingested_total", "Ticks normalized by feeds and pushed into the ring.", |s| {
+        one(&s.metrics.ticks_ingested)
+    }),
+    counter("tickcast_feed_errors_total", "Feed input rejected and skipped.", |s| one(&s.metrics.feed_errors)),
+    counter("tickcast_feed_connections_total", "Feed handler connections accepted.", |s| {
+        one(&s.metrics.feed_connections)
+    }),
+    gauge("tickcast_ring_depth", "Ticks waiting in the ring.", |s| one(s.live.ring_depth)),
+    gauge("tickcast_ring_capacity", "Ring capacity in ticks.", |s| one(s.live.ring_capacity)),
+    counter("tickcast_ring_full_total", "Pushes that found the ring full and waited.", |s| one(s.live.ring_full)),
+    counter("tickcast_updates_published_total", "Updates sequenced and published by the engine.", |s| {
+        one(&s.metrics.updates_published)
+    }),
+    counter("tickcast_frames_encoded_total", "Update frames encoded, per encoding.", |s| {
+        by("encoding", Encoding::ALL.map(|e| (e.name(), &s.metrics.frames_encoded[e.index()])))
+    }),
+    counter("tickcast_snapshots_sent_total", "Snapshots sent.", |s| one(&s.metrics.snapshots_sent)),
+    counter("tickcast_frames_sent_total", "Frames fully written to sockets.", |s| one(&s.metrics.frames_sent)),
+    counter("tickcast_bytes_sent_total", "Bytes written to sockets.", |s| one(&s.metrics.bytes_sent)),
+    counter("tickcast_write_calls_total", "Vectored write system calls.", |s| one(&s.metrics.write_calls)),
+    counter("tickcast_write_errors_total", "Socket write errors.", |s| one(&s.metrics.write_errors)),
+    counter("tickcast_slow_disconnects_total", "Sessions closed as slow consumers (1008).", |s| {
+        one(&s.metrics.slow_disconnects)
+    }),
+    counter(
+        "tickcast_conflation_episodes_total",
+        "Times a session crossed --conflate-above and began conflating.",
+        |s| one(&s.metrics.conflation_episodes),
+    ),
+    counter(
+        "tickcast_conflated_messages_total",
+        "conflated messages sent to sessions that drained (each followed by snapshots).",
+        |s| one(&s.metrics.conflated_messages),
+    ),
+    counter(
+        "tickcast_skipped_updates_total",
+        "Updates not delivered to conflating sessions: quotes and book changes are folded into the \
+         snapshot sent on recovery; trades are dropped.",
+        |s| by("kind", UpdateKind::ALL.map(|k| (k.name(), &s.metrics.skipped_updates[k as usize]))),
+    ),
+    counter("tickcast_record_ticks_total", "Ticks handed to the recorder (--record).", |s| {
+        one(&s.metrics.record_ticks)
+    }),
+    counter(
+        "tickcast_record_dropped_total",
+        "Ticks the recorder queue had no room for; each is a seq gap in the tick log.",
+        |s| one(&s.metrics.record_dropped),
+    ),
+    counter("tickcast_record_bytes_total", "Bytes written to the tick log.", |s| one(&s.metrics.record_bytes)),
+    counter(
+        "tickcast_record_errors_total",
+        "Tick-log write failures (the batch is lost and a new segment is started).",
+        |s| one(&s.metrics.record_errors),
+    ),
+    gauge("tickcast_replay_sessions", "Replay sessions (/replay) open now.", |s| one(&s.metrics.replay_sessions)),
+    counter("tickcast_replay_rejected_total", "Replay sessions refused at --max-replay-sessions (HTTP 503).", |s| {
+        one(&s.metrics.replay_rejected)
+    }),
+    gauge("tickcast_queued_bytes", "Bytes queued in all sessions, not yet written.", |s| {
+        one(s.live.sessions.queued_bytes)
+    }),
+    gauge(
+        "tickcast_kernel_queued_bytes",
+        "Bytes in all sessions' kernel send queues (SIOCOUTQ), not yet acknowledged.",
+        |s| one(s.live.sessions.kernel_queued_bytes),
+    ),
+    histogram(
+        "tickcast_session_buffered_bytes",
+        "Per-session buffered bytes (queued frames plus kernel send queue), at scrape time.",
+        |s| s.live.sessions.buffered.samples(),
+    ),
+    gauge("tickcast_sessions", "Sessions by state.", |s| {
+        let g = &s.live.sessions;
+        by("state", [("open", g.open), ("conflating", g.conflating), ("closing", g.closing)])
+    }),
+    gauge("tickcast_session_queued_bytes_max", "Largest queued bytes of one session.", |s| {
+        one(s.live.sessions.max_session_queued_bytes)
+    }),
+    counter("tickcast_client_errors_total", "Client errors by code.", |s| {
+        by("code", ErrorCode::ALL.map(|k| (k.code(), s.metrics.client_errors(k))))
+    }),
+    counter("process_cpu_seconds_total", "User and system CPU time.", |s| {
+        s.process.map_or_else(Vec::new, |p| one(p.cpu_seconds))
+    }),
+    gauge("process_resident_memory_bytes", "Resident set size.", |s| {
+        s.process.map_or_else(Vec::new, |p| one(p.rss_bytes))
+    }),
+];
+
+/// One metric at `/metrics`: everything the exposition says about it, and
+/// where its value comes from.
+struct Metric {
+    /// The exposition name.
+    name: &'static str,
+    /// Counter, gauge or histogram: the `# TYPE` line.
+    kind: Kind,
+    /// The `# HELP` text.
+    help: &'static str,
+    /// Its samples, read at scrape time.
+    value: fn(&Scrape<'_>) -> Samples,
+}
+
+/// A Prometheus metric type, as the `# TYPE` line names it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    /// The name the `# TYPE` line gives it.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// What one scrape reads: the counters, the gauges read from the stages
+/// that own them, and this process's stats (`None` where `/proc` cannot
+/// be read).
+struct Scrape<'a> {
+    metrics: &'a Metrics,
+    live: &'a LiveGauges,
+    process: Option<ProcessStats>,
+}
+
+/// A metric's samples in one scrape: each the suffix and labels that
+/// follow its name (empty for a plain metric) and the value. A metric
+/// with no samples is left out, HELP and TYPE too.
+type Samples = Vec<(String, f64)>;
+
+/// A [`METRICS`] entry for a counter.
+const fn counter(name: &'static str, help: &'static str, value: fn(&Scrape<'_>) -> Samples) -> Metric {
+    Metric { name, kind: Kind::Counter, help, value }
+}
+
+/// A [`METRICS`] entry for a gauge.
+const fn gauge(name: &'static str, help: &'static str, value: fn(&Scrape<'_>) -> Samples) -> Metric {
+    Metric { name, kind: Kind::Gauge, help, value }
+}
+
+/// A [`METRICS`] entry for a histogram.
+const fn histogram(name: &'static str, help: &'static str, value: fn(&Scrape<'_>) -> Samples) -> Metric {
+    Metric { name, kind: Kind::Histogram, help, value }
+}
+
+/// One unlabelled sample.
+fn one(value: impl Sample) -> Samples {
+    vec![(String::new(), value.sample())]
+}
+
+/// A value as Prometheus prints it: a float. Counters and gauges are read
+/// `Relaxed`, like everywhere else, and integers are converted with `as`.
+trait Sample {
+    /// The value of one sample.
+    fn sample(self) -> f64;
+}
+
+impl Sample for &AtomicU64 {
+    fn sample(self) -> f64 {
+        self.load(Ordering::Relaxed) as f64
+    }
+}
+
+impl Sample for &AtomicI64 {
+    fn sample(self) -> f64 {
+        self.load(Ordering::Relaxed) as f64
+    }
+}
+
+impl Sample for &CachePadded<AtomicU64> {
+    fn sample(self) -> f64 {
+        (**self).sample()
+    }
+}
+
+impl Sample for u64 {
+    fn sample(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Sample for usize {
+    fn sample(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Sample for f64 {
+    fn sample(self) -> f64 {
+        self
+    }
+}
+
+/// A labelled family: one sample per `(label value, value)`, labelled
+/// `{label="value"}`.
+fn by<V: Sample, const N: usize>(label: &str, samples: [(&str, V); N]) -> Samples {
+    samples.into_iter().map(|(v, value)| (format!("{{{label}=\"{v}\"}}"), value.sample())).collect()
+}
+
+impl BufferedHistogram {
+    /// The histogram's samples: cumulative buckets, `+Inf`, sum and count.
+    fn samples(&self) -> Samples {
         let mut cumulative = 0u64;
-        let mut buckets: Vec<(String, f64)> = BUFFERED_BUCKETS
+        let mut buckets: Samples = BUFFERED_BUCKETS
             .iter()
-            .zip(live.sessions.buffered.counts)
+            .zip(self.counts)
             .map(|(bound, n)| {
                 cumulative += n;
                 (format!("_bucket{{le=\"{bound}\"}}"), cumulative as f64)
             })
             .collect();
-        let count = cumulative + live.sessions.buffered.over;
+        let count = cumulative + self.over;
         buckets.push(("_bucket{le=\"+Inf\"}".to_owned(), count as f64));
-        buckets.push(("_sum".to_owned(), live.sessions.buffered.sum as f64));
+        buckets.push(("_sum".to_owned(), self.sum as f64));
         buckets.push(("_count".to_owned(), count as f64));
-        metric(
-            "tickcast_session_buffered_bytes",
-            "histogram",
-            "Per-session buffered bytes (queued frames plus kernel send queue), at scrape time.",
-            &buckets,
-        );
-        metric(
-            "tickcast_sessions",
-            "gauge",
-            "Sessions by state.",
-            &[
-                ("{state=\"open\"}".to_owned(), live.sessions.open as f64),
-                ("{state=\"conflating\"}".to_owned(), live.sessions.conflating as f64),
-                ("{state=\"closing\"}".to_owned(), live.sessions.closing as f64),
-            ],
-        );
-        metric(
-            "tickcast_session_queued_bytes_max",
-            "gauge",
-            "Largest queued bytes of one session.",
-            &one(live.sessions.max_session_queued_bytes as f64),
-        );
-        let errors: Vec<(String, f64)> = ErrorCode::ALL
-            .iter()
-            .map(|k| (format!("{{code=\"{}\"}}", k.code()), self.client_errors(*k) as f64))
-            .collect();
-        metric("tickcast_client_errors_total", "counter", "Client errors by code.", &errors);
-        if let Some(p) = ProcessStats::read(None) {
-            metric("process_cpu_seconds_total", "counter", "User and system CPU time.", &one(p.cpu_seconds));
-            metric("process_resident_memory_bytes", "gauge", "Resident set size.", &one(p.rss_bytes as f64));
-        }
-        out
+        buckets
     }
 }
 
@@ -446,5 +488,210 @@ mod tests {
         assert_eq!(scrape_value(&text, "tickcast_ring_capacity"), Some(8.0));
         let stats = ProcessStats::read(None).expect("linux /proc");
         assert!(stats.rss_bytes > 0);
+    }
+
+    /// Every counter and gauge set to a value of its own, so a metric
+    /// that reads the wrong source shows up in the output.
+    fn populated() -> (Metrics, LiveGauges) {
+        let m = Metrics::default();
+        let r = Ordering::Relaxed;
+        m.connections.store(-3, r);
+        m.connections_total.store(2, r);
+        m.read_buffers.store(5, r);
+        m.connections_rejected.store(7, r);
+        m.http_rejected.store(11, r);
+        m.subscriptions.store(13, r);
+        m.ticks_ingested.store(17, r);
+        m.feed_errors.store(19, r);
+        m.feed_connections.store(23, r);
+        m.updates_published.store(u64::MAX, r);
+        for (i, c) in m.frames_encoded.iter().enumerate() {
+            c.store(100 + i as u64, r);
+        }
+        m.snapshots_sent.store(29, r);
+        m.frames_sent.store(31, r);
+        m.bytes_sent.store(1 << 40, r);
+        m.write_calls.store(37, r);
+        m.write_errors.store(41, r);
+        m.slow_disconnects.store(43, r);
+        m.conflation_episodes.store(47, r);
+        m.conflated_messages.store(53, r);
+        for (i, c) in m.skipped_updates.iter().enumerate() {
+            c.store(200 + i as u64, r);
+        }
+        m.record_ticks.store(59, r);
+        m.record_dropped.store(61, r);
+        m.record_bytes.store(67, r);
+        m.record_errors.store(71, r);
+        m.replay_sessions.store(73, r);
+        m.replay_rejected.store(79, r);
+        for (i, c) in m.client_errors.iter().enumerate() {
+            c.store(300 + i as u64, r);
+        }
+        let mut buffered = BufferedHistogram::default();
+        for bytes in [0, 5000, 70_000, 70_001, 5 << 20, 100 << 20] {
+            buffered.record(bytes);
+        }
+        let sessions = SessionGauges {
+            queued_bytes: 83,
+            max_session_queued_bytes: 89,
+            kernel_queued_bytes: 97,
+            buffered,
+            open: 101,
+            conflating: 103,
+            closing: 107,
+        };
+        let live = LiveGauges { sessions, ring_depth: 109, ring_capacity: 113, ring_full: 127, symbols: 131 };
+        (m, live)
+    }
+
+    /// What the hand-written `render` printed for [`populated`], before the
+    /// metrics became a table: the exposition must not change by a byte.
+    const GOLDEN: &str = r#"# HELP tickcast_connections Open WebSocket sessions.
+# TYPE tickcast_connections gauge
+tickcast_connections -3
+# HELP tickcast_read_buffers Sessions holding a frame read buffer (8 KiB each); idle sessions hold none.
+# TYPE tickcast_read_buffers gauge
+tickcast_read_buffers 5
+# HELP tickcast_connections_total WebSocket sessions ever opened.
+# TYPE tickcast_connections_total counter
+tickcast_connections_total 2
+# HELP tickcast_connections_rejected_total Connections refused at --max-connections.
+# TYPE tickcast_connections_rejected_total counter
+tickcast_connections_rejected_total 7
+# HELP tickcast_http_rejected_total Upgrade requests answered with HTTP 400.
+# TYPE tickcast_http_rejected_total counter
+tickcast_http_rejected_total 11
+# HELP tickcast_subscriptions Current (session, symbol) subscriptions.
+# TYPE tickcast_subscriptions gauge
+tickcast_subscriptions 13
+# HELP tickcast_symbols Symbols known to the server.
+# TYPE tickcast_symbols gauge
+tickcast_symbols 131
+# HELP tickcast_ticks_ingested_total Ticks normalized by feeds and pushed into the ring.
+# TYPE tickcast_ticks_ingested_total counter
+tickcast_ticks_ingested_total 17
+# HELP tickcast_feed_errors_total Feed input rejected and skipped.
+# TYPE tickcast_feed_errors_total counter
+tickcast_feed_errors_total 19
+# HELP tickcast_feed_connections_total Feed handler connections accepted.
+# TYPE tickcast_feed_connections_total counter
+tickcast_feed_connections_total 23
+# HELP tickcast_ring_depth Ticks waiting in the ring.
+# TYPE tickcast_ring_depth gauge
+tickcast_ring_depth 109
+# HELP tickcast_ring_capacity Ring capacity in ticks.
+# TYPE tickcast_ring_capacity gauge
+tickcast_ring_capacity 113
+# HELP tickcast_ring_full_total Pushes that found the ring full and waited.
+# TYPE tickcast_ring_full_total counter
+tickcast_ring_full_total 127
+# HELP tickcast_updates_published_total Updates sequenced and published by the engine.
+# TYPE tickcast_updates_published_total counter
+tickcast_updates_published_total 18446744073709552000
+# HELP tickcast_frames_encoded_total Update frames encoded, per encoding.
+# TYPE tickcast_frames_encoded_total counter
+tickcast_frames_encoded_total{encoding="msgpack"} 100
+tickcast_frames_encoded_total{encoding="protobuf"} 101
+tickcast_frames_encoded_total{encoding="json"} 102
+# HELP tickcast_snapshots_sent_total Snapshots sent.
+# TYPE tickcast_snapshots_sent_total counter
+tickcast_snapshots_sent_total 29
+# HELP tickcast_frames_sent_total Frames fully written to sockets.
+# TYPE tickcast_frames_sent_total counter
+tickcast_frames_sent_total 31
+# HELP tickcast_bytes_sent_total Bytes written to sockets.
+# TYPE tickcast_bytes_sent_total counter
+tickcast_bytes_sent_total 1099511627776
+# HELP tickcast_write_calls_total Vectored write system calls.
+# TYPE tickcast_write_calls_total counter
+tickcast_write_calls_total 37
+# HELP tickcast_write_errors_total Socket write errors.
+# TYPE tickcast_write_errors_total counter
+tickcast_write_errors_total 41
+# HELP tickcast_slow_disconnects_total Sessions closed as slow consumers (1008).
+# TYPE tickcast_slow_disconnects_total counter
+tickcast_slow_disconnects_total 43
+# HELP tickcast_conflation_episodes_total Times a session crossed --conflate-above and began conflating.
+# TYPE tickcast_conflation_episodes_total counter
+tickcast_conflation_episodes_total 47
+# HELP tickcast_conflated_messages_total conflated messages sent to sessions that drained (each followed by snapshots).
+# TYPE tickcast_conflated_messages_total counter
+tickcast_conflated_messages_total 53
+# HELP tickcast_skipped_updates_total Updates not delivered to conflating sessions: quotes and book changes are folded into the snapshot sent on recovery; trades are dropped.
+# TYPE tickcast_skipped_updates_total counter
+tickcast_skipped_updates_total{kind="trade"} 200
+tickcast_skipped_updates_total{kind="quote"} 201
+tickcast_skipped_updates_total{kind="book"} 202
+# HELP tickcast_record_ticks_total Ticks handed to the recorder (--record).
+# TYPE tickcast_record_ticks_total counter
+tickcast_record_ticks_total 59
+# HELP tickcast_record_dropped_total Ticks the recorder queue had no room for; each is a seq gap in the tick log.
+# TYPE tickcast_record_dropped_total counter
+tickcast_record_dropped_total 61
+# HELP tickcast_record_bytes_total Bytes written to the tick log.
+# TYPE tickcast_record_bytes_total counter
+tickcast_record_bytes_total 67
+# HELP tickcast_record_errors_total Tick-log write failures (the batch is lost and a new segment is started).
+# TYPE tickcast_record_errors_total counter
+tickcast_record_errors_total 71
+# HELP tickcast_replay_sessions Replay sessions (/replay) open now.
+# TYPE tickcast_replay_sessions gauge
+tickcast_replay_sessions 73
+# HELP tickcast_replay_rejected_total Replay sessions refused at --max-replay-sessions (HTTP 503).
+# TYPE tickcast_replay_rejected_total counter
+tickcast_replay_rejected_total 79
+# HELP tickcast_queued_bytes Bytes queued in all sessions, not yet written.
+# TYPE tickcast_queued_bytes gauge
+tickcast_queued_bytes 83
+# HELP tickcast_kernel_queued_bytes Bytes in all sessions' kernel send queues (SIOCOUTQ), not yet acknowledged.
+# TYPE tickcast_kernel_queued_bytes gauge
+tickcast_kernel_queued_bytes 97
+# HELP tickcast_session_buffered_bytes Per-session buffered bytes (queued frames plus kernel send queue), at scrape time.
+# TYPE tickcast_session_buffered_bytes histogram
+tickcast_session_buffered_bytes_bucket{le="4096"} 1
+tickcast_session_buffered_bytes_bucket{le="65536"} 2
+tickcast_session_buffered_bytes_bucket{le="262144"} 4
+tickcast_session_buffered_bytes_bucket{le="1048576"} 4
+tickcast_session_buffered_bytes_bucket{le="4194304"} 4
+tickcast_session_buffered_bytes_bucket{le="8388608"} 5
+tickcast_session_buffered_bytes_bucket{le="67108864"} 5
+tickcast_session_buffered_bytes_bucket{le="+Inf"} 6
+tickcast_session_buffered_bytes_sum 110245481
+tickcast_session_buffered_bytes_count 6
+# HELP tickcast_sessions Sessions by state.
+# TYPE tickcast_sessions gauge
+tickcast_sessions{state="open"} 101
+tickcast_sessions{state="conflating"} 103
+tickcast_sessions{state="closing"} 107
+# HELP tickcast_session_queued_bytes_max Largest queued bytes of one session.
+# TYPE tickcast_session_queued_bytes_max gauge
+tickcast_session_queued_bytes_max 89
+# HELP tickcast_client_errors_total Client errors by code.
+# TYPE tickcast_client_errors_total counter
+tickcast_client_errors_total{code="bad_json"} 300
+tickcast_client_errors_total{code="unknown_op"} 301
+tickcast_client_errors_total{code="bad_request"} 302
+tickcast_client_errors_total{code="unknown_symbol"} 303
+tickcast_client_errors_total{code="message_too_big"} 304
+tickcast_client_errors_total{code="protocol_error"} 305
+tickcast_client_errors_total{code="pong_timeout"} 306
+"#;
+
+    /// The process metrics at the end, for fixed [`ProcessStats`].
+    const GOLDEN_PROCESS: &str = r#"# HELP process_cpu_seconds_total User and system CPU time.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 0.30000000000000004
+# HELP process_resident_memory_bytes Resident set size.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 137
+"#;
+
+    #[test]
+    fn render_matches_the_golden_exposition() {
+        let (m, live) = populated();
+        let process = ProcessStats { cpu_seconds: 0.1 + 0.2, rss_bytes: 137 };
+        assert_eq!(m.render_with(&live, Some(process)), format!("{GOLDEN}{GOLDEN_PROCESS}"));
+        assert_eq!(m.render_with(&live, None), GOLDEN, "no /proc: no process metrics");
     }
 }

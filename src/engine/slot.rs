@@ -1,0 +1,57 @@
+//! A session as the engine sees it ([`Slot`]): its outbox and encoding,
+//! its subscriptions, the frames staged for it this batch, its write rate,
+//! and where it stands on the slow-consumer ladder.
+//!
+//! The engine keeps one per registered session, in a slab indexed by
+//! [`SlotId`](super::topic::SlotId). Its write pacing is kept apart, in
+//! the dense `paces` array beside the slab (see `pacing.rs`), so that a
+//! flush pass skips the sessions that are not due without touching their
+//! slots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::ladder::Missed;
+use crate::outbox::{Outbox, SlowMode};
+use crate::wire::Encoding;
+
+/// A session as the engine sees it.
+pub(super) struct Slot {
+    /// Where its frames go: data at flush, acks and errors at once.
+    pub(super) outbox: Arc<Outbox>,
+    /// The encoding it gets; it is in its topics' subscriber list for it.
+    pub(super) encoding: Encoding,
+    /// Topics this session is subscribed to.
+    pub(super) topics: Vec<u32>,
+    /// Subscribed to every symbol, including ones that appear later.
+    pub(super) wildcard: bool,
+    /// Frames produced this batch, moved to the outbox at flush.
+    pub(super) staged: Vec<Bytes>,
+    /// Bytes in `staged`: flushed at once at a full buffer, and counted
+    /// against the ladder's marks with what is queued.
+    pub(super) staged_bytes: usize,
+    /// In the engine's `dirty` list.
+    pub(super) dirty: bool,
+    /// When frames were last moved to the outbox.
+    pub(super) last_flush: Instant,
+    /// Frames per ms moved to the outbox, averaged over about
+    /// `RATE_TAU_MS` (`pacing.rs`): decides whether the session is active.
+    pub(super) rate_per_ms: f32,
+    /// Counted in [`Engine::active`](super::Engine::active) (see
+    /// `ACTIVE_FRAMES_PER_MS` in `pacing.rs`).
+    pub(super) active: bool,
+    /// What the client chose for falling behind.
+    pub(super) mode: SlowMode,
+    /// Over `--conflate-above`: every update is held in `missed`.
+    pub(super) conflating: bool,
+    /// Symbols with held updates, one record each, until recovery releases
+    /// them. While any remain, their updates keep being held.
+    pub(super) missed: Vec<Missed>,
+    /// Topic -> index in `missed`.
+    pub(super) missed_at: HashMap<u32, usize>,
+    /// In the engine's `behind` list.
+    pub(super) behind: bool,
+}
