@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::BenchArgs;
 use crate::feed::replay::{parse_event_time, Speed};
 use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings};
 use crate::record::RecordSettings;
@@ -34,9 +33,6 @@ pub struct Cli {
 /// Tools shipped in the same binary.
 #[derive(Debug, Subcommand)]
 pub enum Tool {
-    /// Load generator: N subscribers against a running server; reports
-    /// delivered msgs/s, latency percentiles and server CPU per message.
-    Bench(BenchArgs),
     /// Convert a recording (Binance capture, DBN file) into a tick log.
     Convert(crate::tools::ConvertArgs),
     /// Summarize a recording: per symbol, counts by type, first and last

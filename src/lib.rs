@@ -38,14 +38,14 @@
 //! - [`server`]: HTTP routes, upgrade, lifecycle and shutdown.
 //! - [`config`]: flags and validated configuration.
 //! - [`metrics`]: Prometheus counters.
-//! - [`client`]: a client for tests, tools and as a reference.
-//! - [`bench`]: the `tickcast bench` load generator.
+//!
+//! Outside this crate, in `crates/`: `tickcast-client` (a client library)
+//! and `tickcast-loadgen` (the `tickcast-bench` load generator). They use
+//! this crate's public API; it never uses them.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod bench;
-pub mod client;
 pub mod codec;
 pub mod config;
 pub mod engine;

@@ -11,7 +11,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Tool::Bench(args)) => return tickcast::bench::main(args),
         Some(Tool::Convert(args)) => return tickcast::tools::convert(args),
         Some(Tool::Inspect(args)) => return tickcast::tools::inspect(args),
         None => {}

@@ -8,10 +8,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tickcast::client::http_get;
 use tickcast::config::Config;
-use tickcast::metrics::scrape_value;
 use tickcast::server::Server;
+use tickcast_client::{http_get, scrape_value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -1,7 +1,9 @@
-//! The load generator (`tickcast bench`) against a real server: the batch
+//! The load generator (`tickcast-bench`) against a real server: the batch
 //! frame reader it shares across targets must see every update, in order,
 //! in every encoding. A short run; the real figures live in BENCHMARKS.md.
 
+// The server's own test helpers: one `tests/common` for the workspace.
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
@@ -13,11 +15,11 @@ use tickcast::feed::FeedSpec;
 async fn bench(args: Vec<String>) -> serde_json::Value {
     // A child process, waited for off the runtime that serves it.
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tickcast")).arg("bench").args(&args).output()
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickcast-bench")).args(&args).output()
     })
     .await
     .expect("join")
-    .expect("run tickcast bench");
+    .expect("run tickcast-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().expect("a JSON report");
