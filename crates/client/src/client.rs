@@ -19,7 +19,6 @@ use hyper::header::{CONNECTION, HOST, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, 
 use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-
 use tickcast::codec::{decode, Encoding, ServerMessage};
 use tokio::net::TcpStream;
 
@@ -64,7 +63,7 @@ impl Client {
 
     /// Opens a private replay session: `ws://addr/replay?QUERY&encoding=...`,
     /// where `query` names the recording and the pace
-    /// (`source=NAME&speed=10`, see `docs/PROTOCOL.md`).
+    /// (`source=NAME&speed=10`; `docs/PROTOCOL.md`, "Replay sessions").
     pub async fn connect_replay(addr: SocketAddr, query: &str, encoding: Encoding) -> Result<Client, Error> {
         Client::connect_path(addr, &format!("/replay?{query}&encoding={}", encoding.name()), encoding).await
     }

@@ -50,7 +50,7 @@ fn encoding(s: &str) -> Result<Encoding, String> {
 /// Load generator: N subscribers against a running server; reports
 /// delivered msgs/s, latency percentiles and server CPU per message.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tickcast-bench", version, about)]
+#[command(name = "tickcast-bench", version)]
 pub struct BenchArgs {
     /// System under test: `tickcast`, `nats` (nats-server's WebSocket
     /// listener) or `node` (benches/peers/node/server.js).

@@ -65,3 +65,25 @@ async fn the_load_generator_sees_every_update_in_order_in_every_encoding() {
     }
     running.shutdown_within(Duration::from_secs(5)).await;
 }
+
+#[test]
+fn flags_that_cannot_make_a_run_are_refused_before_connecting() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast-bench"))
+            .args(["--server", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .expect("run tickcast-bench");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = run(&["--per-sub", "6", "--symbols", "5"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--per-sub 6 is more than --symbols 5"), "{stderr}");
+    let (code, stderr) = run(&["--target", "nats", "--drive-feed", "127.0.0.1:9"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--target nats needs --server-pid"), "{stderr}");
+    let (code, stderr) = run(&["--target", "smoke-signals"]);
+    assert_eq!(code, Some(2), "clap's own exit code: {stderr}");
+}
