@@ -1,7 +1,8 @@
 //! Helpers shared by integration tests: a server running in the test's
 //! runtime, and a raw handshake for tests that need to own the socket (to
 //! reset it, or to shrink its receive buffer). Each test file uses some of
-//! them, hence the `dead_code` allowance.
+//! them, hence the `dead_code` allowance. `crates/loadgen/tests` includes
+//! this file by path, so the workspace has one set of these helpers.
 
 #![allow(dead_code)]
 
