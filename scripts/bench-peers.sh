@@ -3,7 +3,7 @@
 #   - nats-server (Debian's package) with its WebSocket listener on loopback;
 #   - a Node.js `ws` rooms-and-JSON broadcast server (benches/peers/node);
 #   - tickcast with its tcp feed.
-# The same load generator (`tickcast bench --target ...`) drives each with
+# The same load generator (`tickcast-bench --target ...`) drives each with
 # the same workloads, one system after another; the publisher stamps its
 # send time into every tick and latency is publish to receive.
 #
@@ -54,8 +54,9 @@ if [ ! -x .venv-bench/bin/python ]; then
 fi
 .venv-bench/bin/pip install -q -r benches/peers/requirements.txt
 say "building tickcast (release)"
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 BIN=target/release/tickcast
+BENCH=target/release/tickcast-bench
 
 # How fast this machine is right now: the median time of one 1,400-byte
 # write on a loopback TCP connection, in ns (most of what a delivered
@@ -148,7 +149,7 @@ run() { # workload, system, bench flags...
         start_server "$system"
     fi
     # shellcheck disable=SC2046
-    local cmd=("$BIN" bench $(target_args "$system") --server-pid "$PID" "$@" --json)
+    local cmd=("$BENCH" $(target_args "$system") --server-pid "$PID" "$@" --json)
     say "round $ROUND/$ROUNDS, $workload / $system: ${cmd[*]}"
     local line
     if line=$("${cmd[@]}" | tee /dev/stderr | tail -1) && [ "${line:0:1}" = "{" ]; then

@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 DURATION="${1:-10s}"
 ROUNDS="${2:-3}"
 RATE=1000000
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 BIN=target/release/tickcast
+BENCH=target/release/tickcast-bench
 PORT=18590
 OUT=target/bench-record
 RECORD_DIR="${RECORD_DIR:-$OUT/ticks}"
@@ -39,7 +40,7 @@ run() { # round, mode (off|on)
     published_before=$(metric tickcast_updates_published_total)
     local started=$SECONDS
     local report
-    report=$("$BIN" bench --server "127.0.0.1:$PORT" --duration "$DURATION" --subscribers 10 --per-sub 10 \
+    report=$("$BENCH" --server "127.0.0.1:$PORT" --duration "$DURATION" --subscribers 10 --per-sub 10 \
         --symbols 100 --server-pid "$pid" --json | tail -1)
     local published_after recorded dropped record_bytes
     published_after=$(metric tickcast_updates_published_total)

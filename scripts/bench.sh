@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Reproduces the load-generator figures in BENCHMARKS.md on this machine:
-# a release server on 127.0.0.1 and `tickcast bench` against it, one run per
+# a release server on 127.0.0.1 and `tickcast-bench` against it, one run per
 # scenario, each bounded in time. Usage: scripts/bench.sh [duration, default 10s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10s}"
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 BIN=target/release/tickcast
+BENCH=target/release/tickcast-bench
 PORT=18480
 FEED_PORT=18481
 
@@ -24,8 +25,8 @@ run() { # name, server flags..., -- bench flags...
     done
     echo "== $name"
     echo "   server: tickcast ${server_args[*]}"
-    echo "   bench:  tickcast bench ${bench_args[*]}"
-    "$BIN" bench --server "127.0.0.1:$PORT" --duration "$DURATION" "${bench_args[@]}" || true
+    echo "   bench:  tickcast-bench ${bench_args[*]}"
+    "$BENCH" --server "127.0.0.1:$PORT" --duration "$DURATION" "${bench_args[@]}" || true
     kill -TERM "$pid"; wait "$pid" || true
 }
 

@@ -1,7 +1,7 @@
 """Turns scripts/bench-peers.sh results into the table in BENCHMARKS.md and
 the chart docs/bench-peers.svg, and checks issue #4's targets.
 
-Input: one JSON object per line, each a `tickcast bench --json` report with
+Input: one JSON object per line, each a `tickcast-bench --json` report with
 "workload" and "system" added (or "failed": true). The table goes between
 the bench-peers markers in BENCHMARKS.md (a section is added if missing).
 """

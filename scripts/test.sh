@@ -3,8 +3,9 @@
 #
 #   1. Python venv (.venv) with tests/python/requirements.txt
 #   2. cargo fmt --all -- --check
-#   3. cargo clippy --all-targets -- -D warnings
-#   4. cargo test --all-targets
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace --all-targets (the server, crates/client and
+#      crates/loadgen)
 #   5. cargo build (the binary the Python suite runs)
 #   6. the independent-client suite: python -m pytest -q tests/python
 #
@@ -87,11 +88,11 @@ done
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-section "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+section "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
-section "cargo test --all-targets"
-cargo test --all-targets
+section "cargo test --workspace --all-targets"
+cargo test --workspace --all-targets
 
 section "cargo build"
 cargo build

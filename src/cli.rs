@@ -35,9 +35,6 @@ pub struct Cli {
 /// Tools shipped in the same binary.
 #[derive(Debug, Subcommand)]
 pub enum Tool {
-    /// Load generator: N subscribers against a running server; reports
-    /// delivered msgs/s, latency percentiles and server CPU per message.
-    Bench(tickcast::bench::BenchArgs),
     /// Convert a recording (Binance capture, DBN file) into a tick log.
     Convert(ConvertArgs),
     /// Summarize a recording: per symbol, counts by type, first and last

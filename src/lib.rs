@@ -74,6 +74,3 @@ pub mod session;
 pub mod sys;
 pub mod tools;
 pub mod wire;
-
-pub mod bench;
-pub mod client;

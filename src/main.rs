@@ -15,7 +15,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Tool::Bench(args)) => return tickcast::bench::main(args),
         Some(Tool::Convert(args)) => return cli::run_convert(args),
         Some(Tool::Inspect(args)) => return cli::run_inspect(args),
         None => {}

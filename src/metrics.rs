@@ -452,21 +452,17 @@ impl BufferedHistogram {
     }
 }
 
-/// Reads one unlabelled sample (or the first sample of a family) from
-/// Prometheus text; used by the load generator and tests.
-pub fn scrape_value(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (key, value) = l.rsplit_once(' ')?;
-        (key == name || key.strip_prefix(name)?.starts_with('{')).then(|| value.parse().ok())?
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The value of the sample whose name and labels are exactly `key`.
+    fn sample(text: &str, key: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+    }
+
     #[test]
-    fn render_and_scrape_agree() {
+    fn render_writes_every_sample() {
         let m = Metrics::default();
         m.ticks_ingested.fetch_add(42, Ordering::Relaxed);
         m.frames_encoded[Encoding::Json.index()].fetch_add(3, Ordering::Relaxed);
@@ -477,15 +473,15 @@ mod tests {
         }
         let sessions = SessionGauges { buffered, ..Default::default() };
         let text = m.render(&LiveGauges { ring_capacity: 8, sessions, ..Default::default() });
-        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"4096\"}"), Some(1.0));
-        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"65536\"}"), Some(2.0));
-        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"262144\"}"), Some(3.0));
-        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_bucket{le=\"+Inf\"}"), Some(4.0));
-        assert_eq!(scrape_value(&text, "tickcast_session_buffered_bytes_count"), Some(4.0));
-        assert_eq!(scrape_value(&text, "tickcast_ticks_ingested_total"), Some(42.0));
-        assert_eq!(scrape_value(&text, "tickcast_frames_encoded_total{encoding=\"json\"}"), Some(3.0));
-        assert_eq!(scrape_value(&text, "tickcast_client_errors_total{code=\"unknown_op\"}"), Some(1.0));
-        assert_eq!(scrape_value(&text, "tickcast_ring_capacity"), Some(8.0));
+        assert_eq!(sample(&text, "tickcast_session_buffered_bytes_bucket{le=\"4096\"}"), Some(1.0));
+        assert_eq!(sample(&text, "tickcast_session_buffered_bytes_bucket{le=\"65536\"}"), Some(2.0));
+        assert_eq!(sample(&text, "tickcast_session_buffered_bytes_bucket{le=\"262144\"}"), Some(3.0));
+        assert_eq!(sample(&text, "tickcast_session_buffered_bytes_bucket{le=\"+Inf\"}"), Some(4.0));
+        assert_eq!(sample(&text, "tickcast_session_buffered_bytes_count"), Some(4.0));
+        assert_eq!(sample(&text, "tickcast_ticks_ingested_total"), Some(42.0));
+        assert_eq!(sample(&text, "tickcast_frames_encoded_total{encoding=\"json\"}"), Some(3.0));
+        assert_eq!(sample(&text, "tickcast_client_errors_total{code=\"unknown_op\"}"), Some(1.0));
+        assert_eq!(sample(&text, "tickcast_ring_capacity"), Some(8.0));
         let stats = ProcessStats::read(None).expect("linux /proc");
         assert!(stats.rss_bytes > 0);
     }

@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickcast::client::{http_get, Client};
 use tickcast::config::Config;
 use tickcast::feed::SyntheticSettings;
-use tickcast::metrics::scrape_value;
 use tickcast::server::Server;
 use tickcast::wire::Encoding;
+use tickcast_client::{http_get, scrape_value, Client};
 
 async fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").await.unwrap();

@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::start;
-use tickcast::client::Client;
 use tickcast::config::Config;
 use tickcast::feed::FeedSpec;
 use tickcast::wire::{Encoding, ServerMessage};
+use tickcast_client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{start, Running};
-use tickcast::client::{http_get, Client, Event};
 use tickcast::config::Config;
 use tickcast::feed::pacing::Speed;
 use tickcast::feed::{FeedSpec, ReplayOptions};
@@ -20,6 +19,7 @@ use tickcast::record::RecordSettings;
 use tickcast::recorded::ticklog::{Fsync, WriterOptions};
 use tickcast::recorded::{self, Event as RecEvent};
 use tickcast::wire::{Encoding, ServerMessage};
+use tickcast_client::{http_get, Client, Event};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{start, Running};
-use tickcast::client::{http_get, Client, Event};
 use tickcast::config::Config;
 use tickcast::feed::FeedSpec;
 use tickcast::model::{Level, Side};
 use tickcast::wire::{Encoding, ServerMessage};
+use tickcast_client::{http_get, Client, Event};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;

@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::start;
-use tickcast::client::{http_get, Client, Event};
 use tickcast::config::Config;
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::{FeedSpec, SyntheticSettings};
-use tickcast::metrics::scrape_value;
 use tickcast::model::Book;
 use tickcast::model::{BookDelta, Quote, Trade};
 use tickcast::wire::{Encoding, ServerMessage};
+use tickcast_client::{http_get, scrape_value, Client, Event};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -1,17 +1,17 @@
 //! Helpers shared by integration tests: a server running in the test's
 //! runtime, and a raw handshake for tests that need to own the socket (to
 //! reset it, or to shrink its receive buffer). Each test file uses some of
-//! them, hence the `dead_code` allowance.
+//! them, hence the `dead_code` allowance. `crates/loadgen/tests` includes
+//! this file by path, so the workspace has one set of these helpers.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tickcast::client::http_get;
 use tickcast::config::Config;
-use tickcast::metrics::scrape_value;
 use tickcast::server::Server;
+use tickcast_client::{http_get, scrape_value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

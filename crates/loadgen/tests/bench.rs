@@ -1,7 +1,9 @@
-//! The load generator (`tickcast bench`) against a real server: the batch
+//! The load generator (`tickcast-bench`) against a real server: the batch
 //! frame reader it shares across targets must see every update, in order,
 //! in every encoding. A short run; the real figures live in BENCHMARKS.md.
 
+// The server's own test helpers: one `tests/common` for the workspace.
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
@@ -13,11 +15,11 @@ use tickcast::feed::FeedSpec;
 async fn bench(args: Vec<String>) -> serde_json::Value {
     // A child process, waited for off the runtime that serves it.
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tickcast")).arg("bench").args(&args).output()
+        std::process::Command::new(env!("CARGO_BIN_EXE_tickcast-bench")).args(&args).output()
     })
     .await
     .expect("join")
-    .expect("run tickcast bench");
+    .expect("run tickcast-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().expect("a JSON report");
@@ -62,4 +64,26 @@ async fn the_load_generator_sees_every_update_in_order_in_every_encoding() {
         assert!(p50 > 0.0 && p50 < 1_000_000.0, "{encoding}: p50 {p50} us");
     }
     running.shutdown_within(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn flags_that_cannot_make_a_run_are_refused_before_connecting() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tickcast-bench"))
+            .args(["--server", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .expect("run tickcast-bench");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = run(&["--per-sub", "6", "--symbols", "5"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--per-sub 6 is more than --symbols 5"), "{stderr}");
+    let (code, stderr) = run(&["--target", "nats", "--drive-feed", "127.0.0.1:9"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--target nats needs --server-pid"), "{stderr}");
+    let (code, stderr) = run(&["--target", "smoke-signals"]);
+    assert_eq!(code, Some(2), "clap's own exit code: {stderr}");
 }

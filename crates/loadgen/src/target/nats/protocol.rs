@@ -1,56 +1,41 @@
-//! The `nats` target: nats-server, with subscribers on its WebSocket
-//! listener and the publisher on its TCP client port.
+//! The NATS text protocol, as much of it as the bench speaks.
 //!
-//! Both speak the NATS text protocol. The server opens with `INFO {...}`;
-//! a client answers `CONNECT {...}`, then subscribers send one
-//! `SUB tick.<SYM> <sid>` per symbol and receive
+//! The server opens with `INFO {...}`; a client answers `CONNECT {...}`,
+//! then subscribers send one `SUB tick.<SYM> <sid>` per symbol and receive
 //! `MSG <subject> <sid> [reply-to] <#bytes>\r\n<payload>\r\n`, while the
 //! publisher sends `PUB tick.<SYM> <#bytes>\r\n<payload>\r\n`. Either side
 //! may send `PING`, which must be answered `PONG`. Over WebSocket the
 //! frames carry a byte stream: one frame may hold several operations or
 //! part of one, so [`Parser`] reassembles them.
-
-use std::net::SocketAddr;
-use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use fastwebsockets::{Frame, OpCode, Payload};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-
-use super::frames::FrameReader;
-use super::light::tick_light;
-use super::{connect_ws, Shared, Tally};
-use crate::client::Client;
+//!
+//! Imports: nothing of the bench (its tests use the light tick reader).
 
 /// What every bench client sends first: no `+OK` per operation, and a
 /// publisher that also subscribed would not get its own messages back.
-const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"echo\":false}\r\n";
+pub const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"echo\":false}\r\n";
 
 /// Longest control line accepted (nats-server's own limit is 4 KiB, its
 /// `INFO` can be longer when it lists cluster URLs).
-const MAX_CONTROL_LINE: usize = 64 * 1024;
+pub const MAX_CONTROL_LINE: usize = 64 * 1024;
 
 /// Largest message payload accepted (nats-server's default is 1 MiB, at
 /// most 64 MiB).
-const MAX_PAYLOAD: usize = 64 << 20;
+pub const MAX_PAYLOAD: usize = 64 << 20;
 
 /// What a symbol's subject starts with: ticks of `AAPL` go to `tick.AAPL`.
-pub(super) const SUBJECT_PREFIX: &str = "tick.";
+pub const SUBJECT_PREFIX: &str = "tick.";
 
 /// The NATS subject a symbol's ticks are published on.
-pub(super) fn subject(sym: &str) -> String {
+pub fn subject(sym: &str) -> String {
     format!("{SUBJECT_PREFIX}{sym}")
 }
 
 /// The subject that matches every symbol's, for stalled subscribers.
-const ALL_SUBJECTS: &str = "tick.>";
+pub const ALL_SUBJECTS: &str = "tick.>";
 
 /// One operation a NATS server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Op<'a> {
+pub enum Op<'a> {
     /// `INFO {json}`: server information, sent first and on changes.
     Info(&'a [u8]),
     /// `MSG`: a message on a subscription.
@@ -76,7 +61,7 @@ pub(super) enum Op<'a> {
 
 /// Why the server's byte stream is not valid NATS protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum ParseError {
+pub enum ParseError {
     /// No line end within [`MAX_CONTROL_LINE`] bytes.
     #[error("control line longer than {MAX_CONTROL_LINE} bytes")]
     LineTooLong,
@@ -98,7 +83,7 @@ pub(super) enum ParseError {
 /// Reassembles NATS operations from chunks of the server's byte stream
 /// (WebSocket frames or TCP reads) and returns them one by one.
 #[derive(Debug, Default)]
-pub(super) struct Parser {
+pub struct Parser {
     buf: Vec<u8>,
     /// Bytes of `buf` already returned as operations.
     pos: usize,
@@ -106,12 +91,12 @@ pub(super) struct Parser {
 
 impl Parser {
     /// An empty parser.
-    pub(super) fn new() -> Parser {
+    pub fn new() -> Parser {
         Parser::default()
     }
 
     /// Appends the next chunk of the stream.
-    pub(super) fn feed(&mut self, data: &[u8]) {
+    pub fn feed(&mut self, data: &[u8]) {
         if self.pos == self.buf.len() {
             self.buf.clear();
         } else if self.pos > 0 {
@@ -123,7 +108,7 @@ impl Parser {
 
     /// The next complete operation, `Ok(None)` if more bytes are needed.
     /// After an error the stream cannot be resynchronised: drop it.
-    pub(super) fn next_op(&mut self) -> Result<Option<Op<'_>>, ParseError> {
+    pub fn next_op(&mut self) -> Result<Option<Op<'_>>, ParseError> {
         let start = self.pos;
         let Some(eol) = self.buf[start..].windows(2).position(|w| w == b"\r\n") else {
             return if self.buf.len() - start > MAX_CONTROL_LINE { Err(ParseError::LineTooLong) } else { Ok(None) };
@@ -225,223 +210,10 @@ fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// A WebSocket client that has done the NATS handshake and whose
-/// subscriptions the server has confirmed.
-pub(super) struct Subscribed {
-    /// The connection.
-    pub(super) client: Client,
-    /// Holds whatever the server sent after the `PONG`.
-    pub(super) parser: Parser,
-}
-
-/// Connects to the WebSocket listener, waits for `INFO`, sends `CONNECT`,
-/// one `SUB` per subject and a `PING`, and waits for the `PONG`: once it
-/// arrives, the server has registered every subscription.
-pub(super) async fn subscribe(
-    server: SocketAddr,
-    subjects: &[String],
-    small_buffer: bool,
-) -> Result<Subscribed, String> {
-    let mut client = connect_ws(server, "/", small_buffer).await?;
-    let mut parser = Parser::new();
-    let mut sent = false;
-    loop {
-        let frame = client.raw().read_frame().await.map_err(|e| format!("nats handshake: {e}"))?;
-        match frame.opcode {
-            OpCode::Binary | OpCode::Text => parser.feed(&frame.payload),
-            OpCode::Close => return Err("nats handshake: the server closed the connection".into()),
-            _ => continue,
-        }
-        let mut reply = Vec::new();
-        let mut info = false;
-        loop {
-            match parser.next_op().map_err(|e| format!("nats handshake: {e}"))? {
-                None => break,
-                Some(Op::Info(_)) => info = true,
-                Some(Op::Ping) => reply.extend_from_slice(b"PONG\r\n"),
-                Some(Op::Err(e)) => return Err(format!("nats: -ERR {}", String::from_utf8_lossy(e))),
-                Some(Op::Pong) if sent => {
-                    if !reply.is_empty() {
-                        send(&mut client, reply).await?;
-                    }
-                    return Ok(Subscribed { client, parser });
-                }
-                // Messages before the PONG may come from subscriptions the
-                // server already has: the seq check starts after it.
-                Some(_) => {}
-            }
-        }
-        if info && !sent {
-            reply.extend_from_slice(CONNECT);
-            for (sid, subject) in subjects.iter().enumerate() {
-                reply.extend_from_slice(format!("SUB {subject} {}\r\n", sid + 1).as_bytes());
-            }
-            reply.extend_from_slice(b"PING\r\n");
-            sent = true;
-        }
-        if !reply.is_empty() {
-            send(&mut client, reply).await?;
-        }
-    }
-}
-
-/// Sends protocol bytes in one binary frame.
-async fn send(client: &mut Client, bytes: Vec<u8>) -> Result<(), String> {
-    client.raw().write_frame(Frame::binary(Payload::Owned(bytes))).await.map_err(|e| format!("nats write: {e}"))
-}
-
-/// A healthy subscriber on `symbols`' subjects: checks per-symbol seq
-/// continuity and records latency (receive time minus `ts_event`).
-pub(super) async fn subscriber(server: SocketAddr, symbols: Vec<String>, shared: Arc<Shared>) {
-    let subjects: Vec<String> = symbols.iter().map(|s| subject(s)).collect();
-    let Subscribed { client, mut parser } = match subscribe(server, &subjects, false).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("nats subscriber: {e}");
-            return;
-        }
-    };
-    // The `PONG` confirmed the subscriptions and the publisher starts only
-    // once every subscriber is in: what followed it is in `parser`, and
-    // nothing unread is lost with the framing.
-    let reader = FrameReader::new(client.into_inner());
-    shared.connected.fetch_add(1, Ordering::Relaxed);
-    let mut tally = Tally::new(symbols.len());
-    let mut warned = false;
-    reader
-        .run(&shared, |payload, now| {
-            parser.feed(payload);
-            let mut pong = None;
-            loop {
-                match parser.next_op() {
-                    Ok(None) => break,
-                    Ok(Some(Op::Msg { payload, .. })) => match tick_light(payload) {
-                        Some(t) if matches!(&*t.kind, "trade" | "quote" | "book") => {
-                            tally.update(&shared, &t.sym, t.seq, t.ts_event, now);
-                        }
-                        _ => {}
-                    },
-                    Ok(Some(Op::Ping)) => pong = Some(b"PONG\r\n".to_vec()),
-                    Ok(Some(Op::Err(e))) => {
-                        if !warned {
-                            eprintln!("nats subscriber: -ERR {}", String::from_utf8_lossy(e));
-                            warned = true;
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Err(e) => {
-                        eprintln!("nats subscriber: {e}");
-                        return ControlFlow::Break(());
-                    }
-                }
-            }
-            ControlFlow::Continue(pong)
-        })
-        .await;
-    tally.flush(&shared);
-}
-
-/// A subscriber to every symbol (`tick.>`) on a small-buffer socket that
-/// never reads after its subscription is confirmed; held until the run
-/// aborts it.
-pub(super) async fn stalled(server: SocketAddr, shared: Arc<Shared>) {
-    let subjects = [ALL_SUBJECTS.to_owned()];
-    super::hold_stalled("nats stalled subscriber", subscribe(server, &subjects, true), shared).await
-}
-
-/// An idle subscriber for `--idle`: subscribed to `symbols` and confirmed.
-pub(super) async fn connect_idle(server: SocketAddr, symbols: &[String]) -> Result<Client, String> {
-    let subjects: Vec<String> = symbols.iter().map(|s| subject(s)).collect();
-    Ok(subscribe(server, &subjects, false).await?.client)
-}
-
-/// The publisher's connection to the TCP client port, after the
-/// handshake; a task reads the server's side and flags its `PING`s.
-pub(super) struct PublisherConn {
-    /// Where `PUB`s go.
-    pub(super) writer: OwnedWriteHalf,
-    /// Set when the server sent `PING`: the publisher appends a `PONG`.
-    pub(super) pong_due: Arc<AtomicBool>,
-    /// The reading task, to abort when the run ends.
-    pub(super) reader: tokio::task::JoinHandle<()>,
-}
-
-/// Connects the publisher: waits for `INFO`, sends `CONNECT` and `PING`,
-/// and waits for the `PONG`, so a wrong address or a refused client fails
-/// here rather than silently during the run.
-pub(super) async fn connect_publisher(addr: SocketAddr) -> Result<PublisherConn, String> {
-    let stream =
-        TcpStream::connect(addr).await.map_err(|e| format!("nats publisher: cannot connect to {addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("nats publisher: {e}"))?;
-    let (mut read, mut writer) = stream.into_split();
-    let mut parser = Parser::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut sent = false;
-    let timeout = std::time::Duration::from_secs(10);
-    loop {
-        let n = tokio::time::timeout(timeout, read.read(&mut chunk))
-            .await
-            .map_err(|_| format!("nats publisher: no handshake from {addr} within 10s: is it nats' client port?"))?
-            .map_err(|e| format!("nats publisher: {e}"))?;
-        if n == 0 {
-            return Err(format!("nats publisher: {addr} closed the connection during the handshake"));
-        }
-        parser.feed(&chunk[..n]);
-        let mut out = Vec::new();
-        loop {
-            match parser.next_op().map_err(|e| format!("nats publisher: {e}"))? {
-                None => break,
-                Some(Op::Info(_)) if !sent => {
-                    out.extend_from_slice(CONNECT);
-                    out.extend_from_slice(b"PING\r\n");
-                    sent = true;
-                }
-                Some(Op::Ping) => out.extend_from_slice(b"PONG\r\n"),
-                Some(Op::Err(e)) => return Err(format!("nats publisher: -ERR {}", String::from_utf8_lossy(e))),
-                Some(Op::Pong) if sent => {
-                    writer.write_all(&out).await.map_err(|e| format!("nats publisher: {e}"))?;
-                    let pong_due = Arc::new(AtomicBool::new(false));
-                    let reader = tokio::spawn(read_server(read, parser, pong_due.clone()));
-                    return Ok(PublisherConn { writer, pong_due, reader });
-                }
-                Some(_) => {}
-            }
-        }
-        writer.write_all(&out).await.map_err(|e| format!("nats publisher: {e}"))?;
-    }
-}
-
-/// Reads what the server sends the publisher: flags `PING`s for the
-/// publisher to answer, reports the first `-ERR`.
-async fn read_server(mut read: OwnedReadHalf, mut parser: Parser, pong_due: Arc<AtomicBool>) {
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut warned = false;
-    loop {
-        loop {
-            match parser.next_op() {
-                Ok(None) => break,
-                Ok(Some(Op::Ping)) => pong_due.store(true, Ordering::Relaxed),
-                Ok(Some(Op::Err(e))) if !warned => {
-                    eprintln!("nats publisher: -ERR {}", String::from_utf8_lossy(e));
-                    warned = true;
-                }
-                Ok(Some(_)) => {}
-                Err(e) => {
-                    eprintln!("nats publisher: {e}");
-                    return;
-                }
-            }
-        }
-        match read.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => parser.feed(&chunk[..n]),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::light::tick_light;
 
     fn ops(parser: &mut Parser) -> Vec<String> {
         let mut out = Vec::new();

@@ -1,9 +1,14 @@
-//! The subscribers' read loop, shared by every target: one socket read,
-//! then every complete WebSocket frame in it.
+//! A batch frame reader: one socket read, then every complete WebSocket
+//! frame in it.
 //!
-//! The load generator shares two cores with the server it measures, so its
-//! cost per message decides how far it can push before it, not the server,
-//! is what limits a run. Reading frame by frame through a WebSocket
+//! In: an upgraded connection (from [`Client::into_frame_reader`]). Out:
+//! each text or binary payload, borrowed from the read buffer, with the
+//! time the read completed.
+//!
+//! The load generator reads with it, for every target it measures: it
+//! shares two cores with the server under test, so its cost per message
+//! decides how far it can push before it, not the server, is what limits
+//! a run. Reading frame by frame through a WebSocket
 //! library costs a future, two reference counts and a clock read per
 //! message. Here a read fills one buffer, the frames in it are parsed in
 //! place, and they all carry the read's completion time: they had all
@@ -12,23 +17,28 @@
 //! Server frames are unmasked and, from these servers, never fragmented;
 //! both masked and fragmented frames are handled anyway. Pings are
 //! answered with pongs before the next read.
+//!
+//! Imports: `tickcast::model::now_ns` (the clock the server stamps
+//! `ts_ingest` with), and the raw upgraded stream from hyper.
+//!
+//! [`Client::into_frame_reader`]: crate::Client::into_frame_reader
 
 use std::io;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tickcast::model::now_ns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use super::Shared;
-use crate::model::now_ns;
 
 /// Smallest free space offered to a read; the buffer's unread tail is
 /// moved to the front to make it.
 const MIN_READ: usize = 16 * 1024;
 
-/// Reads frames from an upgraded connection in batches.
-pub(super) struct FrameReader {
+/// Reads frames from an upgraded connection in batches. Its buffer starts
+/// at 64 KiB and grows to hold the largest frame seen.
+pub struct FrameReader {
     io: TokioIo<Upgraded>,
     buf: Vec<u8>,
     /// First byte not yet parsed.
@@ -54,20 +64,21 @@ enum Next<'a> {
 impl FrameReader {
     /// Takes over `io` right after the handshake (or after the last frame
     /// another reader took from it).
-    pub(super) fn new(io: TokioIo<Upgraded>) -> FrameReader {
+    pub fn new(io: TokioIo<Upgraded>) -> FrameReader {
         FrameReader { io, buf: vec![0; 4 * MIN_READ], start: 0, end: 0, fragments: Vec::new(), pong: None }
     }
 
-    /// Reads until the server closes, the connection fails, `shared.stop`
-    /// is seen, or `on_message` breaks. `on_message` gets each text or
-    /// binary payload with its receive time; a `Some` it returns is sent
-    /// to the server as a text frame after the batch (nats' `PONG`).
-    pub(super) async fn run<F>(mut self, shared: &Shared, mut on_message: F)
+    /// Reads until the server closes, the connection fails, `stop` is seen
+    /// set (it is checked before each read), or `on_message` breaks.
+    /// `on_message` gets each text or binary payload with its receive time
+    /// (ns since the Unix epoch); a `Some` it returns is sent to the server
+    /// as a text frame after the batch (nats' `PONG`).
+    pub async fn run<F>(mut self, stop: &AtomicBool, mut on_message: F)
     where
         F: FnMut(&[u8], u64) -> ControlFlow<(), Option<Vec<u8>>>,
     {
         let mut reply: Vec<Vec<u8>> = Vec::new();
-        while !shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let now = match self.read().await {
                 Ok(now) => now,
                 Err(_) => return,
@@ -118,6 +129,7 @@ impl FrameReader {
 
     /// The next complete message in the buffer; control frames are dealt
     /// with on the way.
+    #[inline]
     fn next(&mut self) -> io::Result<Next<'_>> {
         loop {
             let Some(frame) = parse(&mut self.buf[self.start..self.end])? else {
@@ -193,6 +205,9 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
     Some(header + len)
 }
 
+/// Header length (mask included) and payload length of the frame at the
+/// front of `buf`, once its header is complete.
+#[inline]
 fn header_and_len(buf: &[u8]) -> Option<(usize, usize)> {
     let (b1, rest) = (*buf.get(1)?, &buf[2..]);
     let masked = b1 & 0x80 != 0;
@@ -206,6 +221,7 @@ fn header_and_len(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// The frame at the front of `buf` if it is complete (unmasked in place
 /// if it was masked). A frame with reserved bits set is an error.
+#[inline]
 fn parse(buf: &mut [u8]) -> io::Result<Option<Header>> {
     let Some((header, len)) = header_and_len(buf) else { return Ok(None) };
     if buf.len() < header + len {

@@ -6,25 +6,29 @@
 //! node's acks, the `PONG` to a `PING` sent after nats' `SUB`s). After
 //! [`SETTLE`] it reads the RSS again, reports the growth per connection,
 //! and closes them all.
+//!
+//! Imports: the [`Target`] (how to connect and confirm a subscriber), the
+//! publisher (to announce tickcast's symbols), and the server's RSS from
+//! [`crate::measure`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::publish::{Publisher, TickGen};
-use super::{
-    generated_names, nats, node, server_rss, server_symbols, stats_from, tickcast, BenchArgs, BenchReport, IdleFigures,
-    Target,
-};
-use crate::client::Client;
-use crate::wire::Encoding;
+use anyhow::Context as _;
+use tickcast_client::Client;
+
+use crate::args::BenchArgs;
+use crate::measure::{server_rss, stats_from};
+use crate::publish::{Publisher, TickGen};
+use crate::report::{BenchReport, IdleFigures};
+use crate::target::{generated_names, Target};
 
 /// Handshakes in flight at once: enough to connect 10k subscribers in
 /// seconds, few enough not to overflow a server's accept backlog.
-pub(super) const CONCURRENCY: usize = 200;
+const CONCURRENCY: usize = 200;
 
 /// Longest one subscriber may take to connect and be confirmed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,15 +41,15 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(180);
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// Runs the idle-memory measurement with `n` subscribers.
-pub(super) async fn run(args: &BenchArgs, n: usize) -> Result<BenchReport, String> {
-    let names = symbols(args).await?;
-    let before = server_rss(args).await?;
-    let clients = connect_all(args, n, &names).await?;
+pub async fn run(args: &BenchArgs, target: Arc<dyn Target>, n: usize) -> anyhow::Result<BenchReport> {
+    let names = symbols(args, target.as_ref()).await?;
+    let before = server_rss(args, target.as_ref()).await?;
+    let clients = connect_all(args, &target, n, &names).await?;
     tokio::time::sleep(SETTLE).await;
-    let after = server_rss(args).await?;
+    let after = server_rss(args, target.as_ref()).await?;
     drop(clients);
     Ok(BenchReport {
-        target: args.target,
+        target: target.kind(),
         subscribers: n,
         server_rss_bytes: after,
         server_stats_from: stats_from(args),
@@ -60,39 +64,43 @@ pub(super) async fn run(args: &BenchArgs, n: usize) -> Result<BenchReport, Strin
     })
 }
 
-/// The S symbols to subscribe to. A tickcast server with a tcp feed is
-/// sent one tick of each (with `--drive-feed`) and nothing more; peers
+/// The S symbols to subscribe to. A target that learns its symbols from
+/// the feed (tickcast, with `--drive-feed`) is sent one tick of each and
+/// nothing more; without `--drive-feed`, the target's own symbols; peers
 /// need no announcement.
-async fn symbols(args: &BenchArgs) -> Result<Vec<String>, String> {
-    match (args.target, args.drive_feed) {
-        (Target::Tickcast, Some(feed)) => {
+async fn symbols(args: &BenchArgs, target: &dyn Target) -> anyhow::Result<Vec<String>> {
+    match args.drive_feed {
+        Some(feed) if target.learns_symbols_from_feed() => {
             let names = generated_names(args.symbols);
-            let mut publisher = Publisher::connect(Target::Tickcast, feed).await?;
+            let mut publisher = Publisher::connect(target, feed).await?;
             publisher.seed(&mut TickGen::new(names.clone())).await?;
-            tickcast::wait_for_symbols(args.server, &names).await?;
+            target.wait_for_symbols(&names).await?;
             Ok(names)
         }
-        (Target::Tickcast, None) => server_symbols(args).await,
-        _ => Ok(generated_names(args.symbols)),
+        Some(_) => Ok(generated_names(args.symbols)),
+        None => target.own_symbols(args.symbols).await,
     }
 }
 
 /// Connects `n` subscribers, subscriber `i` on the K symbols from `i·K`
 /// (wrapping), and returns them once all are confirmed; any failure fails
 /// the run, since a partial count would skew the per-connection figure.
-async fn connect_all(args: &BenchArgs, n: usize, names: &[String]) -> Result<Vec<Client>, String> {
+async fn connect_all(
+    args: &BenchArgs,
+    target: &Arc<dyn Target>,
+    n: usize,
+    names: &[String],
+) -> anyhow::Result<Vec<Client>> {
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let mut pending = JoinSet::new();
     for i in 0..n {
-        let symbols: Vec<String> =
-            (0..args.per_sub).map(|j| names[(i * args.per_sub + j) % names.len()].clone()).collect();
-        let permits = permits.clone();
-        let (target, server, encoding) = (args.target, args.server, args.encoding);
+        let symbols = args.symbols_of(i, names);
+        let (permits, target) = (permits.clone(), target.clone());
         pending.spawn(async move {
-            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            tokio::time::timeout(CONNECT_TIMEOUT, connect_one(target, server, encoding, &symbols))
+            let _permit = permits.acquire_owned().await?;
+            tokio::time::timeout(CONNECT_TIMEOUT, target.connect_idle(&symbols))
                 .await
-                .map_err(|_| format!("not confirmed within {}", humantime::format_duration(CONNECT_TIMEOUT)))?
+                .with_context(|| format!("not confirmed within {}", humantime::format_duration(CONNECT_TIMEOUT)))?
         });
     }
     let deadline = tokio::time::Instant::now() + CONNECT_DEADLINE;
@@ -100,13 +108,13 @@ async fn connect_all(args: &BenchArgs, n: usize, names: &[String]) -> Result<Vec
     let mut failed = 0usize;
     let mut first_error = None;
     loop {
-        let next = tokio::time::timeout_at(deadline, pending.join_next()).await.map_err(|_| {
-            format!(
+        let Ok(next) = tokio::time::timeout_at(deadline, pending.join_next()).await else {
+            anyhow::bail!(
                 "only {} of {n} idle subscribers connected within {}",
                 clients.len(),
                 humantime::format_duration(CONNECT_DEADLINE)
-            )
-        })?;
+            );
+        };
         match next {
             None => break,
             Some(Ok(Ok(client))) => clients.push(client),
@@ -116,26 +124,12 @@ async fn connect_all(args: &BenchArgs, n: usize, names: &[String]) -> Result<Vec
             }
             Some(Err(e)) => {
                 failed += 1;
-                first_error.get_or_insert(format!("connection task failed: {e}"));
+                first_error.get_or_insert(anyhow::anyhow!("connection task failed: {e}"));
             }
         }
     }
     if let Some(e) = first_error {
-        return Err(format!("{failed} of {n} idle subscribers failed; the first: {e}"));
+        anyhow::bail!("{failed} of {n} idle subscribers failed; the first: {e:#}");
     }
     Ok(clients)
-}
-
-/// One idle subscriber of `target`, confirmed.
-async fn connect_one(
-    target: Target,
-    server: SocketAddr,
-    encoding: Encoding,
-    symbols: &[String],
-) -> Result<Client, String> {
-    match target {
-        Target::Tickcast => tickcast::connect_idle(server, encoding, symbols).await,
-        Target::Nats => nats::connect_idle(server, symbols).await,
-        Target::Node => node::connect_idle(server, symbols).await,
-    }
 }

@@ -1,8 +1,13 @@
-//! A small tickcast client: connect, subscribe, read decoded messages.
+//! A WebSocket connection to tickcast: connect, subscribe, read decoded
+//! messages.
 //!
-//! In: a server address and an encoding. Out: [`ServerMessage`]s.
-//! The load generator and the integration tests use it; it is also the
-//! reference for writing a client in another language.
+//! In: a server address and an encoding. Out: [`ServerMessage`]s, decoded
+//! from MessagePack, protobuf or JSON by `tickcast::wire::decode`.
+//! Frames are read one at a time through fastwebsockets; a client that
+//! must read faster hands its socket to a [`FrameReader`].
+//!
+//! Imports: `tickcast::codec` (the message model and its decoder),
+//! [`crate::error`] and [`crate::frame_reader`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,27 +19,11 @@ use hyper::header::{CONNECTION, HOST, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, 
 use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tickcast::wire::{decode, Encoding, ServerMessage};
 use tokio::net::TcpStream;
 
-use crate::wire::{decode, DecodeError, Encoding, ServerMessage};
-
-/// Why a client operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// TCP trouble.
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    /// WebSocket trouble, including a refused handshake.
-    #[error("websocket: {0}")]
-    Ws(#[from] fastwebsockets::WebSocketError),
-    /// A frame that is not a valid server message.
-    #[error("decode: {0}")]
-    Decode(#[from] DecodeError),
-    /// The request could not be built.
-    #[error("request: {0}")]
-    Request(#[from] hyper::http::Error),
-}
+use crate::error::Error;
+use crate::frame_reader::FrameReader;
 
 /// What the server sent next.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +34,8 @@ pub enum Event {
     Close(u16, String),
 }
 
+/// Runs the connection task hyper's handshake spawns, on the caller's
+/// tokio runtime.
 struct SpawnExecutor;
 
 impl<F> hyper::rt::Executor<F> for SpawnExecutor
@@ -57,7 +48,7 @@ where
     }
 }
 
-/// A connected client.
+/// A connected client: one WebSocket, one encoding.
 pub struct Client {
     ws: FragmentCollector<TokioIo<Upgraded>>,
     /// The encoding this connection uses.
@@ -66,12 +57,20 @@ pub struct Client {
 
 impl Client {
     /// Connects to `ws://addr/ws?encoding=...`.
-    pub async fn connect(addr: SocketAddr, encoding: Encoding) -> Result<Client, ClientError> {
+    pub async fn connect(addr: SocketAddr, encoding: Encoding) -> Result<Client, Error> {
         Client::connect_path(addr, &format!("/ws?encoding={}", encoding.name()), encoding).await
     }
 
-    /// Connects to `path` (with its query), expecting `encoding`.
-    pub async fn connect_path(addr: SocketAddr, path: &str, encoding: Encoding) -> Result<Client, ClientError> {
+    /// Opens a private replay session: `ws://addr/replay?QUERY&encoding=...`,
+    /// where `query` names the recording and the pace
+    /// (`source=NAME&speed=10`; `docs/PROTOCOL.md`, "Replay sessions").
+    pub async fn connect_replay(addr: SocketAddr, query: &str, encoding: Encoding) -> Result<Client, Error> {
+        Client::connect_path(addr, &format!("/replay?{query}&encoding={}", encoding.name()), encoding).await
+    }
+
+    /// Connects to `path` (with its query), expecting `encoding`: for
+    /// paths and queries the other constructors do not build (`?slow=`).
+    pub async fn connect_path(addr: SocketAddr, path: &str, encoding: Encoding) -> Result<Client, Error> {
         let stream = TcpStream::connect(addr).await?;
         Client::connect_stream(stream, addr, path, encoding).await
     }
@@ -83,7 +82,7 @@ impl Client {
         addr: SocketAddr,
         path: &str,
         encoding: Encoding,
-    ) -> Result<Client, ClientError> {
+    ) -> Result<Client, Error> {
         stream.set_nodelay(true)?;
         let req = Request::builder()
             .method("GET")
@@ -99,25 +98,25 @@ impl Client {
     }
 
     /// Sends a text frame.
-    pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+    pub async fn send_text(&mut self, text: &str) -> Result<(), Error> {
         self.ws.write_frame(Frame::text(Payload::Borrowed(text.as_bytes()))).await?;
         Ok(())
     }
 
     /// Sends `{"op":"subscribe","symbols":[...]}`.
-    pub async fn subscribe(&mut self, symbols: &[&str]) -> Result<(), ClientError> {
+    pub async fn subscribe(&mut self, symbols: &[&str]) -> Result<(), Error> {
         let msg = serde_json::json!({"op": "subscribe", "symbols": symbols});
         self.send_text(&msg.to_string()).await
     }
 
     /// Sends `{"op":"unsubscribe","symbols":[...]}`.
-    pub async fn unsubscribe(&mut self, symbols: &[&str]) -> Result<(), ClientError> {
+    pub async fn unsubscribe(&mut self, symbols: &[&str]) -> Result<(), Error> {
         let msg = serde_json::json!({"op": "unsubscribe", "symbols": symbols});
         self.send_text(&msg.to_string()).await
     }
 
     /// Reads the next data frame's payload (pings are answered inside).
-    pub async fn next_payload(&mut self) -> Result<Result<Payload<'static>, (u16, String)>, ClientError> {
+    pub async fn next_payload(&mut self) -> Result<Result<Payload<'static>, (u16, String)>, Error> {
         loop {
             let frame = self.ws.read_frame().await?;
             match frame.opcode {
@@ -134,21 +133,18 @@ impl Client {
     }
 
     /// Reads and decodes the next event.
-    pub async fn next_event(&mut self) -> Result<Event, ClientError> {
+    pub async fn next_event(&mut self) -> Result<Event, Error> {
         Ok(match self.next_payload().await? {
             Ok(payload) => Event::Message(decode(self.encoding, &payload)?),
             Err((code, reason)) => Event::Close(code, reason),
         })
     }
 
-    /// Reads the next message; a close becomes an error.
-    pub async fn next_message(&mut self) -> Result<ServerMessage<'static>, ClientError> {
+    /// Reads the next message; a close becomes [`Error::Closed`].
+    pub async fn next_message(&mut self) -> Result<ServerMessage<'static>, Error> {
         match self.next_event().await? {
             Event::Message(m) => Ok(m),
-            Event::Close(code, reason) => Err(ClientError::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                format!("server closed with {code}: {reason}"),
-            ))),
+            Event::Close(code, reason) => Err(Error::Closed { code, reason }),
         }
     }
 
@@ -163,19 +159,11 @@ impl Client {
     pub fn into_inner(self) -> TokioIo<Upgraded> {
         self.ws.into_inner()
     }
-}
 
-/// A plain `GET` over HTTP/1.1 with `Connection: close`; returns the status
-/// code and body. Enough for `/metrics`, `/symbols` and `/healthz`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP response");
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    Ok((status, body.to_owned()))
+    /// Hands the socket to a [`FrameReader`], which reads many frames per
+    /// socket read. Call it before reading anything, or after the last
+    /// message this client should see: bytes already read are dropped.
+    pub fn into_frame_reader(self) -> FrameReader {
+        FrameReader::new(self.into_inner())
+    }
 }

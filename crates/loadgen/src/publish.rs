@@ -8,6 +8,10 @@
 //! a masked text frame (with `"op":"tick"` first) to the node server. The
 //! ticks due each millisecond are framed into one buffer and written with
 //! one call, so 100k ticks/s cost about a thousand writes a second.
+//!
+//! Imports: the [`Target`] (which connects the publisher and says how it
+//! frames), `tickcast::model::now_ns` (the clock), and the run's [`Shared`]
+//! figures.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -19,8 +23,12 @@ use fastwebsockets::{Frame, Payload};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-use super::{nats, node, Shared, Target};
-use crate::model::now_ns;
+use anyhow::Context as _;
+use tickcast::model::now_ns;
+
+use crate::shared::Shared;
+use crate::target::nats::protocol::SUBJECT_PREFIX;
+use crate::target::Target;
 
 /// How often the publisher wakes up to send the ticks that are due.
 const STEP: Duration = Duration::from_millis(1);
@@ -31,7 +39,7 @@ const MAX_CATCH_UP: Duration = Duration::from_millis(100);
 
 /// The bench's market: S symbols in turn, a one-cent random walk each,
 /// and a per-symbol seq from 1.
-pub(super) struct TickGen {
+pub struct TickGen {
     names: Vec<String>,
     cents: Vec<i64>,
     seq: Vec<u64>,
@@ -41,21 +49,21 @@ pub(super) struct TickGen {
 
 impl TickGen {
     /// A market of `names`, each starting at its own price.
-    pub(super) fn new(names: Vec<String>) -> TickGen {
+    pub fn new(names: Vec<String>) -> TickGen {
         let cents = (0..names.len()).map(|i| 10_000 + 100 * i as i64).collect();
         let seq = vec![0; names.len()];
         TickGen { names, cents, seq, next: 0, rng: fastrand::Rng::with_seed(7) }
     }
 
     /// Symbols in the market.
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.names.len()
     }
 
     /// Writes the next tick (next symbol in turn, its next seq, a price
     /// step), stamped `ts_event`, as JSON into `out` (cleared first); with
     /// `op`, as a node `tick` request. Returns the symbol.
-    pub(super) fn next(&mut self, out: &mut Vec<u8>, op: bool, ts_event: u64) -> &str {
+    pub fn next(&mut self, out: &mut Vec<u8>, op: bool, ts_event: u64) -> &str {
         let i = self.next;
         self.next = (i + 1) % self.names.len().max(1);
         self.cents[i] += self.rng.i64(-1..=1);
@@ -68,7 +76,7 @@ impl TickGen {
 
 /// Writes one quote as the bench's tick JSON: the fields every target's
 /// subscribers read come first, in the order the light reader expects.
-pub(super) fn write_quote(out: &mut Vec<u8>, op: bool, sym: &str, seq: u64, cents: i64, ts_event: u64) {
+pub fn write_quote(out: &mut Vec<u8>, op: bool, sym: &str, seq: u64, cents: i64, ts_event: u64) {
     let bid = cents as f64 / 100.0;
     let ask = (cents + 1) as f64 / 100.0;
     if op {
@@ -84,7 +92,7 @@ pub(super) fn write_quote(out: &mut Vec<u8>, op: bool, sym: &str, seq: u64, cent
 
 /// How a target wants its ticks framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wire {
+pub enum Wire {
     /// Newline-delimited JSON (tickcast's tcp feed).
     Lines,
     /// `PUB tick.<SYM> <#bytes>\r\n<payload>\r\n` (NATS).
@@ -93,8 +101,37 @@ enum Wire {
     WsText,
 }
 
+/// A publisher's connection to a target, as the target made it
+/// ([`Target::connect_publisher`]).
+pub struct PublisherLink {
+    /// Where the framed ticks go.
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+    /// How they are framed.
+    wire: Wire,
+    /// Set when the server sent `PING` (NATS): the publisher answers `PONG`
+    /// with its next batch.
+    pong_due: Option<Arc<AtomicBool>>,
+    /// The task that reads the server's side (NATS), aborted with the
+    /// publisher.
+    reader: Option<JoinHandle<()>>,
+}
+
+impl PublisherLink {
+    /// A connection that only takes ticks.
+    pub fn new(writer: Box<dyn AsyncWrite + Send + Unpin>, wire: Wire) -> PublisherLink {
+        PublisherLink { writer, wire, pong_due: None, reader: None }
+    }
+
+    /// The same, whose server sends `PING`s that `reader` flags in
+    /// `pong_due` for the publisher to answer.
+    pub fn answering_pings(self, pong_due: Arc<AtomicBool>, reader: JoinHandle<()>) -> PublisherLink {
+        PublisherLink { pong_due: Some(pong_due), reader: Some(reader), ..self }
+    }
+}
+
 /// A connected publisher, ready to seed and run.
-pub(super) struct Publisher {
+pub struct Publisher {
+    /// Where it publishes, for error messages.
     addr: SocketAddr,
     writer: Box<dyn AsyncWrite + Send + Unpin>,
     wire: Wire,
@@ -102,8 +139,11 @@ pub(super) struct Publisher {
     pong_due: Option<Arc<AtomicBool>>,
     /// NATS only: the task that reads the server's side.
     reader: Option<JoinHandle<()>>,
+    /// The framed ticks of one write.
     batch: Vec<u8>,
+    /// One tick's JSON.
     payload: Vec<u8>,
+    /// fastwebsockets' header scratch (node frames).
     scratch: Vec<u8>,
 }
 
@@ -118,21 +158,8 @@ impl Drop for Publisher {
 impl Publisher {
     /// Connects to where `target` takes ticks: tickcast's tcp feed, nats'
     /// client port (handshake included) or the node server's WebSocket.
-    pub(super) async fn connect(target: Target, addr: SocketAddr) -> Result<Publisher, String> {
-        let (writer, wire, pong_due, reader): (Box<dyn AsyncWrite + Send + Unpin>, _, _, _) = match target {
-            Target::Tickcast => {
-                let stream = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| format!("drive-feed: cannot connect to {addr}: {e}"))?;
-                let _ = stream.set_nodelay(true);
-                (Box::new(stream), Wire::Lines, None, None)
-            }
-            Target::Nats => {
-                let conn = nats::connect_publisher(addr).await?;
-                (Box::new(conn.writer), Wire::Nats, Some(conn.pong_due), Some(conn.reader))
-            }
-            Target::Node => (Box::new(node::connect_publisher(addr).await?), Wire::WsText, None, None),
-        };
+    pub async fn connect(target: &dyn Target, addr: SocketAddr) -> anyhow::Result<Publisher> {
+        let PublisherLink { writer, wire, pong_due, reader } = target.connect_publisher(addr).await?;
         Ok(Publisher {
             addr,
             writer,
@@ -147,7 +174,7 @@ impl Publisher {
 
     /// Sends one tick of every symbol at once: a tickcast server learns a
     /// symbol from its first tick.
-    pub(super) async fn seed(&mut self, gen: &mut TickGen) -> Result<(), String> {
+    pub async fn seed(&mut self, gen: &mut TickGen) -> anyhow::Result<()> {
         self.batch.clear();
         for _ in 0..gen.len() {
             self.append(gen);
@@ -164,7 +191,7 @@ impl Publisher {
                 self.batch.push(b'\n');
             }
             Wire::Nats => {
-                let _ = write!(self.batch, "PUB {}{sym} {}\r\n", nats::SUBJECT_PREFIX, self.payload.len());
+                let _ = write!(self.batch, "PUB {SUBJECT_PREFIX}{sym} {}\r\n", self.payload.len());
                 self.batch.extend_from_slice(&self.payload);
                 self.batch.extend_from_slice(b"\r\n");
             }
@@ -177,17 +204,18 @@ impl Publisher {
     }
 
     /// Writes the batch.
-    async fn write(&mut self) -> Result<(), String> {
+    async fn write(&mut self) -> anyhow::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.writer.write_all(&self.batch).await.map_err(|e| format!("publisher: write to {} failed: {e}", self.addr))
+        let addr = self.addr;
+        self.writer.write_all(&self.batch).await.with_context(|| format!("publisher: write to {addr} failed"))
     }
 
     /// Sends `rate` ticks per second until the run stops, the ticks due
     /// each millisecond in one write. A failed write ends it and is kept
     /// for the report.
-    pub(super) async fn run(mut self, mut gen: TickGen, rate: f64, shared: Arc<Shared>) {
+    pub async fn run(mut self, mut gen: TickGen, rate: f64, shared: Arc<Shared>) {
         let start = Instant::now();
         let mut generated = 0u64;
         let catch_up = (rate * MAX_CATCH_UP.as_secs_f64()).max(1.0) as u64;
@@ -249,13 +277,13 @@ mod tests {
                 "bid": 100.5, "bid_sz": 100, "ask": 100.51, "ask_sz": 200})
         );
         // The subscribers' light reader takes it without a full parse.
-        let light = super::super::light::tick_light(&out).expect("light");
+        let light = crate::light::tick_light(&out).expect("light");
         assert_eq!(
             (&*light.kind, &*light.sym, light.seq, light.ts_event),
             ("quote", "S007", 12, 1_763_776_800_123_456_789)
         );
         // tickcast's tcp feed accepts it (seq is an unknown field there).
-        let parsed = crate::feed::json::parse_line(&out).expect("feed line");
+        let parsed = tickcast::feed::json::parse_line(&out).expect("feed line");
         assert_eq!((&*parsed.sym, parsed.ts_event), ("S007", Some(1_763_776_800_123_456_789)));
         // The node request is the same object with "op":"tick" first.
         let mut node = Vec::new();

@@ -2,35 +2,38 @@
 //! (type, sym, seq, timestamps), read in place without building the whole
 //! message, so that the load generator outruns the server it measures on
 //! the same cores.
+//!
+//! Imports: `tickcast::wire::Encoding` only (its tests compare with the
+//! full codec).
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::wire::Encoding;
+use tickcast::wire::Encoding;
 
 /// Fields the bench reads from each message; the rest is skipped.
 #[derive(Deserialize)]
-pub(super) struct Light<'a> {
+pub struct Light<'a> {
     /// `trade`, `quote`, `book`, `snapshot`, `ack`, `conflated`, ...
     #[serde(rename = "type", borrow)]
-    pub(super) kind: Cow<'a, str>,
+    pub kind: Cow<'a, str>,
     /// Symbol ("" if none).
     #[serde(default, borrow)]
-    pub(super) sym: Cow<'a, str>,
+    pub sym: Cow<'a, str>,
     /// Per-symbol sequence number.
     #[serde(default)]
-    pub(super) seq: u64,
+    pub seq: u64,
     /// Event time (the bench's send time when it publishes), ns.
     #[serde(default)]
-    pub(super) ts_event: u64,
+    pub ts_event: u64,
     /// tickcast's ingest time, ns (0 from peers).
     #[serde(default)]
-    pub(super) ts_ingest: u64,
+    pub ts_ingest: u64,
 }
 
 /// Reads a tickcast server message in `encoding`.
-pub(super) fn decode_light(encoding: Encoding, payload: &[u8]) -> Option<Light<'_>> {
+pub fn decode_light(encoding: Encoding, payload: &[u8]) -> Option<Light<'_>> {
     match encoding {
         Encoding::Msgpack => msgpack_light(payload),
         Encoding::Json => json_light(payload).or_else(|| serde_json::from_slice(payload).ok()),
@@ -51,7 +54,7 @@ fn json_light(buf: &[u8]) -> Option<Light<'_>> {
 /// on (`{"type":..,"sym":..,"seq":..,"ts_event":..,...}`) without
 /// allocating; any other shape (an ack, an error, a reordered object) is
 /// parsed in full, and `None` means it is not JSON of that kind at all.
-pub(super) fn tick_light(buf: &[u8]) -> Option<Light<'_>> {
+pub fn tick_light(buf: &[u8]) -> Option<Light<'_>> {
     json_head(buf).map(|(light, _)| light).or_else(|| serde_json::from_slice(buf).ok())
 }
 
@@ -201,6 +204,8 @@ fn ascii(bytes: &[u8]) -> Option<&str> {
     }
 }
 
+/// A cursor over a MessagePack buffer; every read is bounds-checked and
+/// returns `None` past the end.
 struct MsgpackReader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -315,8 +320,8 @@ impl<'a> MsgpackReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BookDelta, Level, Side, Trade, Update};
-    use crate::wire::{encode_payload, ServerMessage};
+    use tickcast::model::{BookDelta, Level, Side, Trade, Update};
+    use tickcast::wire::{encode_payload, ServerMessage};
 
     #[test]
     fn the_light_readers_agree_with_the_codec() {

@@ -1,0 +1,140 @@
+//! `tickcast-bench`: the load generator of tickcast.
+//!
+//! In: a running server (and optionally its tcp feed). Out: a report of
+//! delivered msgs/s, end-to-end latency percentiles (hdrhistogram), seq
+//! gaps, and the server's CPU time per delivered message and RSS (scraped
+//! from its `/metrics`, or read from `/proc/PID/stat` with `--server-pid`).
+//!
+//! N subscribers each take K consecutive symbols of the first S (wrapping),
+//! so every symbol has N·K/S subscribers. Latency is receive time minus
+//! `ts_ingest`, or minus `ts_event` with `--drive-feed`, where the bench
+//! itself publishes JSON ticks into the server's tcp feed, stamped at send.
+//! Every run is bounded by `--warmup` + `--duration` and stops by itself.
+//!
+//! # Slow consumers
+//! To show that clients who cannot keep up cost the others nothing, the
+//! bench can add two kinds of bad subscribers on every symbol (`"*"`), each
+//! on a socket with a small receive buffer so the server's side fills fast:
+//! - `--stalled K`: subscribe, then never read again.
+//! - `--slow-readers K`: read at most `--slow-read-rate` bytes per second,
+//!   and check what the server promises them: every gap in `seq` is named
+//!   by a `conflated` message and healed by the snapshot that follows.
+//!
+//! Neither counts toward the delivered or latency figures, which stay those
+//! of the N healthy subscribers (their code path is the same with K = 0).
+//! The report adds what the slow readers saw and the server's own ladder
+//! counters (`/metrics`, as deltas over the whole run: conflation begins
+//! within milliseconds of a stall, during warm-up). `--rss-every` samples
+//! the server's RSS through the run, to show it stays bounded.
+//!
+//! # Peers
+//! To compare tickcast with other designs on the same machine, workload
+//! and load generator, `--target` also speaks to two peers:
+//! - `nats`: nats-server; subscribers on its WebSocket listener, the
+//!   publisher on its TCP client port (`target/nats`).
+//! - `node`: benches/peers/node/server.js, a Node.js `ws` rooms server;
+//!   the publisher is a WebSocket client of it (`target/node.rs`).
+//!
+//! With `--drive-feed` the bench is the publisher for every target: the
+//! same JSON quotes, round robin over the S symbols, each with a
+//! per-symbol `seq` and its send time in `ts_event` (`publish.rs`). The
+//! expected delivery is computed from what the publisher sent (for
+//! tickcast, from what the server published, as before). Peers have no
+//! `/metrics`: their CPU and RSS come from `/proc/PID/stat`
+//! (`--server-pid`), and the slow-consumer ladder counters are tickcast's
+//! alone. A peer's publisher starts once its subscribers are confirmed (a
+//! saturated peer would otherwise starve their handshakes). `--stalled`
+//! works for every target: nats' stalled subscribers take `tick.>`, node's
+//! join every room.
+//!
+//! # Idle memory
+//! `--idle N` publishes nothing: it reads the server's RSS, connects N
+//! subscribers on K symbols each (at most 200 handshakes at a time), waits
+//! until every subscription is confirmed, settles, and reports the RSS
+//! growth per connection (`idle.rs`).
+//!
+//! # Modules
+//! - `args`: the flags, and the checks that reject a run that cannot mean
+//!   anything before anything connects.
+//! - `target`: the [`Target`](target::Target) trait and its three
+//!   systems under test (`tickcast`, `nats`, `node`): how each is
+//!   subscribed to, published to and read.
+//! - `load`: a throughput and latency run, step by step.
+//! - `idle`: an idle-memory run (`--idle`).
+//! - `publish`: the publisher (`--drive-feed`) and its market.
+//! - `tally`: a healthy subscriber's seq check and latency samples.
+//! - `shared`: the state every task of a run shares.
+//! - `measure`: the server's CPU, RSS and counters.
+//! - `light`: the few fields the bench reads of each message, read in place.
+//! - `report`: the figures of a run, as text and as JSON.
+//!
+//! Imports: the server only through its wire protocol and HTTP endpoints,
+//! via `tickcast-client`; of the `tickcast` crate, the message model and
+//! codecs (`tickcast::codec`, `tickcast::tick`), the synthetic feed's symbol
+//! names, the tcp feed's line parser (in a test), `/proc` stats and the
+//! open-file limit. Nothing in `tickcast` imports this crate.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod args;
+mod idle;
+mod light;
+mod load;
+mod measure;
+mod publish;
+mod report;
+mod shared;
+mod tally;
+mod target;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use args::BenchArgs;
+use report::BenchReport;
+use target::Target;
+
+/// The bench ran inside the server's binary, with its allocator, until it
+/// moved here; it keeps it so its own cost per message does not change.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tickcast-bench: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = args.target.build(&args);
+    match runtime.block_on(run(&args, target.clone())) {
+        Ok(report) => {
+            report.print(&args, target.as_ref());
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tickcast-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one bench against a server: checks the flags, then an idle-memory
+/// run or a load run.
+async fn run(args: &BenchArgs, target: Arc<dyn Target>) -> anyhow::Result<BenchReport> {
+    args::check(args, target.as_ref())?;
+    // 10k idle subscribers need 10k descriptors.
+    tickcast::sys::raise_fd_limit();
+    match args.idle {
+        Some(n) => idle::run(args, target, n).await,
+        None => load::run(args, target).await,
+    }
+}
