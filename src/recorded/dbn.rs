@@ -70,6 +70,9 @@
 //! end: the reader counts the decompressed bytes to tell). Either ends the
 //! reading. A record shorter than its type is `Corrupt` too, but only that
 //! record is skipped.
+//!
+//! Imports: its siblings `source` and `watched`, [`crate::model`], and the
+//! `dbn` crate.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -873,7 +876,6 @@ mod tests {
         assert_eq!(first.asks[9], Level { px: 3722.75, sz: 44.0 });
         // The second record cancels one lot at 3720.00 on the bid.
         assert_eq!(book(&events[1]), BookDelta { bids: vec![Level { px: 3720.0, sz: 30.0 }], asks: vec![] });
-        assert_eq!(super::super::detect(&sample("mbp-10")).unwrap(), Format::Dbn);
     }
 
     /// The samples' bytes decompressed: plain DBN.

@@ -17,9 +17,24 @@
 //! The replay feed, replay sessions and the `convert` and `inspect` tools
 //! all read through [`open`].
 //!
-//! Imports: [`crate::model`] only. The tick log's writer lives here too
-//! (in [`ticklog`]), beside its reader, so the format has one home; the
-//! recorder ([`crate::record`]) drives it.
+//! The tick log's writer lives here too (in [`ticklog`]), beside its
+//! reader, so the format has one home; the recorder ([`crate::record`])
+//! drives it.
+//!
+//! # Files
+//! | file | what it owns |
+//! |---|---|
+//! | `source.rs` | the [`Source`] trait, [`Event`], [`Gap`], [`Format`], [`SourceError`] |
+//! | `ticklog/` | the tick log: format, segments, writer, recovery, reader |
+//! | `binance/` | Binance captures: line reader, message normalizer, local books |
+//! | `dbn.rs` | Databento DBN files: reader and normalizer |
+//! | `watched.rs` | a file reader that tells I/O errors from corrupt compressed bytes |
+//! | this file | [`detect`] and [`open`], the dispatch by format |
+//!
+//! Imports: [`crate::model`] only, from anywhere in this folder; besides
+//! that, a file imports only its siblings (`source`, `watched`, and within
+//! a format's folder the files beside it), never this file or a folder's
+//! `mod.rs`.
 
 pub mod binance;
 pub mod dbn;
@@ -75,4 +90,84 @@ fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usi
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::ticklog::{Fsync, LogTick, TickLogWriter, WriterOptions};
+    use super::*;
+    use crate::model::{Quote, Update};
+
+    fn data(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    }
+
+    /// A file or directory under the system temp dir, removed on drop.
+    struct Temp(PathBuf);
+
+    impl Temp {
+        fn new(name: &str) -> Temp {
+            let path = std::env::temp_dir().join(format!(
+                "tickcast-recorded-{}-{}-{name}",
+                std::process::id(),
+                crate::model::now_ns()
+            ));
+            Temp(path)
+        }
+    }
+
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn formats_are_told_apart_by_their_first_bytes() {
+        assert_eq!(detect(&data("binance/ethusdt_20240808.gz")).unwrap(), Format::Binance);
+        assert_eq!(detect(&data("dbn/test_data.mbp-10.v3.dbn.zst")).unwrap(), Format::Dbn);
+
+        let capture = Temp::new("capture.txt");
+        std::fs::write(&capture.0, b"1723161254024619568 {}\n").unwrap();
+        assert_eq!(detect(&capture.0).unwrap(), Format::Binance);
+        std::fs::write(&capture.0, b"DBN\x03").unwrap();
+        assert_eq!(detect(&capture.0).unwrap(), Format::Dbn);
+        std::fs::write(&capture.0, b"\x00\x01 not a recording").unwrap();
+        let err = detect(&capture.0).unwrap_err();
+        assert!(matches!(&err, SourceError::UnknownFormat { path } if *path == capture.0), "{err}");
+        assert!(matches!(detect(&capture.0.join("missing")), Err(SourceError::Io { .. })));
+
+        // A tick log: its directory, and one of its segments.
+        let log = Temp::new("log");
+        let options =
+            WriterOptions { segment_bytes: 1 << 20, segment_age: Duration::from_secs(3600), fsync: Fsync::Never };
+        let (mut writer, _) = TickLogWriter::open(&log.0, options).unwrap();
+        let segment = writer.current_segment().to_owned();
+        let update = Update::Quote(Quote { bid: 1.0, bid_sz: 2.0, ask: 3.0, ask_sz: 4.0 });
+        writer.append(&LogTick { sym: "AAA", seq: 1, ts_event: 5, ts_ingest: 6, update: &update }).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(detect(&log.0).unwrap(), Format::TickLog);
+        assert_eq!(detect(&segment).unwrap(), Format::TickLog);
+        for path in [&log.0, &segment] {
+            let mut source = open(path).unwrap();
+            assert_eq!(source.format(), Format::TickLog);
+            let event = source.next_event().unwrap().unwrap();
+            assert_eq!((&*source.symbol(event.sym), event.update), ("AAA", update.clone()));
+        }
+    }
+
+    #[test]
+    fn open_dispatches_by_format() {
+        for (rel, format) in
+            [("binance/btcusdt_20240808.gz", Format::Binance), ("dbn/test_data.trades.v3.dbn.zst", Format::Dbn)]
+        {
+            let mut source = open(&data(rel)).unwrap();
+            assert_eq!(source.format(), format, "{rel}");
+            assert!(source.next_event().unwrap().is_some(), "{rel}");
+        }
+    }
 }
