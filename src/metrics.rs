@@ -9,6 +9,10 @@
 //! Each metric is declared once, in the `METRICS` table: its name, type,
 //! help and where its samples come from. [`Metrics::render`] is one loop
 //! over that table.
+//!
+//! Imports: [`crate::model`], [`crate::wire`] and [`crate::sys`]: every
+//! stage counts here, so it sits below all of them; gauges owned by other
+//! stages come in as a [`LiveGauges`] at scrape time.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

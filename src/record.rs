@@ -34,6 +34,10 @@
 //! (`tickcast_record_errors_total`) and logged, and the recorder reopens the
 //! log (which cuts any torn tail) before the next batch, at most once a
 //! second.
+//!
+//! Imports: [`crate::model`], [`crate::recorded`] (the tick log's writer)
+//! and [`crate::metrics`]. The engine hands it ticks through a
+//! [`RecordTap`]; it never calls the engine.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -26,6 +26,8 @@
 //! ([`drained`](TickRing::drained)). It writes to subscribers when the
 //! input is drained, so a burst that touches a subscriber many times
 //! reaches it in one write, and as soon as the burst is in.
+//!
+//! Imports: [`crate::model`] only.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -1,4 +1,4 @@
-//! The read side of a session (`src/inbound.rs`), over real sockets:
+//! The read side of a session (`src/session/inbound.rs`), over real sockets:
 //! a client frame that trickles in while the server's pings fire is read
 //! whole, and quiet sessions hold no read buffer.
 

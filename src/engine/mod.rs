@@ -99,6 +99,10 @@
 //!
 //! The engine reads `model`, `wire`, `ring`, `outbox`, `record` and
 //! `metrics`; it never sees a session's task, the server or a socket.
+//!
+//! Imports: [`crate::model`], [`crate::wire`], [`crate::ring`],
+//! [`crate::outbox`], [`crate::record`] and [`crate::metrics`]. The engine
+//! never sees a socket or a session, only outboxes.
 
 pub mod topic;
 

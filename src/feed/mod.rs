@@ -14,6 +14,9 @@
 //! and `replay:PATH` (a recording played back; see [`replay`]). Further
 //! sources (NATS) plug in as new [`FeedSpec`] variants that drive a
 //! [`Publisher`].
+//!
+//! Imports: [`crate::model`], [`crate::ring`], [`crate::recorded`] (the
+//! replay source) and [`crate::metrics`].
 
 pub mod json;
 pub mod pacing;

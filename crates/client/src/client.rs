@@ -6,7 +6,7 @@
 //! Frames are read one at a time through fastwebsockets; a client that
 //! must read faster hands its socket to a [`FrameReader`].
 //!
-//! Imports: `tickcast::codec` (the message model and its decoder),
+//! Imports: `tickcast::wire` (the message model and its decoder),
 //! [`crate::error`] and [`crate::frame_reader`].
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! The client's one error type: why connecting, sending or reading failed.
 //!
 //! Imports: the error types of the layers below (std I/O, fastwebsockets,
-//! hyper's request builder, `tickcast::codec`'s decoder).
+//! hyper's request builder, `tickcast::wire`'s decoder).
 
 use tickcast::wire::DecodeError;
 

@@ -17,7 +17,7 @@
 //! - [`error`]: the one error type of this crate.
 //!
 //! Imports: this crate depends on `tickcast`'s public API only (the message
-//! model and codecs in `tickcast::codec`, the clock in `tickcast::tick`);
+//! model and codecs in `tickcast::wire`, the clock in `tickcast::model`);
 //! `tickcast` never depends on it, except its integration tests.
 
 #![warn(missing_docs)]

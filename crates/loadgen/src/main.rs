@@ -56,7 +56,7 @@
 //! # Modules
 //! - `args`: the flags, and the checks that reject a run that cannot mean
 //!   anything before anything connects.
-//! - `target`: the [`Target`](target::Target) trait and its three
+//! - `target`: the [`Target`] trait and its three
 //!   systems under test (`tickcast`, `nats`, `node`): how each is
 //!   subscribed to, published to and read.
 //! - `load`: a throughput and latency run, step by step.
@@ -70,7 +70,7 @@
 //!
 //! Imports: the server only through its wire protocol and HTTP endpoints,
 //! via `tickcast-client`; of the `tickcast` crate, the message model and
-//! codecs (`tickcast::codec`, `tickcast::tick`), the synthetic feed's symbol
+//! codecs (`tickcast::wire`, `tickcast::model`), the synthetic feed's symbol
 //! names, the tcp feed's line parser (in a test), `/proc` stats and the
 //! open-file limit. Nothing in `tickcast` imports this crate.
 

@@ -4,7 +4,7 @@
 //! The publisher writes JSON lines into its tcp feed.
 //!
 //! Imports: `tickcast_client` (connections, frame reader, `http_get`,
-//! `scrape_value`), `tickcast::codec` (the message model), and the bench's
+//! `scrape_value`), `tickcast::wire` (the message model), and the bench's
 //! light readers, tally and shared state.
 
 mod slow_reader;

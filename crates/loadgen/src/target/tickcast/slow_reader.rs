@@ -4,7 +4,7 @@
 //! healed by the snapshot that follows.
 //!
 //! Imports: `tickcast_client` (the connection and its [`SeqTracker`]),
-//! `tickcast::codec` (to read `conflated` messages in full), and the
+//! `tickcast::wire` (to read `conflated` messages in full), and the
 //! bench's light readers and shared figures.
 
 use std::sync::atomic::Ordering;
