@@ -82,6 +82,15 @@ fn duration(s: &str) -> Result<Duration, DurationError> {
     humantime::parse_duration(s).map_err(DurationError)
 }
 
+/// A book depth that is not on the menu.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DepthError(String);
+
+fn book_depth(s: &str) -> Result<usize, DepthError> {
+    tickcast::wire::request::parse_depth(s.trim()).ok_or_else(|| DepthError(tickcast::wire::request::depth_error(s)))
+}
+
 /// The server's flags.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -203,8 +212,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_SLOW_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub slow_timeout: Duration,
 
-    /// Book levels per side in snapshots.
-    #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value_t = 10)]
+    /// Book levels per side of a subscription that names no `depth`: one
+    /// of 1, 5, 10, 20, 25, 50, 100, 500, 1000, or `full`.
+    #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value = "10", value_parser = book_depth)]
     pub book_depth: usize,
 
     /// Most symbols the server will carry (bounds memory against a runaway feed).
@@ -302,7 +312,6 @@ impl ServeArgs {
                 (1_000..=1_000_000_000).contains(&write_budget),
                 format!("--write-budget {write_budget}: must be 1000 to 1000000000 writes/s"),
             ),
-            ((1..=1000).contains(&self.book_depth), format!("--book-depth {}: must be 1 to 1000", self.book_depth)),
             (
                 (1..=10_000_000).contains(&self.max_symbols),
                 format!("--max-symbols {}: must be 1 to 10000000", self.max_symbols),
@@ -523,7 +532,7 @@ mod tests {
     #[test]
     fn every_bad_value_is_reported_at_once() {
         let errors =
-            parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--book-depth", "0"])
+            parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--max-symbols", "0"])
                 .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));

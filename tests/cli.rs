@@ -33,7 +33,8 @@ fn unparsable_values_are_rejected_by_name() {
 fn environment_variables_are_read_and_validated() {
     let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).env("TICKCAST_BOOK_DEPTH", "0").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--book-depth 0"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--book-depth") && stderr.contains("depth 0 is not offered"), "{stderr}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ async fn snapshot_then_gapless_updates_with_exact_values_in_every_encoding() {
     let mut clients = Vec::new();
     for encoding in Encoding::ALL {
         let mut c = Client::connect(running.addr, encoding).await.expect("connect");
-        c.subscribe(&["AAPL", "MSFT"]).await.unwrap();
+        c.subscribe_depth(&["AAPL", "MSFT"], "full").await.unwrap();
         match next(&mut c).await {
             ServerMessage::Ack { op, symbols } => {
                 assert_eq!(op, "subscribe");

@@ -134,7 +134,7 @@ def pb_to_dict(msg) -> dict:
     elif msg.type == "quote":
         out.update(bid=b.bid, bid_sz=b.bid_sz, ask=b.ask, ask_sz=b.ask_sz)
     elif msg.type == "book":
-        out.update(bids=_levels(b.bids), asks=_levels(b.asks))
+        out.update(bids=_levels(b.bids), asks=_levels(b.asks), checksum=b.checksum)
     elif msg.type == "snapshot":
         q, t = b.quote, b.trade
         out["quote"] = (
@@ -142,7 +142,8 @@ def pb_to_dict(msg) -> dict:
         )
         out["trade"] = {"px": t.px, "sz": t.sz, "side": SIDES[t.side]} if b.HasField("trade") else None
         assert b.HasField("book"), "snapshot without book"
-        out["book"] = {"bids": _levels(b.book.bids), "asks": _levels(b.book.asks)}
+        out["depth"] = b.depth
+        out["book"] = {"bids": _levels(b.book.bids), "asks": _levels(b.book.asks), "checksum": b.book.checksum}
     else:  # pragma: no cover - a new type the suite does not know
         raise AssertionError(f"unknown protobuf message type {msg.type!r}")
     return out
@@ -189,8 +190,13 @@ class WsClient:
     def send_text(self, text: str) -> None:
         self.ws.send(text)
 
-    def subscribe(self, *symbols: str) -> None:
-        self.send_json({"op": "subscribe", "symbols": list(symbols)})
+    def subscribe(self, *symbols: str, depth: int | str | None = None) -> None:
+        """Subscribes; ``depth`` (a number of book levels or ``"full"``) is
+        sent only when given, else the server's ``--book-depth`` applies."""
+        req: dict[str, Any] = {"op": "subscribe", "symbols": list(symbols)}
+        if depth is not None:
+            req["depth"] = depth
+        self.send_json(req)
 
     def unsubscribe(self, *symbols: str) -> None:
         self.send_json({"op": "unsubscribe", "symbols": list(symbols)})
@@ -237,9 +243,11 @@ class WsClient:
                 return out
             out.append(decode_frame(self.encoding, data, self.pb2))
 
-    def subscribe_and_snapshots(self, *symbols: str, timeout: float = TIMEOUT) -> dict[str, dict]:
+    def subscribe_and_snapshots(
+        self, *symbols: str, timeout: float = TIMEOUT, depth: int | str | None = None
+    ) -> dict[str, dict]:
         """Subscribes, checks the ack, and returns the snapshots by symbol."""
-        self.subscribe(*symbols)
+        self.subscribe(*symbols, depth=depth)
         ack = self.recv_type("ack", timeout)
         assert ack == {"type": "ack", "op": "subscribe", "symbols": list(symbols)}, ack
         snaps = {}
