@@ -29,7 +29,7 @@
 //! | `binance/` | Binance captures: line reader, message normalizer, local books |
 //! | `dbn.rs` | Databento DBN files: reader and normalizer |
 //! | `watched.rs` | a file reader that tells I/O errors from corrupt compressed bytes |
-//! | this file | [`detect`] and [`open`], the dispatch by format |
+//! | this file | [`detect`], [`open`] and [`symbols`], the dispatch by format |
 //!
 //! Imports: [`crate::model`] only, from anywhere in this folder; besides
 //! that, a file imports only its siblings (`source`, `watched`, and within
@@ -76,6 +76,84 @@ pub fn open(path: &Path) -> Result<Box<dyn Source>, SourceError> {
         Format::Binance => Box::new(binance::BinanceReader::open(path)?),
         Format::Dbn => Box::new(dbn::DbnReader::open(path)?),
     })
+}
+
+/// The symbols a recording holds, read as cheaply as its format allows,
+/// so a replay can declare its universe before its first tick (see
+/// [`symbols`]).
+#[derive(Debug)]
+pub struct RecordingSymbols {
+    /// Distinct names, in the order the recording first names them (DBN:
+    /// by instrument id), at most the limit asked for.
+    pub names: Vec<std::sync::Arc<str>>,
+    /// The recording went wrong part-way: `names` holds those found before.
+    pub error: Option<SourceError>,
+}
+
+/// The symbols of the recording at `path`, at most `limit`. Blocking file
+/// I/O, bounded by the recording itself: call it on a feed thread or a
+/// tool, never on an async worker. What each format costs:
+/// - DBN: the metadata's symbol mappings, no record read (unless the
+///   metadata maps no symbol: then every record is read);
+/// - tick log: every record is read and CRC-checked, only symbol
+///   definitions are decoded (a segment defines a symbol where it first
+///   uses it, so there is no list up front);
+/// - Binance capture: the whole file is read and normalized (its lines are
+///   the only place it names its symbols), about the cost of one
+///   `--speed max` pass without the publishing.
+///
+/// Reading stops early once `limit` names are found.
+pub fn symbols(path: &Path, limit: usize) -> RecordingSymbols {
+    let outcome = match detect(path) {
+        Ok(Format::TickLog) => ticklog::TickLogReader::open(path).and_then(|r| r.into_symbols(limit)).map(Some),
+        Ok(Format::Dbn) => dbn::DbnReader::open(path).map(|r| {
+            r.declared_symbols().map(|mut names| {
+                names.truncate(limit);
+                names
+            })
+        }),
+        Ok(Format::Binance) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(Some(names)) => RecordingSymbols { names, error: None },
+        Ok(None) => scan(path, limit),
+        Err(e) => RecordingSymbols { names: Vec::new(), error: Some(e) },
+    }
+}
+
+/// Every event of the recording, for the names its symbols have.
+fn scan(path: &Path, limit: usize) -> RecordingSymbols {
+    let mut out = RecordingSymbols { names: Vec::new(), error: None };
+    let mut source = match open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    // Source-local ids are dense, in order of first appearance.
+    let mut seen: Vec<bool> = Vec::new();
+    while out.names.len() < limit {
+        match source.next_event() {
+            Ok(Some(event)) => {
+                let i = event.sym as usize;
+                if i >= seen.len() {
+                    seen.resize(i + 1, false);
+                }
+                if !seen[i] {
+                    seen[i] = true;
+                    out.names.push(source.symbol(event.sym));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes.
