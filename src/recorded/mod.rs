@@ -173,6 +173,7 @@ fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usi
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::ticklog::{Fsync, LogTick, TickLogWriter, WriterOptions};
@@ -247,5 +248,42 @@ mod tests {
             assert_eq!(source.format(), format, "{rel}");
             assert!(source.next_event().unwrap().is_some(), "{rel}");
         }
+    }
+
+    #[test]
+    fn a_recordings_symbols_are_read_without_replaying_it() {
+        for (rel, name) in [("binance/ethusdt_20240808.gz", "ETHUSDT"), ("binance/btcusdt_20240808.gz", "BTCUSDT")] {
+            let found = symbols(&data(rel), 10);
+            assert!(found.error.is_none(), "{rel}: {:?}", found.error);
+            assert_eq!(found.names, [Arc::from(name)], "{rel}");
+        }
+        // DBN: from the metadata, and every name the records carry is among them.
+        for schema in ["mbo", "mbp-1", "mbp-10", "tbbo", "trades"] {
+            let path = data(&format!("dbn/test_data.{schema}.v3.dbn.zst"));
+            let declared = symbols(&path, 100);
+            assert!(declared.error.is_none() && !declared.names.is_empty(), "{schema}: {declared:?}");
+            let scanned = scan(&path, 100);
+            for name in &scanned.names {
+                assert!(declared.names.contains(name), "{schema}: {name} not declared in {:?}", declared.names);
+            }
+        }
+        // A tick log: its definitions, in order, across segments; the limit
+        // stops the read.
+        let log = Temp::new("symbols-log");
+        let options =
+            WriterOptions { segment_bytes: 1 << 20, segment_age: Duration::from_secs(3600), fsync: Fsync::Never };
+        let (mut writer, _) = TickLogWriter::open(&log.0, options).unwrap();
+        let update = Update::Quote(Quote { bid: 1.0, bid_sz: 2.0, ask: 3.0, ask_sz: 4.0 });
+        for (seq, sym) in ["BBB", "AAA", "BBB", "CCC"].into_iter().enumerate() {
+            let tick = LogTick { sym, seq: seq as u64 + 1, ts_event: 5, ts_ingest: 6, update: &update };
+            writer.append(&tick).unwrap();
+        }
+        writer.finish().unwrap();
+        let found = symbols(&log.0, 10);
+        assert!(found.error.is_none());
+        assert_eq!(found.names, [Arc::from("BBB"), Arc::from("AAA"), Arc::from("CCC")]);
+        assert_eq!(symbols(&log.0, 2).names, [Arc::from("BBB"), Arc::from("AAA")]);
+        let missing = symbols(&log.0.join("missing"), 10);
+        assert!(missing.names.is_empty() && matches!(missing.error, Some(SourceError::Io { .. })));
     }
 }
