@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use super::symbol::{is_valid_symbol, MAX_SYMBOL_LEN};
 
 /// Largest symbols file accepted: 64 MiB. A file is read whole into memory
-/// at startup, so it is bounded like every other input; 64 MiB holds about
-/// two million names of the longest length ([`MAX_SYMBOL_LEN`] bytes), far
-/// more than the `--max-symbols` limit of 10,000,000 short names allows in
-/// practice. Larger files are refused before they are read.
+/// at startup, so it is bounded like every other input. 64 MiB holds about
+/// two million names of the longest length ([`MAX_SYMBOL_LEN`] bytes), or
+/// the `--max-symbols` ceiling of 10,000,000 names of up to 5 characters,
+/// with room for comments. Larger files are refused before they are read.
 pub const MAX_SYMBOLS_FILE_BYTES: u64 = 64 << 20;
 
 /// What is wrong at one line of a symbols file.
