@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings};
-use tickcast::model::parse_event_time;
+use tickcast::model::{parse_event_time, universe};
 use tickcast::record::RecordSettings;
 use tickcast::recorded::ticklog::{Fsync, WriterOptions};
 use tickcast::tools::{convert, inspect};
@@ -221,6 +221,14 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = 100_000)]
     pub max_symbols: usize,
 
+    /// The symbol universe: a file of the symbols the server carries, one a
+    /// line (`#` comments and blank lines ignored) or the JSON array that
+    /// `GET /symbols` returns. They are known from startup, so a client can
+    /// subscribe before a symbol's first tick (it gets a seq-0 snapshot).
+    /// Without it, a symbol is known once the feed has sent it.
+    #[arg(long, env = "TICKCAST_SYMBOLS_FILE")]
+    pub symbols_file: Option<PathBuf>,
+
     /// Most concurrent WebSocket sessions; more get HTTP 503.
     #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
@@ -260,6 +268,13 @@ impl ServeArgs {
                 errors.push(format!("--replay-dir {}: not a directory", dir.display()));
             }
         }
+        let universe = match &self.symbols_file {
+            Some(path) => universe::load(path, self.max_symbols).unwrap_or_else(|e| {
+                errors.push(format!("--symbols-file {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             errors.push(format!("--log {:?}: {e}", self.log));
         }
@@ -283,6 +298,7 @@ impl ServeArgs {
                 },
                 book_depth: self.book_depth,
                 max_symbols: self.max_symbols,
+                universe,
                 max_connections: self.max_connections,
                 max_message_bytes: self.max_message_bytes,
                 ping_interval: self.ping_interval,
