@@ -39,6 +39,9 @@ pub struct Metrics {
     pub http_rejected: AtomicU64,
     /// Current (session, symbol) subscriptions.
     pub subscriptions: AtomicI64,
+    /// Subscriptions whose snapshot waits for the client to drain (see
+    /// "Snapshots that stream" in `engine/subscriptions.rs`).
+    pub snapshots_pending: AtomicI64,
     /// Ticks taken in by feeds and pushed into the ring.
     pub ticks_ingested: CachePadded<AtomicU64>,
     /// Feed input rejected (bad lines, bad values), each skipped.
@@ -231,6 +234,9 @@ const METRICS: &[Metric] = &[
         one(&s.metrics.http_rejected)
     }),
     gauge("tickcast_subscriptions", "Current (session, symbol) subscriptions.", |s| one(&s.metrics.subscriptions)),
+    gauge("tickcast_snapshots_pending", "Subscriptions whose snapshot waits for the client to read.", |s| {
+        one(&s.metrics.snapshots_pending)
+    }),
     gauge("tickcast_symbols", "Symbols known to the server.", |s| one(s.live.symbols)),
     counter("tickcast_ticks_ingested_total", "Ticks normalized by feeds and pushed into the ring.", |s| {
         one(&s.metrics.ticks_ingested)
@@ -501,6 +507,7 @@ mod tests {
         m.connections_rejected.store(7, r);
         m.http_rejected.store(11, r);
         m.subscriptions.store(13, r);
+        m.snapshots_pending.store(14, r);
         m.ticks_ingested.store(17, r);
         m.feed_errors.store(19, r);
         m.feed_connections.store(23, r);
@@ -565,6 +572,9 @@ tickcast_http_rejected_total 11
 # HELP tickcast_subscriptions Current (session, symbol) subscriptions.
 # TYPE tickcast_subscriptions gauge
 tickcast_subscriptions 13
+# HELP tickcast_snapshots_pending Subscriptions whose snapshot waits for the client to read.
+# TYPE tickcast_snapshots_pending gauge
+tickcast_snapshots_pending 14
 # HELP tickcast_symbols Symbols known to the server.
 # TYPE tickcast_symbols gauge
 tickcast_symbols 131

@@ -9,10 +9,10 @@
 //! universe (up to `--max-symbols`): their snapshots could be megabytes,
 //! more than a session may queue before it counts as slow. So a subscribe
 //! only queues the topics it names (the session's `pending` cursor) and
-//! joins them as the client drains: a chunk of about a quarter of
-//! `--conflate-above` of snapshots whenever the session's queue is below
-//! half of it (the same marks as conflation recovery, so releasing
-//! snapshots never makes a session slow). A topic's live updates start
+//! joins them as the client drains: whenever the session's queue is below
+//! half of `--conflate-above`, snapshots until it reaches that half (the
+//! low-water mark of conflation recovery, so releasing snapshots never
+//! makes a session slow: live updates have the other half). A topic's live updates start
 //! with its snapshot, so every symbol still reads snapshot, then seq + 1
 //! on; symbols joined earlier keep flowing meanwhile. A small subscribe
 //! fits in the first chunk and is joined at once. A client that stops
@@ -113,11 +113,14 @@ impl Engine {
     fn want(&mut self, slot: SlotId, topic: u32, depth: usize) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         if s.topics.get(&topic) == Some(&depth) {
-            s.pending_depth.remove(&topic);
+            if s.pending_depth.remove(&topic).is_some() {
+                self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         }
         if s.pending_depth.insert(topic, depth).is_none() {
             s.pending.push_back(topic);
+            self.metrics.snapshots_pending.fetch_add(1, Ordering::Relaxed);
         }
         if !s.joining {
             s.joining = true;
@@ -139,15 +142,14 @@ impl Engine {
         }
     }
 
-    /// Joins `slot`'s pending topics, a chunk of about a quarter of
-    /// `--conflate-above` of snapshots, if its queue is below half of it
-    /// and it is not behind. Returns whether nothing is pending any more
-    /// (the slot is then out of the engine's `joining` list, or must be
-    /// taken out by the caller).
+    /// Joins `slot`'s pending topics while its queue (queued and staged
+    /// bytes) is below half of `--conflate-above` and it is not behind.
+    /// Returns whether nothing is pending any more (the slot is then out
+    /// of the engine's `joining` list, or must be taken out by the
+    /// caller).
     fn release_joins_of(&mut self, slot: SlotId) -> bool {
         let low_water = self.slow.conflate_above / 2;
-        let budget = self.slow.conflate_above / 4;
-        let mut bytes = 0;
+        let mut queued = None;
         loop {
             let Some(s) = self.slots[slot as usize].as_mut() else { return true };
             if s.pending.is_empty() {
@@ -155,30 +157,31 @@ impl Engine {
                 s.pending_depth.clear();
                 return true;
             }
-            if s.behind || bytes >= budget || s.outbox.queued_bytes() + s.staged_bytes > low_water {
+            // One atomic load per pass; the staged bytes grow as we join.
+            let queued = *queued.get_or_insert_with(|| s.outbox.queued_bytes());
+            if s.behind || queued + s.staged_bytes >= low_water {
                 return false;
             }
             let topic = s.pending.pop_front().expect("not empty");
             // No depth: unsubscribed while pending.
             if let Some(depth) = s.pending_depth.remove(&topic) {
-                bytes += self.join(slot, topic, depth);
+                self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
+                self.join(slot, topic, depth);
             }
         }
     }
 
     /// Adds `slot` to topic `topic` at `depth` and stages its snapshot
-    /// first; moves it if it was subscribed at another depth. Returns the
-    /// snapshot's size (0 if it was already there).
-    fn join(&mut self, slot: SlotId, topic: u32, depth: usize) -> usize {
+    /// first; moves it if it was subscribed at another depth.
+    fn join(&mut self, slot: SlotId, topic: u32, depth: usize) {
         match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
-            Some(&d) if d == depth => return 0,
+            Some(&d) if d == depth => return,
             Some(_) => self.leave(slot, topic),
             None => {}
         }
-        let Some(s) = self.slots[slot as usize].as_mut() else { return 0 };
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
         let t = &mut self.topics[topic as usize];
         let frame = encode_frame(s.encoding, &t.snapshot(depth), &mut self.scratch);
-        let len = frame.len();
         let pace = &mut self.paces[slot as usize];
         stage(s, &mut self.dirty, pace, slot, frame, self.now);
         pace.urgent = true;
@@ -187,12 +190,13 @@ impl Engine {
         s.topics.insert(topic, depth);
         self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
-        len
     }
 
     fn leave(&mut self, slot: SlotId, topic: u32) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
-        s.pending_depth.remove(&topic);
+        if s.pending_depth.remove(&topic).is_some() {
+            self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
+        }
         let Some(depth) = s.topics.remove(&topic) else { return };
         s.forget(topic);
         self.topics[topic as usize].remove(slot, s.encoding, depth);
@@ -274,7 +278,8 @@ impl Engine {
                     self.wildcard.retain(|&x| x != slot);
                 }
                 s.pending.clear();
-                s.pending_depth.clear();
+                let cancelled = std::mem::take(&mut s.pending_depth).len() as i64;
+                self.metrics.snapshots_pending.fetch_sub(cancelled, Ordering::Relaxed);
                 s.topics.keys().copied().collect()
             }
             None => return,

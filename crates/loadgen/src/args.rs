@@ -115,6 +115,15 @@ pub struct BenchArgs {
     /// report the server's RSS growth per connection.
     #[arg(long)]
     pub idle: Option<usize>,
+    /// Snapshot-storm mode (tickcast only): one subscriber subscribes "*"
+    /// over the server's --symbols symbols and reads until it has every
+    /// snapshot; reports the time to the last one and the server's peak RSS.
+    #[arg(long)]
+    pub snapshots: bool,
+    /// Book depth the subscribers ask for: 1, 5, 10, 20, 25, 50, 100, 500,
+    /// 1000 or full (default: the server's --book-depth). Used by --snapshots.
+    #[arg(long, default_value = "10")]
+    pub depth: String,
     /// Also print the summary as one JSON line (for scripts).
     #[arg(long)]
     pub json: bool,
@@ -155,6 +164,13 @@ pub fn check(args: &BenchArgs, target: &dyn Target) -> anyhow::Result<()> {
         ensure!(
             args.stalled == 0 && args.slow_readers == 0,
             "--idle measures idle subscribers only: drop --stalled and --slow-readers"
+        );
+    }
+    if args.snapshots {
+        ensure!(args.target == TargetKind::Tickcast, "--snapshots measures tickcast only");
+        ensure!(
+            args.idle.is_none() && args.drive_feed.is_none(),
+            "--snapshots runs alone: drop --idle and --drive-feed"
         );
     }
     if let Some(pid) = args.server_pid {

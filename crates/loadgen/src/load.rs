@@ -285,5 +285,6 @@ fn report(
         server_skipped_books: ladder(|c| c.skipped[2]),
         rss_timeline,
         idle: None,
+        snapshots: None,
     }
 }

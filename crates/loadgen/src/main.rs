@@ -53,6 +53,11 @@
 //! until every subscription is confirmed, settles, and reports the RSS
 //! growth per connection (`idle.rs`).
 //!
+//! # Snapshot storm
+//! `--snapshots` (tickcast only) subscribes one client to `"*"` over the
+//! server's `--symbols` symbols and reads until it holds every snapshot:
+//! the time to the last one and the server's peak RSS (`snapshots.rs`).
+//!
 //! # Modules
 //! - `args`: the flags, and the checks that reject a run that cannot mean
 //!   anything before anything connects.
@@ -61,6 +66,7 @@
 //!   subscribed to, published to and read.
 //! - `load`: a throughput and latency run, step by step.
 //! - `idle`: an idle-memory run (`--idle`).
+//! - `snapshots`: a snapshot-storm run (`--snapshots`).
 //! - `publish`: the publisher (`--drive-feed`) and its market.
 //! - `tally`: a healthy subscriber's seq check and latency samples.
 //! - `shared`: the state every task of a run shares.
@@ -85,6 +91,7 @@ mod measure;
 mod publish;
 mod report;
 mod shared;
+mod snapshots;
 mod tally;
 mod target;
 
@@ -133,6 +140,9 @@ async fn run(args: &BenchArgs, target: Arc<dyn Target>) -> anyhow::Result<BenchR
     args::check(args, target.as_ref())?;
     // 10k idle subscribers need 10k descriptors.
     tickcast::sys::raise_fd_limit();
+    if args.snapshots {
+        return snapshots::run(args, target).await;
+    }
     match args.idle {
         Some(n) => idle::run(args, target, n).await,
         None => load::run(args, target).await,

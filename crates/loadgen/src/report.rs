@@ -94,6 +94,28 @@ pub struct BenchReport {
     /// With `--idle`: the idle-memory figures (the load figures are then 0).
     #[serde(flatten)]
     pub idle: Option<IdleFigures>,
+    /// With `--snapshots`: the snapshot-storm figures.
+    #[serde(flatten)]
+    pub snapshots: Option<SnapshotFigures>,
+}
+
+/// What `--snapshots` measures: one `subscribe ["*"]` over the universe.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SnapshotFigures {
+    /// Symbols in the universe, one snapshot each.
+    pub snapshot_symbols: usize,
+    /// Seconds from the subscribe to its ack.
+    pub snapshot_ack_s: f64,
+    /// Seconds from the subscribe to the first snapshot.
+    pub snapshot_first_s: f64,
+    /// Seconds from the subscribe to the last snapshot.
+    pub snapshot_last_s: f64,
+    /// Live updates of already-snapshotted symbols received meanwhile.
+    pub snapshot_updates_interleaved: u64,
+    /// Server RSS before the subscriber connected, bytes.
+    pub rss_before_bytes: f64,
+    /// Highest server RSS sampled during the run, bytes.
+    pub rss_peak_bytes: f64,
 }
 
 /// What `--idle` measures: the server's memory per idle subscriber.
@@ -115,6 +137,31 @@ impl BenchReport {
         let r = self;
         // tickcast's own runs are untagged, as they were before peers came.
         let tag = if r.target == TargetKind::Tickcast { String::new() } else { format!(" [{}]", r.target.name()) };
+        if let Some(s) = &r.snapshots {
+            let mib = |b: f64| b / (1024.0 * 1024.0);
+            println!(
+                "tickcast bench{tag}: snapshots, subscribe \"*\" over {} symbols at depth {}",
+                s.snapshot_symbols, args.depth
+            );
+            println!(
+                "  time        ack {:.3} s, first snapshot {:.3} s, last snapshot {:.3} s ({:.0} snapshots/s)",
+                s.snapshot_ack_s,
+                s.snapshot_first_s,
+                s.snapshot_last_s,
+                s.snapshot_symbols as f64 / s.snapshot_last_s.max(1e-9)
+            );
+            println!(
+                "  updates     {} of snapshotted symbols interleaved, all in seq order",
+                s.snapshot_updates_interleaved
+            );
+            println!(
+                "  server rss  before {:.1} MiB, peak {:.1} MiB  (from {})",
+                mib(s.rss_before_bytes),
+                mib(s.rss_peak_bytes),
+                r.server_stats_from
+            );
+            return;
+        }
         if let Some(idle) = &r.idle {
             println!(
                 "tickcast bench{tag}: idle, {} connections x {} of {} symbols",
