@@ -9,11 +9,14 @@ contract (docs/PROTOCOL.md):
 * **The reference** is a `/replay` of the whole capture from its first
   message at ``depth=full``: every book delta applied to a full book (kept
   to the server's 4,096-level bound) gives the book at every seq. Its own
-  checksums are checked on the way.
+  checksums are checked on the way, and after every book update its full
+  book must equal the one rebuilt here from the raw capture (Binance's
+  documented procedure), so the reference does not rest on the server.
 * **Late joiners**, for depths 1, 10, 25 and ``full`` on both captures:
   ``/replay`` with ``from=`` mid-file; a ``seek`` mid-file; a ``/ws``
   subscriber of a ``--feed replay:`` server that subscribes once the feed
   is running (and one that moves its subscription to another depth); a
+  ``--loop`` feed across pass boundaries (the book emptied in between); a
   ``/ws`` client forced into conflation (it stops reading until the server
   says it conflates), which must recover through ``conflated`` and a fresh
   snapshot. From its snapshot on, at every seq, the client's book
@@ -36,6 +39,8 @@ reference per capture to keep the run short on a debug build.
 from __future__ import annotations
 
 import bisect
+import gzip
+import json
 import socket
 import struct
 import threading
@@ -203,6 +208,31 @@ class RefCursor:
         return self.book
 
 
+def independent_book_deltas(capture: str):
+    """The capture's book updates straight from the gzip JSON lines, by
+    Binance's documented local-book procedure (as test_replay.py counts
+    them): depth updates before the REST snapshot wait for it, those with
+    u <= lastUpdateId are dropped, the snapshot itself is one update.
+    Yields {"bids", "asks"} deltas as floats, in order."""
+    pending, snapshot_id = [], None
+    with gzip.open(BINANCE / capture, "rt") as f:
+        for line in f:
+            msg = json.loads(line.partition(" ")[2])
+            if "lastUpdateId" in msg:
+                snapshot_id = msg["lastUpdateId"]
+                yield {"bids": msg["bids"], "asks": msg["asks"]}
+                yield from ({"bids": d["b"], "asks": d["a"]} for d in pending if d["u"] > snapshot_id)
+                pending.clear()
+                continue
+            data = msg["data"]
+            if "@depth" not in msg["stream"]:
+                continue
+            if snapshot_id is None:
+                pending.append(data)
+            elif data["u"] > snapshot_id:
+                yield {"bids": data["b"], "asks": data["a"]}
+
+
 def build_reference(server: Server, capture: str) -> Reference:
     sym = CAPTURES[capture]
     ref = Reference(capture, sym)
@@ -211,6 +241,9 @@ def build_reference(server: Server, capture: str) -> Reference:
     # its checksums are checked like any other's.
     own = Follower(ref, "full", f"{capture} reference", building=True)
     own.start_empty()
+    # And it must be the capture's own book: rebuilt here from the raw file.
+    raw = independent_book_deltas(capture)
+    raw_book = DepthBook("full")
     deadline = time.monotonic() + STREAM_TIMEOUT
     try:
         for m in messages(client, deadline):
@@ -226,10 +259,18 @@ def build_reference(server: Server, capture: str) -> Reference:
                 ref.book_seqs.append(m["seq"])
             own.take(m)
             if m["type"] == "book":
+                delta = next(raw, None)
+                assert delta is not None, f"reference: book update {m['seq']} is not in the capture"
+                raw_book.apply({side: [(float(px), float(sz)) for px, sz in delta[side]] for side in ("bids", "asks")})
+                assert raw_book.bids == own.book.bids and raw_book.asks == own.book.asks, (
+                    f"reference: after seq {m['seq']} (book update {len(ref.book_seqs)}) the replayed book differs "
+                    f"from the capture's: best {own.book.top(3)} vs {raw_book.top(3)}"
+                )
                 ref.tops.append(own.book.top(TOP_CACHED))
                 ref.max_levels = max(ref.max_levels, len(own.book))
     finally:
         client.close()
+    assert next(raw, None) is None, "the capture has book updates the replay did not send"
     assert len(ref.book_seqs) > 3000 and ref.last_seq > 30_000, (len(ref.book_seqs), ref.last_seq)
     print(
         f"reference {capture}: {ref.last_seq} seqs, {len(ref.book_seqs)} book updates, "
@@ -248,8 +289,13 @@ class Follower:
     `DepthBook`, checking the contract at every message against the
     reference (see the module docstring)."""
 
-    def __init__(self, ref: Reference, depth: int | str, label: str, building: bool = False):
+    def __init__(
+        self, ref: Reference, depth: int | str, label: str, building: bool = False, pass_len: int | None = None
+    ):
         self.ref, self.label = ref, f"{label} depth={depth}"
+        # A --loop feed: each pass is the recording's first pass_len - 1
+        # seqs, then one book update that empties the book.
+        self.pass_len = pass_len
         self.depth = depth
         self.building = building  # the reference itself: it has no reference to compare to
         self.cursor = RefCursor(ref)
@@ -260,6 +306,14 @@ class Follower:
         self.checksum: int | None = None
         self.stats: Counter = Counter()
         self.books_since_snapshot = 0
+
+    def recorded(self, seq: int) -> int:
+        """The recording's seq for a wire seq; 0 (the empty book) for a
+        --loop feed's emptying update between passes."""
+        if self.pass_len is None:
+            return seq
+        k = (seq - 1) % self.pass_len + 1
+        return 0 if k == self.pass_len else k
 
     def start_empty(self) -> None:
         """A stream from the recording's first message: an empty book at seq 0."""
@@ -290,9 +344,10 @@ class Follower:
         if self.pending_to is not None:
             assert seq == self.pending_to, f"{self.label}: snapshot at seq {seq}, the conflated range ended at {self.pending_to}"
             self.pending_to = None
-        assert 0 <= seq <= self.ref.last_seq, f"{self.label}: snapshot seq {seq} beyond the recording"
-        if seq:
-            assert m["ts_event"] == self.ref.ts[seq - 1], f"{self.label}: snapshot {seq}'s ts_event is not the recording's"
+        k = self.recorded(seq)
+        assert 0 <= k <= self.ref.last_seq, f"{self.label}: snapshot seq {seq} beyond the recording"
+        if k:
+            assert m["ts_event"] == self.ref.ts[k - 1], f"{self.label}: snapshot {seq}'s ts_event is not the recording's"
         assert m.get("depth") == depth_levels(self.depth), f"{self.label}: snapshot depth {m.get('depth')!r}: {_short(m)}"
         assert "checksum" in m["book"], f"{self.label}: snapshot book without checksum: {_short(m)}"
         self.book = DepthBook.from_snapshot(m["book"], self.depth)
@@ -302,7 +357,7 @@ class Follower:
         )
         self.checksum = own
         self.last = seq
-        self._compare(seq, m)
+        self._compare(k, m)
         self.stats["snapshots"] += 1
         self.books_since_snapshot = 0
 
@@ -311,11 +366,17 @@ class Follower:
         assert self.pending_to is None, f"{self.label}: {kind} {seq} before the snapshot ending a conflated range"
         assert self.last is not None, f"{self.label}: {kind} {seq} before any snapshot"
         assert seq == self.last + 1, f"{self.label}: {kind} seq {seq} after {self.last}"
-        if not self.building:
-            assert seq <= self.ref.last_seq, f"{self.label}: seq {seq} beyond the recording"
-            assert (kind, m["ts_event"]) == (self.ref.kinds[seq - 1], self.ref.ts[seq - 1]), (
+        k = self.recorded(seq)
+        if self.building:
+            pass
+        elif k == 0:
+            assert kind == "book", f"{self.label}: seq {seq} should empty the book between --loop passes: {_short(m)}"
+            self.stats["passes"] += 1
+        else:
+            assert k <= self.ref.last_seq, f"{self.label}: seq {seq} beyond the recording"
+            assert (kind, m["ts_event"]) == (self.ref.kinds[k - 1], self.ref.ts[k - 1]), (
                 f"{self.label}: seq {seq} is {kind} at {m['ts_event']}, the recording's is "
-                f"{self.ref.kinds[seq - 1]} at {self.ref.ts[seq - 1]}"
+                f"{self.ref.kinds[k - 1]} at {self.ref.ts[k - 1]}"
             )
         self.last = seq
         self.stats["seqs"] += 1
@@ -348,7 +409,7 @@ class Follower:
             f"{self.label}: seq {seq}: checksum {m['checksum']}, own CRC of the client's book {own} ({_short(m)})"
         )
         self.checksum = own
-        self._compare(seq, m)
+        self._compare(k, m)
         self.stats["books"] += 1
         self.books_since_snapshot += 1
         if self.stats["conflated"]:
@@ -360,14 +421,17 @@ class Follower:
         e = entries[0]
         assert self.last is not None and self.pending_to is None, f"{self.label}: conflated while not live: {m!r}"
         assert e["from_seq"] == self.last + 1, f"{self.label}: conflated from_seq {e['from_seq']} after seq {self.last}"
-        assert e["from_seq"] <= e["to_seq"] <= self.ref.last_seq, f"{self.label}: {e!r}"
-        got = {k: e[k] for k in ("trades", "quotes", "books")}
-        assert got == self.ref.counts(e["from_seq"], e["to_seq"]), f"{self.label}: conflated counts {e!r}"
+        assert e["from_seq"] <= e["to_seq"], f"{self.label}: {e!r}"
+        if self.pass_len is None:
+            assert e["to_seq"] <= self.ref.last_seq, f"{self.label}: {e!r}"
+            got = {k: e[k] for k in ("trades", "quotes", "books")}
+            assert got == self.ref.counts(e["from_seq"], e["to_seq"]), f"{self.label}: conflated counts {e!r}"
         self.pending_to, self.last = e["to_seq"], None
         self.stats["conflated"] += 1
 
     # -- the check
     def _compare(self, seq: int, m: dict) -> None:
+        """The client's book against the reference after recorded ``seq``."""
         if self.building:
             return
         depth = self.book.depth
@@ -390,7 +454,7 @@ class Follower:
                     lines.append(f"{side}[{i}]: expected {wi}, got {gi} ({len(w)} expected levels, {len(g)} held)")
                     break
         raise AssertionError(
-            f"{self.label}: book wrong at seq {seq} ({m['type']}, ts_event {m['ts_event']}), "
+            f"{self.label}: book wrong at seq {m['seq']} (recording's {seq}; {m['type']}, ts_event {m['ts_event']}), "
             f"{self.books_since_snapshot} book updates after the snapshot: " + "; ".join(lines) + f"; message {_short(m)}"
         )
 
@@ -715,7 +779,45 @@ def test_conflated_subscriber_recovers_the_exact_book_at_every_depth(tickcast, r
 
 
 # --------------------------------------------------------------------------
-# 5. Depths outside the menu
+# 5. --loop passes: emptied between passes, exact across them
+# --------------------------------------------------------------------------
+
+LOOP_END = 0.12  # of the book updates: a pass of about 0.4 s at LIVE_SPEED
+LOOP_PASSES = 3
+
+
+@pytest.mark.parametrize("capture,encoding", [("ethusdt_20240808.gz", "msgpack")])
+def test_loop_passes_keep_the_exact_book_at_every_depth(tickcast, references, capture, encoding):
+    """A --loop feed of the capture's first 12%: subscribers (one per depth)
+    join in the first pass and follow it across three boundaries. Between passes
+    one book update (the next seq) must empty their book (checksum 0), and
+    each new pass must rebuild it exactly from empty."""
+    ref = references(capture)
+    to = ref.book_ts(LOOP_END)
+    events = ref.last_seq_to(to)
+    server = tickcast(
+        feed=f"replay:{BINANCE / capture}", extra=["--speed", LIVE_SPEED, "--loop", "--to", str(to), *NO_CONFLATION]
+    )
+    server.wait_symbols(ref.sym, timeout=10)
+    server.wait_published(events // 3, timeout=20)
+    pass_len = events + 1
+    clients, followers = {}, {}
+    for d in DEPTHS:
+        clients[d] = server.connect(encoding)
+        followers[d] = Follower(ref, d, f"{capture} --loop", pass_len=pass_len)
+        clients[d].subscribe(ref.sym, depth=d)
+    joined = server.metric("tickcast_updates_published_total")
+    assert joined < pass_len, f"joined after the first pass ({joined}, a pass is {pass_len}): the box is too slow"
+    end = pass_len * (LOOP_PASSES + 1) - 1  # the last event of the fourth pass
+    run_in_threads({d: (lambda d=d: follow_until(clients[d], followers[d], end, STREAM_TIMEOUT)) for d in DEPTHS})
+    for d, f in followers.items():
+        print(f"{capture} --loop depth={d}: {dict(f.stats)}")
+        assert f.stats["passes"] == LOOP_PASSES and f.stats["snapshots"] == 1, (d, dict(f.stats))
+        assert f.stats["books"] > MIN_BOOKS, (d, dict(f.stats))
+
+
+# --------------------------------------------------------------------------
+# 6. Depths outside the menu
 # --------------------------------------------------------------------------
 
 UPGRADE_HEADERS = {
