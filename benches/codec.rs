@@ -100,7 +100,7 @@ fn updates() -> [(&'static str, Update); 3] {
 }
 
 fn message(update: &Update) -> ServerMessage<'_> {
-    ServerMessage::update(SYM, SEQ, TS_EVENT, TS_INGEST, update)
+    ServerMessage::update(SYM, SEQ, TS_EVENT, TS_INGEST, update, 0x1234_5678)
 }
 
 fn bench_encode(c: &mut Criterion) {

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings};
-use tickcast::model::parse_event_time;
+use tickcast::model::{parse_event_time, universe};
 use tickcast::record::RecordSettings;
 use tickcast::recorded::ticklog::{Fsync, WriterOptions};
 use tickcast::tools::{convert, inspect};
@@ -80,6 +80,15 @@ pub struct DurationError(humantime::DurationError);
 
 fn duration(s: &str) -> Result<Duration, DurationError> {
     humantime::parse_duration(s).map_err(DurationError)
+}
+
+/// A book depth that is not on the menu.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DepthError(String);
+
+fn book_depth(s: &str) -> Result<usize, DepthError> {
+    tickcast::wire::request::parse_depth(s.trim()).ok_or_else(|| DepthError(tickcast::wire::request::depth_error(s)))
 }
 
 /// The server's flags.
@@ -203,13 +212,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_SLOW_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub slow_timeout: Duration,
 
-    /// Book levels per side in snapshots.
-    #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value_t = 10)]
+    /// Book levels per side of a subscription that names no `depth`: one
+    /// of 1, 5, 10, 20, 25, 50, 100, 500, 1000, or `full`.
+    #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value = "10", value_parser = book_depth)]
     pub book_depth: usize,
 
     /// Most symbols the server will carry (bounds memory against a runaway feed).
     #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = 100_000)]
     pub max_symbols: usize,
+
+    /// The symbol universe: a file of the symbols the server carries, one a
+    /// line (`#` comments and blank lines ignored) or the JSON array that
+    /// `GET /symbols` returns. They are known from startup, so a client can
+    /// subscribe before a symbol's first tick (it gets a seq-0 snapshot).
+    /// Without it, a symbol is known once the feed has sent it.
+    #[arg(long, env = "TICKCAST_SYMBOLS_FILE")]
+    pub symbols_file: Option<PathBuf>,
 
     /// Most concurrent WebSocket sessions; more get HTTP 503.
     #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
@@ -250,6 +268,13 @@ impl ServeArgs {
                 errors.push(format!("--replay-dir {}: not a directory", dir.display()));
             }
         }
+        let universe = match &self.symbols_file {
+            Some(path) => universe::load(path, self.max_symbols).unwrap_or_else(|e| {
+                errors.push(format!("--symbols-file {e}"));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             errors.push(format!("--log {:?}: {e}", self.log));
         }
@@ -273,6 +298,7 @@ impl ServeArgs {
                 },
                 book_depth: self.book_depth,
                 max_symbols: self.max_symbols,
+                universe,
                 max_connections: self.max_connections,
                 max_message_bytes: self.max_message_bytes,
                 ping_interval: self.ping_interval,
@@ -302,7 +328,6 @@ impl ServeArgs {
                 (1_000..=1_000_000_000).contains(&write_budget),
                 format!("--write-budget {write_budget}: must be 1000 to 1000000000 writes/s"),
             ),
-            ((1..=1000).contains(&self.book_depth), format!("--book-depth {}: must be 1 to 1000", self.book_depth)),
             (
                 (1..=10_000_000).contains(&self.max_symbols),
                 format!("--max-symbols {}: must be 1 to 10000000", self.max_symbols),
@@ -523,7 +548,7 @@ mod tests {
     #[test]
     fn every_bad_value_is_reported_at_once() {
         let errors =
-            parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--book-depth", "0"])
+            parse(&["--symbols", "0", "--rate", "-5", "--writers", "0", "--feed", "udp://x", "--max-symbols", "0"])
                 .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("--symbols 0")));

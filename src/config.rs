@@ -47,6 +47,11 @@ pub struct Config {
     pub book_depth: usize,
     /// Symbol table bound.
     pub max_symbols: usize,
+    /// The declared universe (`--symbols-file`): names interned in this
+    /// order at startup, before the feed starts, so a client can subscribe
+    /// to a symbol before its first tick. Empty: symbols become known as
+    /// the feed sends them (a replay feed still declares its recording's).
+    pub universe: Vec<String>,
     /// Concurrent session bound.
     pub max_connections: usize,
     /// Largest client message.
@@ -82,6 +87,7 @@ impl Default for Config {
             },
             book_depth: 10,
             max_symbols: 100_000,
+            universe: Vec::new(),
             max_connections: 50_000,
             max_message_bytes: 64 * 1024,
             ping_interval: Duration::from_secs(15),

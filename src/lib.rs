@@ -42,7 +42,7 @@
 //! | module | owns | may import |
 //! |---|---|---|
 //! | [`sys`] | every libc call and its `unsafe` | |
-//! | [`model`] | ticks, symbols, books, time | |
+//! | [`model`] | ticks, symbols and the declared universe, books, time | |
 //! | [`wire`] | messages, encodings, framing, close and error codes, client requests | model |
 //! | [`metrics`] | counters and gauges, the `/metrics` text | model, wire, sys |
 //! | [`ring`] | the bounded lock-free ring from feeds to the engine | model |

@@ -33,7 +33,8 @@ fn unparsable_values_are_rejected_by_name() {
 fn environment_variables_are_read_and_validated() {
     let out = Command::new(env!("CARGO_BIN_EXE_tickcast")).env("TICKCAST_BOOK_DEPTH", "0").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--book-depth 0"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--book-depth") && stderr.contains("depth 0 is not offered"), "{stderr}");
 }
 
 #[test]
@@ -72,4 +73,43 @@ fn tools_name_bad_files_and_exit_1() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("/no/such/capture.gz"), "{text}");
     assert!(!std::path::Path::new("/tmp/tickcast-never-written").exists(), "nothing is created for a bad input");
+}
+
+#[test]
+fn a_bad_symbols_file_fails_at_startup_naming_the_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("tickcast-cli-universe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.txt");
+    let (code, text) = tickcast(&["--symbols-file", missing.to_str().unwrap(), "--log", "error"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("--symbols-file {}: cannot read", missing.display())), "{text}");
+
+    let invalid = dir.join("invalid.txt");
+    std::fs::write(&invalid, "# equities\nAAPL\n\nBRK B\n").unwrap();
+    let (code, text) = tickcast(&["--symbols-file", invalid.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("--symbols-file {}:4: invalid symbol name \"BRK B\"", invalid.display())), "{text}");
+
+    let many = dir.join("many.json");
+    std::fs::write(&many, "[\"AAPL\",\n\"MSFT\",\n\"AAPL\",\n\"IBM\"]\n").unwrap();
+    let (code, text) = tickcast(&["--symbols-file", many.to_str().unwrap(), "--max-symbols", "2", "--symbols", "2"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("{}:4: more than --max-symbols 2 distinct symbols", many.display())), "{text}");
+
+    let malformed = dir.join("malformed.json");
+    std::fs::write(&malformed, "[\"AAPL\",\n").unwrap();
+    let (code, text) = tickcast(&["--symbols-file", malformed.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("malformed JSON"), "{text}");
+
+    // Through the environment too, reported with every other bad value.
+    let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .env("TICKCAST_SYMBOLS_FILE", &invalid)
+        .args(["--book-depth", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid.txt:4") && stderr.contains("--book-depth 0"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

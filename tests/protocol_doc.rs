@@ -93,3 +93,47 @@ fn the_documented_bad_json_message_is_what_the_server_says() {
     assert!(doc["message"].as_str().unwrap().starts_with("control message is not valid JSON"));
     assert!(err.message.starts_with("control message is not valid JSON"));
 }
+
+#[test]
+fn the_documented_checksums_are_what_the_server_computes() {
+    use tickcast::model::{checksum, BookDelta};
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let messages: Vec<ServerMessage<'static>> =
+        blocks("server").iter().map(|t| decode(Encoding::Json, t.as_bytes()).unwrap()).collect();
+    // The snapshot example's checksum, and the worked example's bytes.
+    let (depth, book) = messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Snapshot { depth, book, .. } => Some((*depth as usize, book.clone())),
+            _ => None,
+        })
+        .expect("a snapshot example");
+    assert_eq!(checksum(&book.bids, &book.asks, depth), book.checksum);
+    let mut hex = String::new();
+    for level in book.asks.iter().chain(book.bids.iter()) {
+        for x in [level.px, level.sz] {
+            hex.push_str(&x.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        }
+    }
+    let worked = doc.split("```text checksum\n").nth(1).and_then(|t| t.split("```").next()).expect("worked example");
+    let documented: String = worked
+        .lines()
+        .filter(|l| !l.starts_with("crc32"))
+        .flat_map(|l| l.split_whitespace().filter(|w| w.len() == 16))
+        .collect();
+    assert_eq!(documented, hex, "the worked example's bytes");
+    assert!(worked.contains(&format!("= {}", book.checksum)), "the worked example's result");
+    // The book example, applied to the snapshot, has the checksum it says.
+    let (bids, asks, expected) = messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Book { bids, asks, checksum, .. } => Some((bids.to_vec(), asks.to_vec(), *checksum)),
+            _ => None,
+        })
+        .expect("a book example");
+    let mut full = tickcast::model::Book::default();
+    full.apply(&BookDelta { bids: book.bids.to_vec(), asks: book.asks.to_vec() });
+    full.apply(&BookDelta { bids, asks });
+    assert_eq!(full.checksum(depth), expected);
+    assert!(doc.contains(&format!("checksum is `{expected}`")));
+}

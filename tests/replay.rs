@@ -82,7 +82,7 @@ fn seen(msg: &ServerMessage<'_>) -> Option<Seen> {
             ts_ingest,
             Update::Quote(Quote { bid: *bid, bid_sz: *bid_sz, ask: *ask, ask_sz: *ask_sz }),
         ),
-        ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks } => {
+        ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks, .. } => {
             (sym, seq, ts_event, ts_ingest, Update::Book(BookDelta { bids: bids.to_vec(), asks: asks.to_vec() }))
         }
         _ => return None,
@@ -157,7 +157,8 @@ async fn record_then_replay_gives_back_the_identical_sequence() {
     })
     .await;
     let mut client = Client::connect(live.addr, Encoding::Msgpack).await.expect("connect");
-    client.subscribe(&["*"]).await.expect("subscribe");
+    // Full depth: the feed's own book deltas, as the log records them.
+    client.subscribe_depth(&["*"], "full").await.expect("subscribe");
     assert!(matches!(client.next_message().await.expect("ack"), ServerMessage::Ack { .. }));
     let mut feed = TcpStream::connect(live.feed.expect("tcp feed")).await.expect("feed");
     feed.write_all(feed_lines(N).as_bytes()).await.expect("feed write");
@@ -177,7 +178,7 @@ async fn record_then_replay_gives_back_the_identical_sequence() {
     // 2. A /replay session gives back the same sequence, bit for bit.
     let replayer = start(Config { replay_dir: Some(root.clone()), ..Config::default() }).await;
     for encoding in Encoding::ALL {
-        let path = format!("/replay?source=session1&speed=max&encoding={}", encoding.name());
+        let path = format!("/replay?source=session1&speed=max&depth=full&encoding={}", encoding.name());
         let mut c = Client::connect_path(replayer.addr, &path, encoding).await.expect("replay session");
         let (messages, end) = until_end(&mut c).await;
         let replayed: Vec<Seen> = messages.iter().filter_map(seen).collect();

@@ -83,7 +83,7 @@ async fn snapshot_then_gapless_updates_with_exact_values_in_every_encoding() {
     let mut clients = Vec::new();
     for encoding in Encoding::ALL {
         let mut c = Client::connect(running.addr, encoding).await.expect("connect");
-        c.subscribe(&["AAPL", "MSFT"]).await.unwrap();
+        c.subscribe_depth(&["AAPL", "MSFT"], "full").await.unwrap();
         match next(&mut c).await {
             ServerMessage::Ack { op, symbols } => {
                 assert_eq!(op, "subscribe");
@@ -388,4 +388,37 @@ async fn shutdown_sends_1001_to_every_client_within_two_seconds() {
     let took = running.shutdown_within(STEP).await;
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     assert_eq!(waiter.await.unwrap(), [1001, 1001, 1001]);
+}
+
+/// A universe declared in the [`Config`] (what `--symbols-file` fills in):
+/// a subscriber before the first tick gets an ack and a seq-0 snapshot,
+/// then the first update as seq 1; a bad name fails `bind`.
+#[tokio::test]
+async fn a_declared_symbol_is_subscribable_before_its_first_tick() {
+    let running = start(Config { universe: vec!["AAPL".into(), "MSFT".into()], ..tcp_config() }).await;
+    let (status, body) = http_get(running.addr, "/symbols").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, r#"["AAPL","MSFT"]"#));
+    let mut client = Client::connect(running.addr, Encoding::Json).await.unwrap();
+    client.subscribe(&["MSFT"]).await.unwrap();
+    assert!(matches!(next(&mut client).await, ServerMessage::Ack { .. }));
+    match next(&mut client).await {
+        ServerMessage::Snapshot { sym, seq, quote, trade, book, .. } => {
+            assert_eq!((&*sym, seq, quote, trade), ("MSFT", 0, None, None));
+            assert!(book.bids.is_empty() && book.asks.is_empty());
+        }
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+    let mut feed = feed_handler(&running).await;
+    send_lines(&mut feed, &[r#"{"type":"trade","sym":"MSFT","px":410.5,"sz":3,"side":"sell","ts_event":7}"#.into()])
+        .await;
+    match next(&mut client).await {
+        ServerMessage::Trade { sym, seq, ts_event, px, sz, side, .. } => {
+            assert_eq!((&*sym, seq, ts_event, px, sz, side), ("MSFT", 1, 7, 410.5, 3.0, Side::Sell));
+        }
+        other => panic!("expected the first trade, got {other:?}"),
+    }
+
+    let bad = Config { universe: vec!["AAPL".into(), "NO GOOD".into()], ..tcp_config() };
+    let err = tickcast::server::Server::bind(bad).await.err().expect("an invalid declared name fails bind");
+    assert!(err.to_string().starts_with("cannot declare the symbol universe: invalid symbol name"), "{err}");
 }

@@ -55,6 +55,8 @@ impl SlowConsumerPolicy {
 pub(super) struct Missed {
     /// The symbol's topic.
     topic: u32,
+    /// The subscription's book depth: the recovery snapshot's.
+    depth: usize,
     /// Seq of the first update held, the start of the `conflated` range.
     from_seq: u64,
     /// Seq of the last update held: the snapshot that ends it is at this seq.
@@ -67,7 +69,7 @@ impl Slot {
     /// Holds back an update of `topic` if this session is conflating it.
     /// Returns whether it was held (and must not be staged).
     #[inline]
-    pub(super) fn hold(&mut self, topic: u32, seq: u64, kind: UpdateKind) -> bool {
+    pub(super) fn hold(&mut self, topic: u32, seq: u64, kind: UpdateKind, depth: usize) -> bool {
         if let Some(&i) = self.missed_at.get(&topic) {
             let m = &mut self.missed[i];
             m.to_seq = seq;
@@ -80,7 +82,7 @@ impl Slot {
         let mut counts = [0; 3];
         counts[kind as usize] = 1;
         self.missed_at.insert(topic, self.missed.len());
-        self.missed.push(Missed { topic, from_seq: seq, to_seq: seq, counts });
+        self.missed.push(Missed { topic, depth, from_seq: seq, to_seq: seq, counts });
         true
     }
 
@@ -187,7 +189,7 @@ impl Engine {
                 s.missed_at.remove(&m.topic);
                 let topic = &self.topics[m.topic as usize];
                 debug_assert_eq!(topic.seq, m.to_seq, "a held symbol's last update is held too");
-                let frame = encode_frame(s.encoding, &topic.snapshot(self.book_depth), &mut self.scratch);
+                let frame = encode_frame(s.encoding, &topic.snapshot(m.depth), &mut self.scratch);
                 bytes += frame.len();
                 snapshots.push(frame);
                 skipped.push(Skipped {
@@ -237,8 +239,11 @@ mod tests {
         Slot {
             outbox: Arc::new(Outbox::new(1, Encoding::Json, SlowMode::Conflate)),
             encoding: Encoding::Json,
-            topics: Vec::new(),
-            wildcard: false,
+            topics: HashMap::new(),
+            wildcard: None,
+            pending: Default::default(),
+            pending_depth: HashMap::new(),
+            joining: false,
             staged: Vec::new(),
             staged_bytes: 0,
             dirty: false,
@@ -256,19 +261,19 @@ mod tests {
     #[test]
     fn a_conflating_slot_keeps_one_record_per_symbol_with_its_range_and_counts() {
         let mut s = slot();
-        assert!(!s.hold(7, 1, UpdateKind::Quote), "not conflating: the update is staged");
+        assert!(!s.hold(7, 1, UpdateKind::Quote, 10), "not conflating: the update is staged");
         s.conflating = true;
-        assert!(s.hold(7, 2, UpdateKind::Quote));
-        assert!(s.hold(9, 40, UpdateKind::Trade));
-        assert!(s.hold(7, 3, UpdateKind::Book));
-        assert!(s.hold(7, 4, UpdateKind::Trade));
+        assert!(s.hold(7, 2, UpdateKind::Quote, 10));
+        assert!(s.hold(9, 40, UpdateKind::Trade, 10));
+        assert!(s.hold(7, 3, UpdateKind::Book, 10));
+        assert!(s.hold(7, 4, UpdateKind::Trade, 10));
         assert_eq!(s.missed.len(), 2);
         let m = &s.missed[s.missed_at[&7]];
         assert_eq!((m.from_seq, m.to_seq, m.counts), (2, 4, [1, 1, 1]));
         // Released from full conflation: held symbols stay held, others flow.
         s.conflating = false;
-        assert!(s.hold(9, 41, UpdateKind::Quote));
-        assert!(!s.hold(8, 5, UpdateKind::Quote));
+        assert!(s.hold(9, 41, UpdateKind::Quote, 10));
+        assert!(!s.hold(8, 5, UpdateKind::Quote, 10));
         // Unsubscribing forgets a record and keeps the index consistent.
         s.forget(7);
         assert_eq!(s.missed.len(), 1);

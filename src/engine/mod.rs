@@ -121,7 +121,7 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::model::SymbolTable;
+use crate::model::{DepthDiff, SymbolTable};
 use crate::outbox::Outbox;
 use crate::record::RecordTap;
 use crate::ring::TickRing;
@@ -156,6 +156,9 @@ pub enum Command {
         id: u64,
         /// Symbols as the client named them.
         symbols: Vec<String>,
+        /// Book levels per side, a [`valid_depth`](crate::model::valid_depth);
+        /// `None`: `--book-depth`.
+        depth: Option<usize>,
         /// Answered once the request is applied.
         done: oneshot::Sender<()>,
     },
@@ -204,7 +207,8 @@ pub struct Engine {
     symbols: Arc<SymbolTable>,
     /// Counters, added to once per batch.
     metrics: Arc<Metrics>,
-    /// Levels per side in a snapshot's book.
+    /// Book levels per side of a subscription that names no depth
+    /// (`--book-depth`).
     book_depth: usize,
     /// How often busy sessions are written (`pacing.rs`).
     coalescing: Coalescing,
@@ -226,6 +230,11 @@ pub struct Engine {
     dirty: Vec<SlotId>,
     /// Slots conflating or still releasing held symbols.
     behind: Vec<SlotId>,
+    /// Slots with snapshots still to send (`subscriptions.rs`, "Snapshots
+    /// that stream").
+    joining: Vec<SlotId>,
+    /// Turns each book delta into every depth view's, buffers reused.
+    diff: DepthDiff,
     /// Updates held back this batch, by [`UpdateKind`](crate::model::UpdateKind) index.
     skipped: [u64; 3],
     /// The encode buffer, reused for every frame.
@@ -274,6 +283,8 @@ impl Engine {
             wildcard: Vec::new(),
             dirty: Vec::new(),
             behind: Vec::new(),
+            joining: Vec::new(),
+            diff: DepthDiff::default(),
             skipped: [0; 3],
             scratch: Vec::with_capacity(4096),
             record: None,
@@ -334,6 +345,9 @@ impl Engine {
             if !self.behind.is_empty() {
                 self.recover();
             }
+            if !self.joining.is_empty() {
+                self.release_joins();
+            }
             if last_sweep.elapsed() >= STALL_SWEEP {
                 self.sweep_stalled();
                 last_sweep = Instant::now();
@@ -353,9 +367,9 @@ impl Engine {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Register { outbox } => self.register(outbox),
-            Command::Subscribe { id, symbols, done } => {
+            Command::Subscribe { id, symbols, depth, done } => {
                 if let Some(&slot) = self.slot_of.get(&id) {
-                    self.subscribe(slot, &symbols);
+                    self.subscribe(slot, &symbols, depth.unwrap_or(self.book_depth));
                 }
                 let _ = done.send(());
             }

@@ -1,9 +1,12 @@
 //! Publishing a tick: sequence it in its topic, encode it once per
-//! encoding that has subscribers, and stage the one shared frame (a
-//! `Bytes` clone, a reference count) for each subscriber, or hold it back
-//! from a session that is conflating it. [`stage`] is also how snapshots
-//! and recovery frames are queued.
+//! encoding that has subscribers (a book update once per depth and
+//! encoding in use: each depth sees its own delta, see
+//! [`crate::model::book`]), and stage the one shared frame (a `Bytes`
+//! clone, a reference count) for each subscriber, or hold it back from a
+//! session that is conflating it. [`stage`] is also how snapshots and
+//! recovery frames are queued.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,7 +15,7 @@ use super::pacing::{Pace, FLUSH_BYTES};
 use super::slot::Slot;
 use super::topic::SlotId;
 use super::Engine;
-use crate::model::Tick;
+use crate::model::{Tick, Update, UpdateKind};
 use crate::wire::{encode_frame, Encoding, ServerMessage};
 
 impl Engine {
@@ -28,30 +31,102 @@ impl Engine {
             }
         }
         let topic = &mut self.topics[index];
-        let seq = topic.apply(&tick.update, tick.ts_event, tick.ts_ingest);
         let kind = tick.update.kind();
-        for encoding in Encoding::ALL {
-            let subscribers = &topic.subscribers[encoding.index()];
-            if subscribers.is_empty() {
-                continue;
+        if let Update::Book(_) = tick.update {
+            if !topic.audiences.is_empty() {
+                self.diff.before(&topic.book, topic.deepest_partial_view());
             }
-            let msg = ServerMessage::update(&topic.sym, seq, tick.ts_event, tick.ts_ingest, &tick.update);
-            let frame = encode_frame(encoding, &msg, &mut self.scratch);
-            encoded[encoding.index()] += 1;
-            for &slot in subscribers {
-                if let Some(s) = self.slots[slot as usize].as_mut() {
-                    if s.behind && s.hold(tick.symbol, seq, kind) {
-                        self.skipped[kind as usize] += 1;
+        }
+        let seq = topic.apply(&tick.update, tick.ts_event, tick.ts_ingest);
+        let mut fan = Fan {
+            slots: &mut self.slots,
+            paces: &mut self.paces,
+            dirty: &mut self.dirty,
+            skipped: &mut self.skipped,
+            urgent: &mut self.urgent,
+            symbol: tick.symbol,
+            seq,
+            kind,
+            now,
+        };
+        match &tick.update {
+            // Each depth sees its own delta: one frame per audience and
+            // encoding in use.
+            Update::Book(raw) => {
+                for audience in &topic.audiences {
+                    let view = self.diff.view(&topic.book, raw, audience.depth);
+                    let checksum = topic.book.checksum(audience.depth);
+                    for encoding in Encoding::ALL {
+                        let subscribers = &audience.subscribers[encoding.index()];
+                        if subscribers.is_empty() {
+                            continue;
+                        }
+                        let msg = ServerMessage::Book {
+                            sym: Cow::Borrowed(&topic.sym),
+                            seq,
+                            ts_event: tick.ts_event,
+                            ts_ingest: tick.ts_ingest,
+                            bids: Cow::Borrowed(&view.bids),
+                            asks: Cow::Borrowed(&view.asks),
+                            checksum,
+                        };
+                        let frame = encode_frame(encoding, &msg, &mut self.scratch);
+                        encoded[encoding.index()] += 1;
+                        fan.stage_all(subscribers, audience.depth, &frame);
+                    }
+                }
+            }
+            // Trades and quotes are the same at every depth: one frame per
+            // encoding in use, shared by every audience.
+            update => {
+                for encoding in Encoding::ALL {
+                    if !topic.has_subscribers(encoding) {
                         continue;
                     }
-                    if stage(s, &mut self.dirty, &mut self.paces[slot as usize], slot, frame.clone(), now) {
-                        self.urgent = true;
+                    let msg = ServerMessage::update(&topic.sym, seq, tick.ts_event, tick.ts_ingest, update, 0);
+                    let frame = encode_frame(encoding, &msg, &mut self.scratch);
+                    encoded[encoding.index()] += 1;
+                    for audience in &topic.audiences {
+                        fan.stage_all(&audience.subscribers[encoding.index()], audience.depth, &frame);
                     }
                 }
             }
         }
         if let Some(tap) = self.record.as_mut() {
             tap.push(tick, seq);
+        }
+    }
+}
+
+/// One update's fan-out: the engine state staging touches, borrowed apart
+/// from the topic being read.
+struct Fan<'e> {
+    slots: &'e mut [Option<Slot>],
+    paces: &'e mut [Pace],
+    dirty: &'e mut Vec<SlotId>,
+    skipped: &'e mut [u64; 3],
+    urgent: &'e mut bool,
+    symbol: u32,
+    seq: u64,
+    kind: UpdateKind,
+    now: Instant,
+}
+
+impl Fan<'_> {
+    /// Stages `frame` (a reference count each) for every subscriber in
+    /// `subscribers`, or holds it back from one that is conflating.
+    #[inline]
+    fn stage_all(&mut self, subscribers: &[SlotId], depth: usize, frame: &Bytes) {
+        for &slot in subscribers {
+            if let Some(s) = self.slots[slot as usize].as_mut() {
+                if s.behind && s.hold(self.symbol, self.seq, self.kind, depth) {
+                    self.skipped[self.kind as usize] += 1;
+                    continue;
+                }
+                if stage(s, self.dirty, &mut self.paces[slot as usize], slot, frame.clone(), self.now) {
+                    *self.urgent = true;
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! flush pass skips the sessions that are not due without touching their
 //! slots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,10 +24,19 @@ pub(super) struct Slot {
     pub(super) outbox: Arc<Outbox>,
     /// The encoding it gets; it is in its topics' subscriber list for it.
     pub(super) encoding: Encoding,
-    /// Topics this session is subscribed to.
-    pub(super) topics: Vec<u32>,
-    /// Subscribed to every symbol, including ones that appear later.
-    pub(super) wildcard: bool,
+    /// Topics this session is subscribed to, with the book depth of each.
+    pub(super) topics: HashMap<u32, usize>,
+    /// Subscribed to every symbol, including ones that appear later, at
+    /// this depth.
+    pub(super) wildcard: Option<usize>,
+    /// Topics subscribed to whose snapshot is not sent yet, oldest first:
+    /// snapshots stream out as the client drains (`subscriptions.rs`).
+    /// A topic here with no entry in `pending_depth` was unsubscribed.
+    pub(super) pending: VecDeque<u32>,
+    /// The depth each pending topic joins at.
+    pub(super) pending_depth: HashMap<u32, usize>,
+    /// In the engine's `joining` list.
+    pub(super) joining: bool,
     /// Frames produced this batch, moved to the outbox at flush.
     pub(super) staged: Vec<Bytes>,
     /// Bytes in `staged`: flushed at once at a full buffer, and counted

@@ -1,8 +1,22 @@
 //! Sessions coming and going, and what they subscribe to: a session's
 //! slot (register, deregister), subscribe and unsubscribe by name or
-//! `"*"` (every symbol, now and later), joining a topic with its snapshot
-//! staged first, and the acks and `unknown_symbol` errors these requests
-//! produce, sent ahead of queued data.
+//! `"*"` (every symbol, now and later), each at a book depth; joining a
+//! topic with its snapshot staged first; and the acks and `unknown_symbol`
+//! errors these requests produce, sent ahead of queued data.
+//!
+//! # Snapshots that stream
+//! A subscribe names up to 10,000 symbols, and `"*"` every symbol of the
+//! universe (up to `--max-symbols`): their snapshots could be megabytes,
+//! more than a session may queue before it counts as slow. So a subscribe
+//! only queues the topics it names (the session's `pending` cursor) and
+//! joins them as the client drains: a chunk of about a quarter of
+//! `--conflate-above` of snapshots whenever the session's queue is below
+//! half of it (the same marks as conflation recovery, so releasing
+//! snapshots never makes a session slow). A topic's live updates start
+//! with its snapshot, so every symbol still reads snapshot, then seq + 1
+//! on; symbols joined earlier keep flowing meanwhile. A small subscribe
+//! fits in the first chunk and is joined at once. A client that stops
+//! reading stops the cursor and meets the ladder's stall timeout as usual.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -25,8 +39,11 @@ impl Engine {
         let slot = Slot {
             encoding: outbox.encoding,
             outbox: outbox.clone(),
-            topics: Vec::new(),
-            wildcard: false,
+            topics: HashMap::new(),
+            wildcard: None,
+            pending: Default::default(),
+            pending_depth: HashMap::new(),
+            joining: false,
             staged: Vec::new(),
             staged_bytes: 0,
             dirty: false,
@@ -65,6 +82,7 @@ impl Engine {
             // The slot id will be reused: drop every reference to it.
             self.dirty.retain(|&d| d != slot);
             self.behind.retain(|&b| b != slot);
+            self.joining.retain(|&j| j != slot);
             if self.slots[slot as usize].take().is_some_and(|s| s.active) {
                 self.active -= 1;
             }
@@ -73,7 +91,8 @@ impl Engine {
     }
 
     /// Creates topics for every symbol the table knows, in id order. New
-    /// topics get the wildcard subscribers, each with an (empty) snapshot.
+    /// topics get the wildcard subscribers, each with an (empty) snapshot
+    /// (at once, unless the session still has snapshots pending).
     pub(super) fn sync_topics(&mut self) {
         let known = self.symbols.len();
         while self.topics.len() < known {
@@ -82,42 +101,105 @@ impl Engine {
             self.topics.push(Topic::new(name));
             for i in 0..self.wildcard.len() {
                 let slot = self.wildcard[i];
-                self.join(slot, id);
+                let Some(depth) = self.slots[slot as usize].as_ref().and_then(|s| s.wildcard) else { continue };
+                self.want(slot, id, depth);
+                self.release_joins_of(slot);
             }
         }
     }
 
-    /// Adds `slot` to topic `topic` and stages its snapshot first.
-    fn join(&mut self, slot: SlotId, topic: u32) {
+    /// Queues `topic` at `depth` on the session's snapshot cursor (see
+    /// "Snapshots that stream"), unless it is subscribed at that depth.
+    fn want(&mut self, slot: SlotId, topic: u32, depth: usize) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
-        let t = &mut self.topics[topic as usize];
-        if s.topics.contains(&topic) {
+        if s.topics.get(&topic) == Some(&depth) {
+            s.pending_depth.remove(&topic);
             return;
         }
-        let frame = encode_frame(s.encoding, &t.snapshot(self.book_depth), &mut self.scratch);
+        if s.pending_depth.insert(topic, depth).is_none() {
+            s.pending.push_back(topic);
+        }
+        if !s.joining {
+            s.joining = true;
+            self.joining.push(slot);
+        }
+    }
+
+    /// Joins pending topics for every session with some, as far as each
+    /// one's queue allows.
+    pub(super) fn release_joins(&mut self) {
+        let mut i = 0;
+        while i < self.joining.len() {
+            let slot = self.joining[i];
+            if self.release_joins_of(slot) {
+                self.joining.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Joins `slot`'s pending topics, a chunk of about a quarter of
+    /// `--conflate-above` of snapshots, if its queue is below half of it
+    /// and it is not behind. Returns whether nothing is pending any more
+    /// (the slot is then out of the engine's `joining` list, or must be
+    /// taken out by the caller).
+    fn release_joins_of(&mut self, slot: SlotId) -> bool {
+        let low_water = self.slow.conflate_above / 2;
+        let budget = self.slow.conflate_above / 4;
+        let mut bytes = 0;
+        loop {
+            let Some(s) = self.slots[slot as usize].as_mut() else { return true };
+            if s.pending.is_empty() {
+                s.joining = false;
+                s.pending_depth.clear();
+                return true;
+            }
+            if s.behind || bytes >= budget || s.outbox.queued_bytes() + s.staged_bytes > low_water {
+                return false;
+            }
+            let topic = s.pending.pop_front().expect("not empty");
+            // No depth: unsubscribed while pending.
+            if let Some(depth) = s.pending_depth.remove(&topic) {
+                bytes += self.join(slot, topic, depth);
+            }
+        }
+    }
+
+    /// Adds `slot` to topic `topic` at `depth` and stages its snapshot
+    /// first; moves it if it was subscribed at another depth. Returns the
+    /// snapshot's size (0 if it was already there).
+    fn join(&mut self, slot: SlotId, topic: u32, depth: usize) -> usize {
+        match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
+            Some(&d) if d == depth => return 0,
+            Some(_) => self.leave(slot, topic),
+            None => {}
+        }
+        let Some(s) = self.slots[slot as usize].as_mut() else { return 0 };
+        let t = &mut self.topics[topic as usize];
+        let frame = encode_frame(s.encoding, &t.snapshot(depth), &mut self.scratch);
+        let len = frame.len();
         let pace = &mut self.paces[slot as usize];
         stage(s, &mut self.dirty, pace, slot, frame, self.now);
         pace.urgent = true;
         self.urgent = true;
-        t.subscribers[s.encoding.index()].push(slot);
-        s.topics.push(topic);
+        t.add(slot, s.encoding, depth);
+        s.topics.insert(topic, depth);
         self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        len
     }
 
     fn leave(&mut self, slot: SlotId, topic: u32) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
-        let Some(pos) = s.topics.iter().position(|&t| t == topic) else { return };
-        s.topics.swap_remove(pos);
+        s.pending_depth.remove(&topic);
+        let Some(depth) = s.topics.remove(&topic) else { return };
         s.forget(topic);
-        let subs = &mut self.topics[topic as usize].subscribers[s.encoding.index()];
-        if let Some(i) = subs.iter().position(|&x| x == slot) {
-            subs.swap_remove(i);
-        }
+        self.topics[topic as usize].remove(slot, s.encoding, depth);
         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(super) fn subscribe(&mut self, slot: SlotId, symbols: &[String]) {
+    pub(super) fn subscribe(&mut self, slot: SlotId, symbols: &[String], depth: usize) {
         self.sync_topics();
         let mut unknown = Vec::new();
         let mut applied = Vec::new();
@@ -126,8 +208,7 @@ impl Engine {
         for name in symbols {
             if name == "*" {
                 if let Some(s) = self.slots[slot as usize].as_mut() {
-                    if !s.wildcard {
-                        s.wildcard = true;
+                    if s.wildcard.replace(depth).is_none() {
                         self.wildcard.push(slot);
                     }
                 }
@@ -149,7 +230,10 @@ impl Engine {
             self.stage_message(slot, &ack);
         }
         for topic in targets {
-            self.join(slot, topic);
+            self.want(slot, topic, depth);
+        }
+        if self.release_joins_of(slot) {
+            self.joining.retain(|&j| j != slot);
         }
         if !unknown.is_empty() {
             self.unknown_symbols(slot, &unknown);
@@ -184,13 +268,14 @@ impl Engine {
     }
 
     pub(super) fn unsubscribe_all(&mut self, slot: SlotId) {
-        let topics = match self.slots[slot as usize].as_mut() {
+        let topics: Vec<u32> = match self.slots[slot as usize].as_mut() {
             Some(s) => {
-                if s.wildcard {
-                    s.wildcard = false;
+                if s.wildcard.take().is_some() {
                     self.wildcard.retain(|&x| x != slot);
                 }
-                s.topics.clone()
+                s.pending.clear();
+                s.pending_depth.clear();
+                s.topics.keys().copied().collect()
             }
             None => return,
         };
@@ -209,7 +294,12 @@ impl Engine {
         };
         let msg = ServerMessage::Error {
             code: ErrorCode::UnknownSymbol.code().into(),
-            message: format!("unknown symbol(s): {}{more}", shown.join(", ")).into(),
+            message: format!(
+                "unknown symbol(s): {}{more} (not in the universe; without --symbols-file a symbol is known once \
+                 the feed has sent it)",
+                shown.join(", ")
+            )
+            .into(),
             symbols: unknown.iter().map(|&s| s.into()).collect(),
         };
         self.stage_message(slot, &msg);

@@ -2,8 +2,9 @@
 //!
 //! In: ticks from the engine, one at a time, on the engine thread. Out: the
 //! seq each update is published with, and snapshots consistent with a seq.
-//! A topic also holds its subscriber lists, one per encoding, so the engine
-//! knows which encodings to produce (and produces no others).
+//! A topic also holds its audiences: one per book depth in use, each with a
+//! subscriber list per encoding, so the engine knows which (depth,
+//! encoding) frames to produce, and produces no others.
 //!
 //! Nothing here is shared: the engine thread owns every topic, so there are
 //! no locks, and a snapshot taken between two updates is exactly the state
@@ -12,11 +13,31 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::model::{Book, Quote, Trade, Update};
+use crate::model::{Book, Quote, Trade, Update, FULL_DEPTH};
 use crate::wire::{BookLevels, Encoding, ServerMessage};
 
 /// Index of a session in the engine's session slab.
 pub type SlotId = u32;
+
+/// The subscribers of one topic at one book depth.
+///
+/// Trades and quotes are the same at every depth and are encoded once per
+/// encoding for all audiences; a book update is encoded once per audience
+/// and encoding, because each depth sees its own delta.
+#[derive(Debug)]
+pub struct Audience {
+    /// Book levels per side these subscribers hold.
+    pub depth: usize,
+    /// Subscribers per encoding, indexed by [`Encoding::index`].
+    pub subscribers: [Vec<SlotId>; 3],
+}
+
+impl Audience {
+    /// Whether no session is left in it.
+    pub fn is_empty(&self) -> bool {
+        self.subscribers.iter().all(Vec::is_empty)
+    }
+}
 
 /// One symbol's state and audience.
 pub struct Topic {
@@ -34,8 +55,9 @@ pub struct Topic {
     pub last_trade: Option<Trade>,
     /// The full book (bounded by [`MAX_BOOK_LEVELS`](crate::model::MAX_BOOK_LEVELS)).
     pub book: Book,
-    /// Subscribers per encoding, indexed by [`Encoding::index`].
-    pub subscribers: [Vec<SlotId>; 3],
+    /// One audience per depth in use, none empty (a handful at most: depths
+    /// come from a fixed menu).
+    pub audiences: Vec<Audience>,
 }
 
 impl Topic {
@@ -49,7 +71,7 @@ impl Topic {
             last_quote: None,
             last_trade: None,
             book: Book::default(),
-            subscribers: Default::default(),
+            audiences: Vec::new(),
         }
     }
 
@@ -66,7 +88,8 @@ impl Topic {
         self.seq
     }
 
-    /// The snapshot of this topic now, with the book cut to `depth` levels.
+    /// The snapshot of this topic now, with the book cut to `depth` levels
+    /// and its checksum at that depth.
     pub fn snapshot(&self, depth: usize) -> ServerMessage<'_> {
         ServerMessage::Snapshot {
             sym: Cow::Borrowed(&self.sym),
@@ -75,18 +98,54 @@ impl Topic {
             ts_ingest: self.ts_ingest,
             quote: self.last_quote,
             trade: self.last_trade,
-            book: BookLevels { bids: Cow::Borrowed(self.book.bids(depth)), asks: Cow::Borrowed(self.book.asks(depth)) },
+            depth: depth.min(FULL_DEPTH) as u32,
+            book: BookLevels {
+                bids: Cow::Borrowed(self.book.bids(depth)),
+                asks: Cow::Borrowed(self.book.asks(depth)),
+                checksum: self.book.checksum(depth),
+            },
         }
     }
 
-    /// Whether any session of `encoding` subscribes.
-    pub fn has_subscribers(&self, encoding: Encoding) -> bool {
-        !self.subscribers[encoding.index()].is_empty()
+    /// Adds `slot` (of `encoding`) to the audience at `depth`, creating it.
+    pub fn add(&mut self, slot: SlotId, encoding: Encoding, depth: usize) {
+        let i = match self.audiences.iter().position(|a| a.depth == depth) {
+            Some(i) => i,
+            None => {
+                self.audiences.push(Audience { depth, subscribers: Default::default() });
+                self.audiences.len() - 1
+            }
+        };
+        self.audiences[i].subscribers[encoding.index()].push(slot);
     }
 
-    /// Total subscribers over all encodings.
+    /// Removes `slot` (of `encoding`) from the audience at `depth`, and the
+    /// audience once empty, so that no depth is computed for no one.
+    pub fn remove(&mut self, slot: SlotId, encoding: Encoding, depth: usize) {
+        let Some(i) = self.audiences.iter().position(|a| a.depth == depth) else { return };
+        let subs = &mut self.audiences[i].subscribers[encoding.index()];
+        if let Some(j) = subs.iter().position(|&x| x == slot) {
+            subs.swap_remove(j);
+        }
+        if self.audiences[i].is_empty() {
+            self.audiences.swap_remove(i);
+        }
+    }
+
+    /// Whether any session of `encoding` subscribes, at any depth.
+    pub fn has_subscribers(&self, encoding: Encoding) -> bool {
+        self.audiences.iter().any(|a| !a.subscribers[encoding.index()].is_empty())
+    }
+
+    /// Total subscribers over all depths and encodings.
     pub fn subscriber_count(&self) -> usize {
-        self.subscribers.iter().map(Vec::len).sum()
+        self.audiences.iter().flat_map(|a| a.subscribers.iter()).map(Vec::len).sum()
+    }
+
+    /// The deepest view below full depth in use (0 if none): how much of
+    /// the book a book update must remember to diff every view.
+    pub fn deepest_partial_view(&self) -> usize {
+        self.audiences.iter().map(|a| a.depth).filter(|&d| d < FULL_DEPTH).max().unwrap_or(0)
     }
 }
 

@@ -124,6 +124,13 @@ pub struct FeedHandle {
     pub threads: Vec<JoinHandle<()>>,
     /// For `tcp://`: the bound address (useful with port 0).
     pub local_addr: Option<SocketAddr>,
+    /// Resolves once the source has declared its universe on its own
+    /// thread (replay: every symbol of the recording is interned, before
+    /// its first tick). The server awaits it before it listens, so the
+    /// first client can subscribe to any of them. `None`: nothing to wait
+    /// for (synthetic interns its symbols in `start`; tcp learns them as
+    /// they come). A dropped sender counts as ready.
+    pub declared: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// Settings of the synthetic source.

@@ -24,6 +24,20 @@
 //! book update of deletes per symbol, so clients' books never mix the end
 //! of one pass with the start of the next. Seqs keep rising across passes.
 //!
+//! # Universe
+//! Before its first tick, the replay thread declares the recording's
+//! symbols: it interns every name [`recorded::symbols`] finds (DBN from
+//! its metadata; a tick log from its symbol definitions; a Binance capture
+//! by reading it once), in the recording's order, after any
+//! `--symbols-file` names. The server waits for this before it listens,
+//! so a client can subscribe to any symbol of the recording (and gets a
+//! seq-0 snapshot) the moment the server is up, even at a slow `--speed`.
+//! The read is bounded by the recording and stops at `--max-symbols`
+//! names; on a large Binance capture it delays startup by about one
+//! `--speed max` pass over the file (DBN and tick logs are cheap: no
+//! tick is decoded). Replay has no symbol filter: every symbol of the
+//! recording is declared.
+//!
 //! # Errors
 //! A recording that cannot be opened, or turns out corrupt or truncated
 //! part-way, is reported with its path and offset (log, and
@@ -37,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use super::pacing::{Pacer, Speed};
 use super::{ErrorLog, FeedContext, FeedHandle, Publisher};
-use crate::model::{Book, BookDelta, Level, Quote, SymbolId, Update};
+use crate::model::{Book, BookDelta, Level, Quote, SymbolError, SymbolId, Update};
 use crate::recorded::{self, Gap, Source};
 
 /// Longest burst a replay publishes before it closes it and opens the
@@ -79,8 +93,42 @@ pub fn start(settings: ReplaySettings, ctx: FeedContext) -> std::io::Result<Feed
     // Open once up front so a missing or unreadable file fails start-up
     // with a clear message instead of a silent feed.
     let source = recorded::open(&settings.path).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let thread = std::thread::Builder::new().name("feed-replay".into()).spawn(move || run(settings, source, ctx))?;
-    Ok(FeedHandle { threads: vec![thread], local_addr: None })
+    let (declared, declared_rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new().name("feed-replay".into()).spawn(move || {
+        declare_universe(&settings, &ctx);
+        let _ = declared.send(());
+        run(settings, source, ctx)
+    })?;
+    Ok(FeedHandle { threads: vec![thread], local_addr: None, declared: Some(declared_rx) })
+}
+
+/// Interns every symbol of the recording (see "Universe" above). Runs on
+/// the replay thread, before the first tick is published.
+fn declare_universe(settings: &ReplaySettings, ctx: &FeedContext) {
+    let started = Instant::now();
+    let found = recorded::symbols(&settings.path, ctx.max_symbols);
+    let mut declared = 0usize;
+    for name in &found.names {
+        match ctx.symbols.intern(name, ctx.max_symbols) {
+            Ok(_) => declared += 1,
+            Err(e @ SymbolError::Full(_)) => {
+                tracing::warn!(
+                    "replay: {e}; the recording's other symbols are not declared (and not replayed) past the limit"
+                );
+                break;
+            }
+            Err(e) => tracing::warn!("replay: not declaring a symbol of the recording: {e}"),
+        }
+    }
+    if let Some(e) = &found.error {
+        tracing::warn!("replay: reading the recording's symbols stopped early: {e}");
+    }
+    tracing::info!(
+        symbols = declared,
+        ms = started.elapsed().as_millis() as u64,
+        path = %settings.path.display(),
+        "replay: the recording's symbols are declared"
+    );
 }
 
 fn run(settings: ReplaySettings, first: Box<dyn Source>, ctx: FeedContext) {

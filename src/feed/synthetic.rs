@@ -171,7 +171,7 @@ pub fn start(settings: SyntheticSettings, ctx: FeedContext) -> std::io::Result<F
     let thread = thread::Builder::new()
         .name("feed-synthetic".into())
         .spawn(move || generate(publisher, markets, rng, settings.rate))?;
-    Ok(FeedHandle { threads: vec![thread], local_addr: None })
+    Ok(FeedHandle { threads: vec![thread], local_addr: None, declared: None })
 }
 
 fn generate(mut publisher: Publisher, mut markets: Vec<Market>, mut rng: Rng, rate: f64) {

@@ -30,7 +30,7 @@ pub fn start(addr: SocketAddr, ctx: FeedContext) -> io::Result<FeedHandle> {
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, "tcp feed listening for feed handlers");
     let acceptor = thread::Builder::new().name("feed-accept".into()).spawn(move || accept_loop(listener, ctx))?;
-    Ok(FeedHandle { threads: vec![acceptor], local_addr: Some(local_addr) })
+    Ok(FeedHandle { threads: vec![acceptor], local_addr: Some(local_addr), declared: None })
 }
 
 fn accept_loop(listener: TcpListener, ctx: FeedContext) {

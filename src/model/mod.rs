@@ -7,15 +7,19 @@
 //! - [`tick`]: [`Tick`], the [`Update`]s it carries, and their parts.
 //! - [`symbol`]: the [`SymbolTable`] (names to dense ids) and what a valid
 //!   symbol name is.
-//! - [`book`]: the bounded L2 [`Book`].
+//! - [`universe`]: a declared universe, the names a `--symbols-file`
+//!   lists, parsed and checked.
+//! - [`book`]: the bounded L2 [`Book`], the depth views clients subscribe
+//!   to ([`DepthDiff`]) and the book [`checksum`].
 //! - [`time`]: `now_ns` and the event-time syntax users write.
 
 pub mod book;
 pub mod symbol;
 pub mod tick;
 pub mod time;
+pub mod universe;
 
-pub use book::{Book, MAX_BOOK_LEVELS};
+pub use book::{checksum, valid_depth, Book, DepthDiff, CHECKSUM_LEVELS, DEPTHS, FULL_DEPTH, MAX_BOOK_LEVELS};
 pub use symbol::{is_valid_symbol, SymbolError, SymbolId, SymbolTable, MAX_SYMBOL_LEN};
 pub use tick::{BookDelta, Level, Quote, Side, Tick, Trade, Update, UpdateKind};
 pub use time::{now_ns, parse_event_time, EventTimeError};

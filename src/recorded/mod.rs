@@ -29,7 +29,7 @@
 //! | `binance/` | Binance captures: line reader, message normalizer, local books |
 //! | `dbn.rs` | Databento DBN files: reader and normalizer |
 //! | `watched.rs` | a file reader that tells I/O errors from corrupt compressed bytes |
-//! | this file | [`detect`] and [`open`], the dispatch by format |
+//! | this file | [`detect`], [`open`] and [`symbols`], the dispatch by format |
 //!
 //! Imports: [`crate::model`] only, from anywhere in this folder; besides
 //! that, a file imports only its siblings (`source`, `watched`, and within
@@ -78,6 +78,84 @@ pub fn open(path: &Path) -> Result<Box<dyn Source>, SourceError> {
     })
 }
 
+/// The symbols a recording holds, read as cheaply as its format allows,
+/// so a replay can declare its universe before its first tick (see
+/// [`symbols`]).
+#[derive(Debug)]
+pub struct RecordingSymbols {
+    /// Distinct names, in the order the recording first names them (DBN:
+    /// by instrument id), at most the limit asked for.
+    pub names: Vec<std::sync::Arc<str>>,
+    /// The recording went wrong part-way: `names` holds those found before.
+    pub error: Option<SourceError>,
+}
+
+/// The symbols of the recording at `path`, at most `limit`. Blocking file
+/// I/O, bounded by the recording itself: call it on a feed thread or a
+/// tool, never on an async worker. What each format costs:
+/// - DBN: the metadata's symbol mappings, no record read (unless the
+///   metadata maps no symbol: then every record is read);
+/// - tick log: every record is read and CRC-checked, only symbol
+///   definitions are decoded (a segment defines a symbol where it first
+///   uses it, so there is no list up front);
+/// - Binance capture: the whole file is read and normalized (its lines are
+///   the only place it names its symbols), about the cost of one
+///   `--speed max` pass without the publishing.
+///
+/// Reading stops early once `limit` names are found.
+pub fn symbols(path: &Path, limit: usize) -> RecordingSymbols {
+    let outcome = match detect(path) {
+        Ok(Format::TickLog) => ticklog::TickLogReader::open(path).and_then(|r| r.into_symbols(limit)).map(Some),
+        Ok(Format::Dbn) => dbn::DbnReader::open(path).map(|r| {
+            r.declared_symbols().map(|mut names| {
+                names.truncate(limit);
+                names
+            })
+        }),
+        Ok(Format::Binance) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(Some(names)) => RecordingSymbols { names, error: None },
+        Ok(None) => scan(path, limit),
+        Err(e) => RecordingSymbols { names: Vec::new(), error: Some(e) },
+    }
+}
+
+/// Every event of the recording, for the names its symbols have.
+fn scan(path: &Path, limit: usize) -> RecordingSymbols {
+    let mut out = RecordingSymbols { names: Vec::new(), error: None };
+    let mut source = match open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    // Source-local ids are dense, in order of first appearance.
+    let mut seen: Vec<bool> = Vec::new();
+    while out.names.len() < limit {
+        match source.next_event() {
+            Ok(Some(event)) => {
+                let i = event.sym as usize;
+                if i >= seen.len() {
+                    seen.resize(i + 1, false);
+                }
+                if !seen[i] {
+                    seen[i] = true;
+                    out.names.push(source.symbol(event.sym));
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// Reads until `buf` is full or the reader ends; returns how many bytes.
 fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -95,6 +173,7 @@ fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usi
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::ticklog::{Fsync, LogTick, TickLogWriter, WriterOptions};
@@ -169,5 +248,42 @@ mod tests {
             assert_eq!(source.format(), format, "{rel}");
             assert!(source.next_event().unwrap().is_some(), "{rel}");
         }
+    }
+
+    #[test]
+    fn a_recordings_symbols_are_read_without_replaying_it() {
+        for (rel, name) in [("binance/ethusdt_20240808.gz", "ETHUSDT"), ("binance/btcusdt_20240808.gz", "BTCUSDT")] {
+            let found = symbols(&data(rel), 10);
+            assert!(found.error.is_none(), "{rel}: {:?}", found.error);
+            assert_eq!(found.names, [Arc::from(name)], "{rel}");
+        }
+        // DBN: from the metadata, and every name the records carry is among them.
+        for schema in ["mbo", "mbp-1", "mbp-10", "tbbo", "trades"] {
+            let path = data(&format!("dbn/test_data.{schema}.v3.dbn.zst"));
+            let declared = symbols(&path, 100);
+            assert!(declared.error.is_none() && !declared.names.is_empty(), "{schema}: {declared:?}");
+            let scanned = scan(&path, 100);
+            for name in &scanned.names {
+                assert!(declared.names.contains(name), "{schema}: {name} not declared in {:?}", declared.names);
+            }
+        }
+        // A tick log: its definitions, in order, across segments; the limit
+        // stops the read.
+        let log = Temp::new("symbols-log");
+        let options =
+            WriterOptions { segment_bytes: 1 << 20, segment_age: Duration::from_secs(3600), fsync: Fsync::Never };
+        let (mut writer, _) = TickLogWriter::open(&log.0, options).unwrap();
+        let update = Update::Quote(Quote { bid: 1.0, bid_sz: 2.0, ask: 3.0, ask_sz: 4.0 });
+        for (seq, sym) in ["BBB", "AAA", "BBB", "CCC"].into_iter().enumerate() {
+            let tick = LogTick { sym, seq: seq as u64 + 1, ts_event: 5, ts_ingest: 6, update: &update };
+            writer.append(&tick).unwrap();
+        }
+        writer.finish().unwrap();
+        let found = symbols(&log.0, 10);
+        assert!(found.error.is_none());
+        assert_eq!(found.names, [Arc::from("BBB"), Arc::from("AAA"), Arc::from("CCC")]);
+        assert_eq!(symbols(&log.0, 2).names, [Arc::from("BBB"), Arc::from("AAA")]);
+        let missing = symbols(&log.0.join("missing"), 10);
+        assert!(missing.names.is_empty() && matches!(missing.error, Some(SourceError::Io { .. })));
     }
 }

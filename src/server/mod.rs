@@ -4,9 +4,12 @@
 //! In: a [`Config`] and a shutdown future. Out: HTTP answers and WebSocket
 //! sessions ([`crate::session`]).
 //!
-//! Start-up order: the engine thread (and the recorder it feeds), then the
-//! feed, then the listener, so the first client already finds every
-//! synthetic symbol. Shutdown (the `shutdown` future resolves, e.g. on
+//! Start-up order: the declared universe (`--symbols-file`) is interned,
+//! then the engine thread (and the recorder it feeds) starts, then the
+//! feed, which declares its own symbols (synthetic: all of them; replay:
+//! the recording's, on its thread, awaited here), then the listener, so
+//! the first client already finds every declared symbol and can subscribe
+//! to it before its first tick. Shutdown (the `shutdown` future resolves, e.g. on
 //! SIGINT/SIGTERM): stop accepting, queue close 1001 to every session, let
 //! writers flush for up to `--shutdown-grace`, then stop the feed and the
 //! engine.
@@ -41,7 +44,7 @@ use crate::config::Config;
 use crate::engine::{Coalescing, Engine};
 use crate::feed::{self, FeedContext};
 use crate::metrics::{LiveGauges, Metrics};
-use crate::model::SymbolTable;
+use crate::model::{SymbolError, SymbolTable};
 use crate::record::RecordError;
 use crate::ring::TickRing;
 use crate::session::{SessionCtx, SessionRegistry, SessionSettings};
@@ -71,6 +74,11 @@ pub enum ServerError {
     /// `--record` could not open its tick log or start its thread.
     #[error("cannot record: {0}")]
     Record(#[from] RecordError),
+    /// A name of the declared universe (`--symbols-file`) could not be
+    /// interned: invalid, or more than `--max-symbols` (the binary checks
+    /// both first; this catches a [`Config`] built in code).
+    #[error("cannot declare the symbol universe: {0}")]
+    Universe(#[from] SymbolError),
     /// A thread could not be spawned.
     #[error("cannot start the engine thread: {0}")]
     Thread(std::io::Error),
@@ -140,6 +148,14 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
         let symbols = Arc::new(SymbolTable::default());
+        // The declared universe first, in file order, so its ids are the
+        // file's order and every name is known before any feed runs.
+        for name in &config.universe {
+            symbols.intern(name, config.max_symbols)?;
+        }
+        if !config.universe.is_empty() {
+            tracing::info!(symbols = symbols.len(), "symbol universe declared");
+        }
         let ring = Arc::new(TickRing::new(config.ring_capacity));
         let coalescing = Coalescing { interval: config.flush_interval, write_budget: config.write_budget };
         let (mut engine, engine_handle) =
@@ -173,6 +189,12 @@ impl Server {
                 return Err(ServerError::Feed { feed: config.feed.to_string(), source });
             }
         };
+        if let Some(declared) = feed.declared {
+            // The feed declares its universe on its own thread (a replay
+            // reads its recording's symbols): listen only once every one is
+            // known, so no client is told a symbol of it is unknown.
+            let _ = declared.await;
+        }
         let listener = match TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(source) => {

@@ -35,6 +35,7 @@
 //! recording (or past `to`) the client gets `replay_end`; the session stays
 //! open so the client can seek again, or close.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -50,10 +51,10 @@ use tokio::time::Instant;
 use crate::engine::topic::Topic;
 use crate::feed::pacing::{Pacer, Speed};
 use crate::metrics::Metrics;
-use crate::model::{now_ns, parse_event_time};
+use crate::model::{now_ns, parse_event_time, DepthDiff, Update};
 use crate::outbox::Outbox;
 use crate::recorded;
-use crate::wire::request::{parse_envelope, RequestError};
+use crate::wire::request::{depth_error, parse_depth, parse_envelope, RequestError};
 use crate::wire::{encode_frame, Encoding, ErrorCode, ServerMessage};
 
 /// Messages per batch from the producer to the driver.
@@ -82,6 +83,8 @@ pub struct ReplayRequest {
     pub speed: Speed,
     /// `?symbols=A,B`: only these symbols (default: all).
     pub symbols: Option<HashSet<String>>,
+    /// `?depth=`: book levels per side (default `--book-depth`).
+    pub depth: Option<usize>,
 }
 
 /// Why a `/replay` request is refused before the upgrade; the server
@@ -117,6 +120,7 @@ impl ReplayRequest {
         };
         let bad = Refusal::BadRequest;
         let (mut name, mut from, mut to, mut speed, mut symbols) = (None, None, None, Speed::Times(1.0), None);
+        let mut depth = None;
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "source" => name = Some(value.into_owned()),
@@ -131,12 +135,16 @@ impl ReplayRequest {
                     }
                     symbols = Some(set);
                 }
+                "depth" => {
+                    let shown: String = value.chars().take(32).collect();
+                    depth = Some(parse_depth(&value).ok_or_else(|| bad(format!("depth: {}", depth_error(&shown))))?);
+                }
                 // Handled by the session's handshake like /ws.
                 "encoding" => {}
                 other => {
                     let other: String = other.chars().take(32).collect();
                     return Err(bad(format!(
-                        "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, encoding"
+                        "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, depth, encoding"
                     )));
                 }
             }
@@ -167,7 +175,7 @@ impl ReplayRequest {
         if let Err(e) = recorded::detect(&path) {
             return Err(bad(format!("source {name:?}: {e}")));
         }
-        Ok(ReplayRequest { name, path, from, to, speed, symbols })
+        Ok(ReplayRequest { name, path, from, to, speed, symbols, depth })
     }
 }
 
@@ -222,9 +230,10 @@ impl ReplayDriver {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (ctl, ctl_rx) = std_mpsc::channel();
         let speed = req.speed;
-        std::thread::Builder::new()
-            .name("replay".into())
-            .spawn(move || Producer { req, encoding, book_depth, tx, ctl: ctl_rx, scratch: Vec::new() }.run())?;
+        std::thread::Builder::new().name("replay".into()).spawn(move || {
+            let depth = req.depth.unwrap_or(book_depth);
+            Producer { req, encoding, depth, tx, ctl: ctl_rx, scratch: Vec::new(), diff: DepthDiff::default() }.run()
+        })?;
         Ok(ReplayDriver {
             rx,
             ctl,
@@ -401,7 +410,10 @@ pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, RequestError> {
 struct Producer {
     req: ReplayRequest,
     encoding: Encoding,
-    book_depth: usize,
+    /// Book levels per side this client holds.
+    depth: usize,
+    /// Turns each book change into this client's depth view.
+    diff: DepthDiff,
     tx: mpsc::Sender<Vec<Produced>>,
     ctl: std_mpsc::Receiver<Ctl>,
     scratch: Vec<u8>,
@@ -518,9 +530,28 @@ impl Producer {
                 return Ok(Ok(("to", events, last_ts)));
             }
             let Some(topic) = topics[i].as_mut().and_then(Option::as_mut) else { continue };
-            let seq = topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
-            let msg = ServerMessage::update(&topic.sym, seq, ev.ts_event, ev.ts_recv, &ev.update);
-            let frame = encode_frame(self.encoding, &msg, &mut self.scratch);
+            let frame = match &ev.update {
+                Update::Book(raw) => {
+                    self.diff.before(&topic.book, self.depth);
+                    let seq = topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
+                    let view = self.diff.view(&topic.book, raw, self.depth);
+                    let msg = ServerMessage::Book {
+                        sym: Cow::Borrowed(&topic.sym),
+                        seq,
+                        ts_event: ev.ts_event,
+                        ts_ingest: ev.ts_recv,
+                        bids: Cow::Borrowed(&view.bids),
+                        asks: Cow::Borrowed(&view.asks),
+                        checksum: topic.book.checksum(self.depth),
+                    };
+                    encode_frame(self.encoding, &msg, &mut self.scratch)
+                }
+                update => {
+                    let seq = topic.apply(update, ev.ts_event, ev.ts_recv);
+                    let msg = ServerMessage::update(&topic.sym, seq, ev.ts_event, ev.ts_recv, update, 0);
+                    encode_frame(self.encoding, &msg, &mut self.scratch)
+                }
+            };
             batch.push(Produced::Frame { gen, ts_pace: ev.ts_recv, market: true, frame });
             events += 1;
             last_ts = ev.ts_event;
@@ -538,7 +569,7 @@ impl Producer {
         let mut with_state: Vec<&Topic> = topics.iter().flatten().flatten().filter(|t| t.seq > 0).collect();
         with_state.sort_by(|a, b| a.sym.cmp(&b.sym));
         for topic in with_state {
-            let frame = encode_frame(self.encoding, &topic.snapshot(self.book_depth), &mut self.scratch);
+            let frame = encode_frame(self.encoding, &topic.snapshot(self.depth), &mut self.scratch);
             batch.push(Produced::Frame { gen, ts_pace: 0, market: false, frame });
         }
     }

@@ -34,7 +34,7 @@ pub async fn handle(ctx: &SessionCtx, outbox: &Outbox, payload: &[u8]) {
     let (done, applied) = oneshot::channel();
     let id = outbox.id;
     ctx.engine.send(match request {
-        ClientRequest::Subscribe(symbols) => Command::Subscribe { id, symbols, done },
+        ClientRequest::Subscribe { symbols, depth } => Command::Subscribe { id, symbols, depth, done },
         ClientRequest::Unsubscribe(symbols) => Command::Unsubscribe { id, symbols, done },
     });
     let _ = tokio::time::timeout(APPLY_TIMEOUT, applied).await;

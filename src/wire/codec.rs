@@ -84,7 +84,7 @@ mod tests {
                 asks: vec![],
             });
             for u in [trade, quote, book] {
-                out.push(ServerMessage::update("BTC-USDT", seq, ts, ts + 1, &u).into_owned());
+                out.push(ServerMessage::update("BTC-USDT", seq, ts, ts + 1, &u, u32::MAX - i as u32).into_owned());
             }
         }
         out.push(ServerMessage::Snapshot {
@@ -94,7 +94,12 @@ mod tests {
             ts_ingest: 2,
             quote: Some(Quote { bid: 189.49, bid_sz: 300.0, ask: 189.51, ask_sz: 200.0 }),
             trade: None,
-            book: BookLevels { bids: vec![Level { px: 189.49, sz: 300.0 }].into(), asks: Vec::new().into() },
+            depth: 10,
+            book: BookLevels {
+                bids: vec![Level { px: 189.49, sz: 300.0 }].into(),
+                asks: Vec::new().into(),
+                checksum: 0xDEAD_BEEF,
+            },
         });
         out.push(ServerMessage::Ack { op: "subscribe".into(), symbols: vec!["AAPL".into(), "MSFT".into()] });
         out.push(ServerMessage::Error {
@@ -137,7 +142,7 @@ mod tests {
     #[test]
     fn msgpack_uses_named_keys() {
         let u = Update::Trade(Trade { px: 1.0, sz: 2.0, side: Side::Buy });
-        let msg = ServerMessage::update("AAPL", 7, 1, 2, &u);
+        let msg = ServerMessage::update("AAPL", 7, 1, 2, &u, 7);
         let mut scratch = Vec::new();
         encode_payload(Encoding::Msgpack, &msg, &mut scratch);
         let value: serde_json::Value = rmp_serde::from_slice(&scratch).unwrap();

@@ -10,14 +10,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Level, Quote, Side, Trade, Update};
 
-/// The book part of a snapshot: levels to the server's `--book-depth`,
-/// bids best (highest) first, asks best (lowest) first.
+/// The book part of a snapshot: levels to the subscription's depth, bids
+/// best (highest) first, asks best (lowest) first, and their checksum.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BookLevels<'a> {
     /// Bid levels, best first.
     pub bids: Cow<'a, [Level]>,
     /// Ask levels, best first.
     pub asks: Cow<'a, [Level]>,
+    /// The [book checksum](crate::model::checksum) of these levels, so a
+    /// client can check the book it starts from.
+    pub checksum: u32,
 }
 
 /// What a slow client missed of one symbol, in a [`ServerMessage::Conflated`].
@@ -86,7 +89,8 @@ pub enum ServerMessage<'a> {
         /// Size at the best ask.
         ask_sz: f64,
     },
-    /// Price-level changes; size 0 deletes a level.
+    /// Price-level changes at the subscription's depth; size 0 deletes a
+    /// level. Empty when the update changed nothing within that depth.
     Book {
         /// Symbol.
         sym: Cow<'a, str>,
@@ -100,6 +104,9 @@ pub enum ServerMessage<'a> {
         bids: Cow<'a, [Level]>,
         /// Changed ask levels.
         asks: Cow<'a, [Level]>,
+        /// The [book checksum](crate::model::checksum) of the subscriber's
+        /// book after this change.
+        checksum: u32,
     },
     /// The whole state of a symbol, consistent with `seq`.
     Snapshot {
@@ -115,7 +122,10 @@ pub enum ServerMessage<'a> {
         quote: Option<Quote>,
         /// Last trade, if any.
         trade: Option<Trade>,
-        /// The book to `--book-depth` levels.
+        /// Levels per side this subscription holds: the depth asked for,
+        /// [`FULL_DEPTH`](crate::model::FULL_DEPTH) for `"full"`.
+        depth: u32,
+        /// The book to `depth` levels.
         book: BookLevels<'a>,
     },
     /// A subscribe or unsubscribe was applied.
@@ -155,8 +165,10 @@ pub enum ServerMessage<'a> {
 }
 
 impl<'a> ServerMessage<'a> {
-    /// The market message for one sequenced update of `sym`.
-    pub fn update(sym: &'a str, seq: u64, ts_event: u64, ts_ingest: u64, update: &'a Update) -> Self {
+    /// The market message for one sequenced update of `sym`. A book
+    /// update carries `checksum`, the subscriber's book checksum after it
+    /// (the other kinds ignore it).
+    pub fn update(sym: &'a str, seq: u64, ts_event: u64, ts_ingest: u64, update: &'a Update, checksum: u32) -> Self {
         let sym = Cow::Borrowed(sym);
         match update {
             Update::Trade(t) => {
@@ -179,6 +191,7 @@ impl<'a> ServerMessage<'a> {
                 ts_ingest,
                 bids: Cow::Borrowed(&b.bids),
                 asks: Cow::Borrowed(&b.asks),
+                checksum,
             },
         }
     }
@@ -203,23 +216,31 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Quote { sym, seq, ts_event, ts_ingest, bid, bid_sz, ask, ask_sz } => {
                 ServerMessage::Quote { sym: own(sym), seq, ts_event, ts_ingest, bid, bid_sz, ask, ask_sz }
             }
-            ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks } => ServerMessage::Book {
+            ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks, checksum } => ServerMessage::Book {
                 sym: own(sym),
                 seq,
                 ts_event,
                 ts_ingest,
                 bids: own_levels(bids),
                 asks: own_levels(asks),
+                checksum,
             },
-            ServerMessage::Snapshot { sym, seq, ts_event, ts_ingest, quote, trade, book } => ServerMessage::Snapshot {
-                sym: own(sym),
-                seq,
-                ts_event,
-                ts_ingest,
-                quote,
-                trade,
-                book: BookLevels { bids: own_levels(book.bids), asks: own_levels(book.asks) },
-            },
+            ServerMessage::Snapshot { sym, seq, ts_event, ts_ingest, quote, trade, depth, book } => {
+                ServerMessage::Snapshot {
+                    sym: own(sym),
+                    seq,
+                    ts_event,
+                    ts_ingest,
+                    quote,
+                    trade,
+                    depth,
+                    book: BookLevels {
+                        bids: own_levels(book.bids),
+                        asks: own_levels(book.asks),
+                        checksum: book.checksum,
+                    },
+                }
+            }
             ServerMessage::Ack { op, symbols } => {
                 ServerMessage::Ack { op: own(op), symbols: symbols.into_iter().map(own).collect() }
             }

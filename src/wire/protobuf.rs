@@ -62,10 +62,14 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
             *ts_ingest,
             Body::Quote(pb::Quote { bid: *bid, bid_sz: *bid_sz, ask: *ask, ask_sz: *ask_sz }),
         ),
-        ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks } => {
-            (sym, *seq, *ts_event, *ts_ingest, Body::Book(pb::Book { bids: pb_levels(bids), asks: pb_levels(asks) }))
-        }
-        ServerMessage::Snapshot { sym, seq, ts_event, ts_ingest, quote, trade, book } => (
+        ServerMessage::Book { sym, seq, ts_event, ts_ingest, bids, asks, checksum } => (
+            sym,
+            *seq,
+            *ts_event,
+            *ts_ingest,
+            Body::Book(pb::Book { bids: pb_levels(bids), asks: pb_levels(asks), checksum: *checksum }),
+        ),
+        ServerMessage::Snapshot { sym, seq, ts_event, ts_ingest, quote, trade, depth, book } => (
             sym,
             *seq,
             *ts_event,
@@ -73,7 +77,12 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
             Body::Snapshot(pb::Snapshot {
                 quote: quote.as_ref().map(pb_quote),
                 trade: trade.as_ref().map(pb_trade),
-                book: Some(pb::Book { bids: pb_levels(&book.bids), asks: pb_levels(&book.asks) }),
+                book: Some(pb::Book {
+                    bids: pb_levels(&book.bids),
+                    asks: pb_levels(&book.asks),
+                    checksum: book.checksum,
+                }),
+                depth: *depth,
             }),
         ),
         ServerMessage::Ack { op, symbols } => {
@@ -151,6 +160,7 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
             ts_ingest,
             bids: levels_from_pb(b.bids),
             asks: levels_from_pb(b.asks),
+            checksum: b.checksum,
         },
         ("snapshot", Some(Body::Snapshot(s))) => {
             let book = s.book.unwrap_or_default();
@@ -161,7 +171,12 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
                 ts_ingest,
                 quote: s.quote.map(|q| Quote { bid: q.bid, bid_sz: q.bid_sz, ask: q.ask, ask_sz: q.ask_sz }),
                 trade: s.trade.map(|t| Trade { px: t.px, sz: t.sz, side: side_from_pb(t.side) }),
-                book: BookLevels { bids: levels_from_pb(book.bids), asks: levels_from_pb(book.asks) },
+                depth: s.depth,
+                book: BookLevels {
+                    bids: levels_from_pb(book.bids),
+                    asks: levels_from_pb(book.asks),
+                    checksum: book.checksum,
+                },
             }
         }
         ("ack", Some(Body::Ack(a))) => {

@@ -7,14 +7,38 @@
 use serde_json::Value;
 
 use super::codes::ErrorCode;
+use crate::model::{valid_depth, DEPTHS, FULL_DEPTH};
 
 /// A parsed control message from a client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientRequest {
     /// Start receiving these symbols (`"*"` = all).
-    Subscribe(Vec<String>),
+    Subscribe {
+        /// Symbols as the client named them.
+        symbols: Vec<String>,
+        /// Book levels per side (`"depth"`: one of
+        /// [`DEPTHS`](crate::model::DEPTHS), or `"full"` =
+        /// [`FULL_DEPTH`]); `None`: the server's `--book-depth`.
+        depth: Option<usize>,
+    },
     /// Stop receiving these symbols (`"*"` = all).
     Unsubscribe(Vec<String>),
+}
+
+/// Parses a book depth as clients write it: a number from
+/// [`DEPTHS`](crate::model::DEPTHS), or `full`. Shared by the subscribe
+/// request (`"depth"`) and the replay handshake (`?depth=`).
+pub fn parse_depth(text: &str) -> Option<usize> {
+    if text == "full" {
+        return Some(FULL_DEPTH);
+    }
+    text.parse().ok().filter(|&d| d != FULL_DEPTH && valid_depth(d))
+}
+
+/// What a refused depth is told.
+pub fn depth_error(shown: &str) -> String {
+    let menu: Vec<String> = DEPTHS.iter().map(ToString::to_string).collect();
+    format!("depth {shown} is not offered: use one of {} or \"full\"", menu.join(", "))
 }
 
 /// Why a control message was refused; each maps to an `error` code.
@@ -74,10 +98,22 @@ impl ClientRequest {
                 None => return Err(err(ErrorCode::BadRequest, "\"symbols\" must hold only strings".into())),
             }
         }
-        Ok(match op {
-            "subscribe" => ClientRequest::Subscribe(names),
-            _ => ClientRequest::Unsubscribe(names),
-        })
+        if op == "unsubscribe" {
+            return Ok(ClientRequest::Unsubscribe(names));
+        }
+        let depth = match obj.get("depth") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    other => other.to_string(),
+                };
+                let shown: String = text.chars().take(32).collect();
+                Some(parse_depth(&text).ok_or_else(|| err(ErrorCode::BadRequest, depth_error(&shown)))?)
+            }
+        };
+        Ok(ClientRequest::Subscribe { symbols: names, depth })
     }
 }
 
@@ -89,7 +125,15 @@ mod tests {
     fn requests_parse_or_say_why_not() {
         assert_eq!(
             ClientRequest::parse(br#"{"op":"subscribe","symbols":["AAPL","*"]}"#),
-            Ok(ClientRequest::Subscribe(vec!["AAPL".into(), "*".into()]))
+            Ok(ClientRequest::Subscribe { symbols: vec!["AAPL".into(), "*".into()], depth: None })
+        );
+        assert_eq!(
+            ClientRequest::parse(br#"{"op":"subscribe","symbols":["A"],"depth":25}"#),
+            Ok(ClientRequest::Subscribe { symbols: vec!["A".into()], depth: Some(25) })
+        );
+        assert_eq!(
+            ClientRequest::parse(br#"{"op":"subscribe","symbols":["A"],"depth":"full"}"#),
+            Ok(ClientRequest::Subscribe { symbols: vec!["A".into()], depth: Some(FULL_DEPTH) })
         );
         assert_eq!(
             ClientRequest::parse(br#"{"op":"unsubscribe","symbols":["X"],"extra":1}"#),
@@ -102,5 +146,11 @@ mod tests {
         assert_eq!(kind(br#"{"op":"subscribe"}"#), ErrorCode::BadRequest);
         assert_eq!(kind(br#"{"op":"subscribe","symbols":[]}"#), ErrorCode::BadRequest);
         assert_eq!(kind(br#"{"op":"subscribe","symbols":[1]}"#), ErrorCode::BadRequest);
+        for bad in [r#"7"#, r#""deep""#, r#"4096"#, r#"-1"#, r#"10.5"#, r#"[10]"#, r#""10 ""#] {
+            let req = format!(r#"{{"op":"subscribe","symbols":["A"],"depth":{bad}}}"#);
+            let e = ClientRequest::parse(req.as_bytes()).unwrap_err();
+            assert_eq!(e.kind, ErrorCode::BadRequest, "{bad}");
+            assert!(e.message.contains("not offered"), "{}", e.message);
+        }
     }
 }

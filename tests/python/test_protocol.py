@@ -182,8 +182,10 @@ def test_snapshot_first_then_exact_updates_with_consecutive_seq(server, enc):
     server.wait_published(3)
 
     client = server.connect(enc)
-    snap = client.subscribe_and_snapshots("AAPL")["AAPL"]
+    # Full depth: book messages carry the feed's own levels, bit for bit.
+    snap = client.subscribe_and_snapshots("AAPL", depth="full")["AAPL"]
     assert snap["seq"] == 3
+    assert snap["depth"] == 4096
     assert snap["ts_event"] == T0 + 2
     assert isinstance(snap["ts_ingest"], int) and snap["ts_ingest"] > 0
     q = snap["quote"]
@@ -253,7 +255,9 @@ def test_book_level_deletes_reach_the_client(server, enc):
     feed.send(book("IBM", bids=[[10.0, 5], [9.5, 3], [9.0, 1]], asks=[[10.5, 2], [11.0, 4]], ts_event=T0))
     server.wait_published(1)
     client = server.connect(enc)
-    snap = client.subscribe_and_snapshots("IBM")["IBM"]
+    # Full depth: the feed's deltas as sent, even a delete of a level that
+    # was never there.
+    snap = client.subscribe_and_snapshots("IBM", depth="full")["IBM"]
     assert snap["quote"] is None and snap["trade"] is None
     assert_levels(snap["book"]["bids"], [[10.0, 5], [9.5, 3], [9.0, 1]], "bids")
     assert_levels(snap["book"]["asks"], [[10.5, 2], [11.0, 4]], "asks")
@@ -275,13 +279,19 @@ def test_book_level_deletes_reach_the_client(server, enc):
 
 
 def test_snapshot_book_is_cut_to_book_depth(tickcast, enc):
-    server = tickcast(extra=["--book-depth", "3"])
+    server = tickcast(extra=["--book-depth", "5"])
     feed = server.feed()
-    feed.send(book("DEEP", bids=[[100.0 - i, 1.0 + i] for i in range(6)], asks=[[101.0 + i, 2.0 + i] for i in range(6)]))
+    feed.send(book("DEEP", bids=[[100.0 - i, 1.0 + i] for i in range(8)], asks=[[101.0 + i, 2.0 + i] for i in range(8)]))
     server.wait_published(1)
     snap = server.connect(enc).subscribe_and_snapshots("DEEP")["DEEP"]
-    assert_levels(snap["book"]["bids"], [[100.0, 1.0], [99.0, 2.0], [98.0, 3.0]], "bids")
-    assert_levels(snap["book"]["asks"], [[101.0, 2.0], [102.0, 3.0], [103.0, 4.0]], "asks")
+    assert snap["depth"] == 5
+    assert_levels(snap["book"]["bids"], [[100.0 - i, 1.0 + i] for i in range(5)], "bids")
+    assert_levels(snap["book"]["asks"], [[101.0 + i, 2.0 + i] for i in range(5)], "asks")
+    # A subscription's own depth overrides --book-depth.
+    one = server.connect(enc).subscribe_and_snapshots("DEEP", depth=1)["DEEP"]
+    assert one["depth"] == 1
+    assert_levels(one["book"]["bids"], [[100.0, 1.0]], "bids at depth 1")
+    assert_levels(one["book"]["asks"], [[101.0, 2.0]], "asks at depth 1")
 
 
 def test_unsubscribe_stops_delivery(server, enc):
@@ -339,7 +349,7 @@ def test_wildcard_subscription_includes_symbols_that_appear_later(server, enc):
     feed.send(trade("NEWCO", 7.25, 10, "buy", ts_event=T0))
     snap = client.recv_type("snapshot")
     assert (snap["sym"], snap["seq"], snap["quote"], snap["trade"]) == ("NEWCO", 0, None, None)
-    assert snap["book"] == {"bids": [], "asks": []}
+    assert snap["book"] == {"bids": [], "asks": [], "checksum": 0}
     assert_update_matches(client.recv(), trade("NEWCO", 7.25, 10, "buy", ts_event=T0), seq=1)
 
     # After unsubscribing "*", neither old nor new symbols are delivered.
@@ -363,7 +373,7 @@ def test_synthetic_feed_wildcard_snapshots_then_live_updates(tickcast):
     snaps = [client.recv_type("snapshot") for _ in names]
     assert sorted(s["sym"] for s in snaps) == sorted(names)
     for s in snaps:
-        assert set(s) == {"type", "sym", "seq", "ts_event", "ts_ingest", "quote", "trade", "book"}
+        assert set(s) == {"type", "sym", "seq", "ts_event", "ts_ingest", "quote", "trade", "depth", "book"}
         assert len(s["book"]["bids"]) <= 10 and len(s["book"]["asks"]) <= 10
     last = {s["sym"]: s["seq"] for s in snaps}
 
@@ -760,7 +770,9 @@ def test_sigterm_with_a_stalled_client_still_exits_within_2s(server):
     """A client that stopped reading cannot hold the server past 2 s."""
     feed = seed(server, "AAPL")
     stalled = RawWs(server.port, rcvbuf=4096)
-    stalled.sock.sendall(_masked_text('{"op":"subscribe","symbols":["AAPL"]}'))
+    # Full depth, so that each of the identical 500-level lines below is a
+    # 500-level frame (at depth 10 they would change nothing after the first).
+    stalled.sock.sendall(_masked_text('{"op":"subscribe","symbols":["AAPL"],"depth":"full"}'))
     wait_until(lambda: server.metric("tickcast_subscriptions") == 1, what="the stalled client's subscription")
     line = book("AAPL", bids=[[100.0 + i / 100, 1.0] for i in range(500)], ts_event=T0)
     published = 1

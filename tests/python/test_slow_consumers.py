@@ -55,10 +55,13 @@ MAX_QUEUE = 4
 CONFLATING = 'tickcast_sessions{state="conflating"}'
 KINDS = ("trade", "quote", "book")
 
-# Price levels per book side the feed uses: with --book-depth 64 the
-# snapshot always holds the whole book, so state can be compared exactly.
+# Price levels per book side the feed uses. With --book-depth full the
+# snapshot always holds the whole book and book messages carry the feed's
+# own lines, so state and every message can be compared exactly (partial
+# depths are checked against real captures in test_books.py).
 GRID = 30
-BOOK_DEPTH = 64
+BOOK_DEPTH = "full"
+FULL_DEPTH = 4096
 
 # Generous bounds for a debug build on a loaded 2-core machine.
 FILL_ROUNDS = 200
@@ -113,7 +116,7 @@ class SymState:
         s.quote = None if q is None else {f: q[f] for f in ("bid", "bid_sz", "ask", "ask_sz")}
         s.trade = None if t is None else {"px": t["px"], "sz": t["sz"], "side": t["side"]}
         bids, asks = snap["book"]["bids"], snap["book"]["asks"]
-        assert len(bids) <= BOOK_DEPTH and len(asks) <= BOOK_DEPTH, snap
+        assert snap["depth"] == FULL_DEPTH and len(bids) <= GRID and len(asks) <= GRID, snap
         assert [p for p, _ in bids] == sorted((p for p, _ in bids), reverse=True), f"bids not best (highest) first: {bids}"
         assert [p for p, _ in asks] == sorted(p for p, _ in asks), f"asks not best (lowest) first: {asks}"
         for side, levels in ((s.bids, bids), (s.asks, asks)):

@@ -109,13 +109,6 @@ def _levels(levels) -> list[list[float]]:
     return [[lvl.px, lvl.sz] for lvl in levels]
 
 
-def _has_field(pb, name: str) -> bool:
-    """Whether the compiled schema has field ``name`` (proto3 scalars have
-    no presence: a schema that declares it always yields a value, 0 when
-    unset). Lets the decoders run against an older proto/ too."""
-    return name in pb.DESCRIPTOR.fields_by_name
-
-
 def pb_to_dict(msg) -> dict:
     """A protobuf ServerMessage in the JSON/msgpack shape, with checks."""
     body = msg.WhichOneof("body")
@@ -146,9 +139,7 @@ def pb_to_dict(msg) -> dict:
     elif msg.type == "quote":
         out.update(bid=b.bid, bid_sz=b.bid_sz, ask=b.ask, ask_sz=b.ask_sz)
     elif msg.type == "book":
-        out.update(bids=_levels(b.bids), asks=_levels(b.asks))
-        if _has_field(b, "checksum"):
-            out["checksum"] = b.checksum
+        out.update(bids=_levels(b.bids), asks=_levels(b.asks), checksum=b.checksum)
     elif msg.type == "snapshot":
         q, t = b.quote, b.trade
         out["quote"] = (
@@ -156,11 +147,8 @@ def pb_to_dict(msg) -> dict:
         )
         out["trade"] = {"px": t.px, "sz": t.sz, "side": SIDES[t.side]} if b.HasField("trade") else None
         assert b.HasField("book"), "snapshot without book"
-        out["book"] = {"bids": _levels(b.book.bids), "asks": _levels(b.book.asks)}
-        if _has_field(b.book, "checksum"):
-            out["book"]["checksum"] = b.book.checksum
-        if _has_field(b, "depth"):
-            out["depth"] = b.depth
+        out["depth"] = b.depth
+        out["book"] = {"bids": _levels(b.book.bids), "asks": _levels(b.book.asks), "checksum": b.book.checksum}
     else:  # pragma: no cover - a new type the suite does not know
         raise AssertionError(f"unknown protobuf message type {msg.type!r}")
     return out
@@ -333,8 +321,8 @@ class WsClient:
         self.ws.send(text)
 
     def subscribe(self, *symbols: str, depth: int | str | None = None) -> None:
-        """``depth``: the book depth asked for (a number, or "full");
-        omitted when None (the server's --book-depth)."""
+        """Subscribes; ``depth`` (a number of book levels or ``"full"``) is
+        sent only when given, else the server's ``--book-depth`` applies."""
         req: dict[str, Any] = {"op": "subscribe", "symbols": list(symbols)}
         if depth is not None:
             req["depth"] = depth

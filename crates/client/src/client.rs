@@ -109,6 +109,18 @@ impl Client {
         self.send_text(&msg.to_string()).await
     }
 
+    /// Sends `{"op":"subscribe","symbols":[...],"depth":D}`: `depth` is a
+    /// number from the server's menu (1, 5, 10, 20, 25, 50, 100, 500,
+    /// 1000) or `"full"`.
+    pub async fn subscribe_depth(&mut self, symbols: &[&str], depth: &str) -> Result<(), Error> {
+        let depth = match depth.parse::<u64>() {
+            Ok(n) => serde_json::json!(n),
+            Err(_) => serde_json::json!(depth),
+        };
+        let msg = serde_json::json!({"op": "subscribe", "symbols": symbols, "depth": depth});
+        self.send_text(&msg.to_string()).await
+    }
+
     /// Sends `{"op":"unsubscribe","symbols":[...]}`.
     pub async fn unsubscribe(&mut self, symbols: &[&str]) -> Result<(), Error> {
         let msg = serde_json::json!({"op": "unsubscribe", "symbols": symbols});

@@ -331,7 +331,7 @@ mod tests {
         ];
         for (i, u) in updates.iter().enumerate() {
             let seq = 1u64 << (8 * i + 7);
-            let msg = ServerMessage::update("BTC-USDT", seq, u64::MAX - 1, 1_700_000_000_000_000_000, u);
+            let msg = ServerMessage::update("BTC-USDT", seq, u64::MAX - 1, 1_700_000_000_000_000_000, u, u32::MAX);
             let mut buf = Vec::new();
             encode_payload(Encoding::Msgpack, &msg, &mut buf);
             for encoding in Encoding::ALL {

@@ -307,6 +307,27 @@ impl DbnNormalizer {
         self.names.get(id as usize)
     }
 
+    /// See [`DbnReader::declared_symbols`].
+    pub fn declared_symbols(&self) -> Option<Vec<Arc<str>>> {
+        let map = self.symbol_map.inner();
+        if map.is_empty() {
+            return self.only_symbol.as_deref().filter(|n| is_valid_symbol(n)).map(|n| vec![Arc::from(n)]);
+        }
+        let mut iids: Vec<u32> = map.keys().copied().collect();
+        iids.sort_unstable();
+        let mut seen = std::collections::HashSet::new();
+        let mut names = Vec::new();
+        for iid in iids {
+            for interval in map[&iid].intervals() {
+                let name = if is_valid_symbol(&interval.symbol) { interval.symbol.clone() } else { format!("ID{iid}") };
+                if seen.insert(name.clone()) {
+                    names.push(Arc::from(name));
+                }
+            }
+        }
+        Some(names)
+    }
+
     /// What has been done so far.
     pub fn stats(&self) -> &DbnStats {
         &self.stats
@@ -654,6 +675,17 @@ impl DbnReader {
     /// The file's metadata.
     pub fn metadata(&self) -> &Metadata {
         self.decoder.metadata()
+    }
+
+    /// The names the file's metadata gives its instruments, by the rules
+    /// the normalizer names them with (see "Symbols" in the module doc), in
+    /// instrument-id order, without reading a record: each mapped symbol
+    /// (`ID<instrument_id>` for one that is not a valid name), else the
+    /// metadata's only symbol. `None` when the metadata maps nothing and
+    /// names several symbols or none: the names then come from the records
+    /// (`ID<instrument_id>`), which only a full read finds.
+    pub fn declared_symbols(&self) -> Option<Vec<Arc<str>>> {
+        self.norm.declared_symbols()
     }
 
     /// What the normalizer has done so far.

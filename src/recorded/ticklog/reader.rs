@@ -120,6 +120,35 @@ impl TickLogReader {
         Ok(true)
     }
 
+    /// The names the log defines, in order of first definition, at most
+    /// `limit` of them, without decoding a single tick: every record is
+    /// still read and CRC-checked (symbol definitions can appear anywhere
+    /// in a segment), but only definitions are decoded. Consumes the reader:
+    /// it is for declaring a log's universe before replaying it.
+    pub fn into_symbols(mut self, limit: usize) -> Result<Vec<Arc<str>>, SourceError> {
+        while self.syms.names.len() < limit {
+            let Some(seg) = self.cur.as_mut() else {
+                if self.open_next()? {
+                    continue;
+                }
+                break;
+            };
+            let Some((start, from, to)) = seg.next_record()? else {
+                if self.open_next()? {
+                    continue;
+                }
+                break;
+            };
+            let body = seg.body(from, to);
+            if body[0] == KIND_SYMBOL {
+                if let Err(reason) = self.syms.define(body) {
+                    return Err(corrupt(seg.path(), start, reason.to_string()));
+                }
+            }
+        }
+        Ok(self.syms.names)
+    }
+
     fn next_inner(&mut self) -> Result<Option<Event>, SourceError> {
         loop {
             let Some(seg) = self.cur.as_mut() else {
