@@ -105,11 +105,11 @@ fn a_bad_symbols_file_fails_at_startup_naming_the_file_and_line() {
     // Through the environment too, reported with every other bad value.
     let out = Command::new(env!("CARGO_BIN_EXE_tickcast"))
         .env("TICKCAST_SYMBOLS_FILE", &invalid)
-        .args(["--book-depth", "0"])
+        .args(["--max-connections", "0"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("invalid.txt:4") && stderr.contains("--book-depth 0"), "{stderr}");
+    assert!(stderr.contains("invalid.txt:4") && stderr.contains("--max-connections 0"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -43,7 +43,7 @@ def symbols_file(tmp_path: Path, form: str, names=DECLARED) -> Path:
 def assert_empty_snapshot(snap: dict, sym: str) -> None:
     assert snap["type"] == "snapshot", snap
     assert (snap["sym"], snap["seq"], snap["quote"], snap["trade"]) == (sym, 0, None, None), snap
-    assert snap["book"] == {"bids": [], "asks": []}, snap
+    assert snap["book"] == {"bids": [], "asks": [], "checksum": 0}, snap
 
 
 def subscribe_before_first_tick(client: WsClient, sym: str) -> None:
