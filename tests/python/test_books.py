@@ -876,10 +876,15 @@ def test_a_depth_outside_the_menu_is_refused(tickcast, replay_server):
     with pytest.raises(InvalidStatus) as info:
         replay_server.connect("json", path="/replay", query=f"source={capture}&depth=7")
     assert info.value.response.status_code == 400
-    # A valid depth upgrades, and the default is --book-depth.
-    for query, want in ((f"source={capture}&depth=25&from={10**18 * 2}", 25), (f"source={capture}&from={10**18 * 2}", 10)):
+    # A valid depth upgrades, and the default is --book-depth (a one-second
+    # window 6 s into the capture: a snapshot, then a few updates).
+    window = "from=1723161260000000000&to=1723161261000000000"
+    for query, want in ((f"source={capture}&depth=25&{window}", 25), (f"source={capture}&{window}", 10)):
         c = replay_server.connect("json", path="/replay", query=query + "&speed=max&encoding=json")
         msgs = c.recv_until(lambda m: m["type"] == "replay_end", timeout=STREAM_TIMEOUT)
         c.close()
         snaps = [m for m in msgs if m["type"] == "snapshot"]
-        assert snaps and all(s["depth"] == want for s in snaps), (query, [_short(s) for s in snaps])
+        assert len(snaps) == 1 and snaps[0]["depth"] == want, (query, [_short(s) for s in snaps])
+        book = snaps[0]["book"]
+        assert len(book["bids"]) == len(book["asks"]) == want, (query, _short(snaps[0]))  # a deep book
+        assert book["checksum"] == DepthBook.from_snapshot(book, want).checksum(), _short(snaps[0])
