@@ -12,6 +12,9 @@ Rust crate is reused, so the suite checks the wire contract, not the code.
   (msgpack / protobuf / json) into one normalized dict shape, the JSON one.
 * `RawWs`: a hand-rolled client that completes the handshake and never
   answers a ping.
+* `DepthBook`: the client's side of a depth-N book (snapshot, deltas, the
+  keep-the-best-N rule) and `book_checksum`, the documented CRC-32, written
+  from docs/PROTOCOL.md alone.
 
 Every wait in here is bounded. Fixtures are in conftest.py.
 """
@@ -19,6 +22,7 @@ Every wait in here is bounded. Fixtures are in conftest.py.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import http.client
 import inspect
@@ -29,6 +33,7 @@ import struct
 import subprocess
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -167,6 +172,131 @@ def decode_frame(encoding: str, data: str | bytes, pb2_module) -> dict:
         raise ValueError(encoding)
     assert isinstance(msg, dict) and "type" in msg, f"not a server message: {msg!r}"
     return msg
+
+
+# --------------------------------------------------------------------------
+# Books: a client's depth-N book and the book checksum
+# --------------------------------------------------------------------------
+
+# Depths a subscription (`"depth"`) or a replay (`?depth=`) may ask for.
+DEPTHS = (1, 5, 10, 20, 25, 50, 100, 500, 1000, "full")
+# Levels per side a "full" subscription keeps (the server's own bound), as
+# snapshots report it in `depth`.
+FULL_DEPTH = 4096
+# Levels per side the checksum covers at most.
+CHECKSUM_LEVELS = 10
+
+
+def depth_levels(depth: int | str) -> int:
+    """Levels per side of a depth as clients write it (1, 10, "full", ...)."""
+    return FULL_DEPTH if depth == "full" else int(depth)
+
+
+def book_checksum(bids: Iterable, asks: Iterable, depth: int | str) -> int:
+    """CRC-32 (IEEE, zlib's) of the best K asks (lowest first) then the best
+    K bids (highest first), each level as two little-endian doubles (price,
+    size), K = min(depth, 10). ``bids``/``asks`` are best first; a side with
+    fewer levels gives what it has; an empty book is 0."""
+    k = min(depth_levels(depth), CHECKSUM_LEVELS)
+    data = b"".join(struct.pack("<dd", px, sz) for side in (asks, bids) for px, sz in list(side)[:k])
+    return zlib.crc32(data)
+
+
+class DepthBook:
+    """A two-sided price book as a depth-``depth`` client keeps it:
+    apply each level of a delta (size 0 deletes, else sets the size at that
+    price), then keep only the best ``depth`` levels per side.
+
+    Prices per side are also held sorted (bisect), so ``top(n)`` is a slice
+    and a 2,000-level book costs nothing per update. Independent of the
+    server's code: only docs/PROTOCOL.md's rules."""
+
+    def __init__(self, depth: int | str = "full"):
+        self.depth = depth_levels(depth)
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self._bid_px: list[float] = []  # ascending: best bid last
+        self._ask_px: list[float] = []  # ascending: best ask first
+
+    # -- building
+    @classmethod
+    def from_snapshot(cls, book: dict, depth: int | str) -> "DepthBook":
+        """A snapshot's ``book``, checked: best first, no duplicate price, no
+        zero size, at most ``depth`` levels per side."""
+        b = cls(depth)
+        b.load(book)
+        return b
+
+    def load(self, book: dict) -> None:
+        """Replaces the book with a snapshot's (see `from_snapshot`)."""
+        bids, asks = book["bids"], book["asks"]
+        assert len(bids) <= self.depth and len(asks) <= self.depth, (
+            f"snapshot holds {len(bids)} bids / {len(asks)} asks, more than its depth {self.depth}"
+        )
+        assert all(a[0] > b[0] for a, b in zip(bids, bids[1:])), f"snapshot bids not strictly best (highest) first: {bids[:12]}"
+        assert all(a[0] < b[0] for a, b in zip(asks, asks[1:])), f"snapshot asks not strictly best (lowest) first: {asks[:12]}"
+        assert all(sz != 0 for _, sz in bids) and all(sz != 0 for _, sz in asks), "a snapshot holds a deleted level"
+        self.bids = {px: sz for px, sz in bids}
+        self.asks = {px: sz for px, sz in asks}
+        self._bid_px = sorted(self.bids)
+        self._ask_px = sorted(self.asks)
+
+    @staticmethod
+    def _set(levels: dict, prices: list, px: float, sz: float) -> None:
+        if sz == 0:
+            if levels.pop(px, None) is not None:
+                del prices[bisect.bisect_left(prices, px)]
+        else:
+            if px not in levels:
+                bisect.insort(prices, px)
+            levels[px] = sz
+
+    def apply(self, delta: dict) -> int:
+        """Applies a book update's ``bids``/``asks``, then keeps the best
+        ``depth`` levels per side; returns how many levels that dropped."""
+        for px, sz in delta["bids"]:
+            self._set(self.bids, self._bid_px, px, sz)
+        for px, sz in delta["asks"]:
+            self._set(self.asks, self._ask_px, px, sz)
+        return self.truncate()
+
+    def truncate(self) -> int:
+        """Drops the worst levels beyond ``depth`` per side; returns how many."""
+        dropped = 0
+        extra = len(self._bid_px) - self.depth
+        if extra > 0:  # worst bids are the lowest: the front
+            for px in self._bid_px[:extra]:
+                del self.bids[px]
+            del self._bid_px[:extra]
+            dropped += extra
+        extra = len(self._ask_px) - self.depth
+        if extra > 0:  # worst asks are the highest: the back
+            for px in self._ask_px[-extra:]:
+                del self.asks[px]
+            del self._ask_px[-extra:]
+            dropped += extra
+        return dropped
+
+    # -- reading
+    def top_bids(self, n: int | None = None) -> list[tuple[float, float]]:
+        prices = self._bid_px if n is None else self._bid_px[-n:] if n > 0 else []
+        return [(px, self.bids[px]) for px in reversed(prices)]
+
+    def top_asks(self, n: int | None = None) -> list[tuple[float, float]]:
+        prices = self._ask_px if n is None else self._ask_px[:n]
+        return [(px, self.asks[px]) for px in prices]
+
+    def top(self, n: int | None = None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """(bids, asks), best first, at most ``n`` per side (all if None)."""
+        return self.top_bids(n), self.top_asks(n)
+
+    def checksum(self) -> int:
+        """`book_checksum` of this book at its depth."""
+        k = CHECKSUM_LEVELS
+        return book_checksum(self.top_bids(k), self.top_asks(k), self.depth)
+
+    def __len__(self) -> int:
+        return max(len(self.bids), len(self.asks))
 
 
 # --------------------------------------------------------------------------
