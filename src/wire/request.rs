@@ -103,14 +103,15 @@ impl ClientRequest {
         }
         let depth = match obj.get("depth") {
             None | Some(Value::Null) => None,
+            // A number from the menu, or the string "full" (not "10").
             Some(v) => {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    other => other.to_string(),
+                let depth = match v {
+                    Value::String(s) if s == "full" => Some(FULL_DEPTH),
+                    Value::Number(n) => parse_depth(&n.to_string()),
+                    _ => None,
                 };
-                let shown: String = text.chars().take(32).collect();
-                Some(parse_depth(&text).ok_or_else(|| err(ErrorCode::BadRequest, depth_error(&shown)))?)
+                let shown: String = v.to_string().chars().take(32).collect();
+                Some(depth.ok_or_else(|| err(ErrorCode::BadRequest, depth_error(&shown)))?)
             }
         };
         Ok(ClientRequest::Subscribe { symbols: names, depth })
@@ -146,7 +147,7 @@ mod tests {
         assert_eq!(kind(br#"{"op":"subscribe"}"#), ErrorCode::BadRequest);
         assert_eq!(kind(br#"{"op":"subscribe","symbols":[]}"#), ErrorCode::BadRequest);
         assert_eq!(kind(br#"{"op":"subscribe","symbols":[1]}"#), ErrorCode::BadRequest);
-        for bad in [r#"7"#, r#""deep""#, r#"4096"#, r#"-1"#, r#"10.5"#, r#"[10]"#, r#""10 ""#] {
+        for bad in [r#"7"#, r#""deep""#, r#"4096"#, r#"-1"#, r#"10.5"#, r#"[10]"#, r#""10 ""#, r#""10""#, r#""4096""#] {
             let req = format!(r#"{{"op":"subscribe","symbols":["A"],"depth":{bad}}}"#);
             let e = ClientRequest::parse(req.as_bytes()).unwrap_err();
             assert_eq!(e.kind, ErrorCode::BadRequest, "{bad}");
