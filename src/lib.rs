@@ -25,7 +25,9 @@
 //!    through its [`feed::Publisher`].
 //! 2. [`engine`]: the engine thread pops it, gives it the symbol's next
 //!    seq in its [`engine::topic::Topic`], encodes it once per encoding in
-//!    use ([`wire`]), and stages the one frame for every subscriber.
+//!    use ([`wire`]; a book change once per depth and encoding in use, each
+//!    depth getting its own exact delta, [`model::book`]), and stages the
+//!    one frame for every subscriber.
 //! 3. [`outbox`]: once the feed's burst is in, the engine moves each
 //!    subscriber's staged frames into its outbox; the slow-consumer ladder
 //!    reads the outbox's exact byte count there.

@@ -112,6 +112,9 @@ pub struct SnapshotFigures {
     pub snapshot_last_s: f64,
     /// Live updates of already-snapshotted symbols received meanwhile.
     pub snapshot_updates_interleaved: u64,
+    /// `conflated` messages received meanwhile (the client fell behind
+    /// the live updates).
+    pub snapshot_conflated: u64,
     /// Server RSS before the subscriber connected, bytes.
     pub rss_before_bytes: f64,
     /// Highest server RSS sampled during the run, bytes.
@@ -151,8 +154,8 @@ impl BenchReport {
                 s.snapshot_symbols as f64 / s.snapshot_last_s.max(1e-9)
             );
             println!(
-                "  updates     {} of snapshotted symbols interleaved, all in seq order",
-                s.snapshot_updates_interleaved
+                "  updates     {} of snapshotted symbols interleaved, all in seq order; {} conflated messages",
+                s.snapshot_updates_interleaved, s.snapshot_conflated
             );
             println!(
                 "  server rss  before {:.1} MiB, peak {:.1} MiB  (from {})",
