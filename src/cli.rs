@@ -18,6 +18,7 @@ use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings};
 use tickcast::model::{parse_event_time, universe};
 use tickcast::record::RecordSettings;
 use tickcast::recorded::ticklog::{Fsync, WriterOptions};
+use tickcast::server::origin::AllowedOrigins;
 use tickcast::tools::{convert, inspect};
 
 /// `tickcast`: realtime market-data fan-out over WebSocket.
@@ -229,7 +230,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_SYMBOLS_FILE")]
     pub symbols_file: Option<PathBuf>,
 
-    /// Most concurrent WebSocket sessions; more get HTTP 503.
+    /// Most open client connections, counted from accept (whether still
+    /// sending their request or upgraded to a session); more are closed at
+    /// once, after a best-effort HTTP 503.
     #[arg(long, env = "TICKCAST_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
 
@@ -252,6 +255,38 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info`, `tickcast=debug` (RUST_LOG syntax).
     #[arg(long, env = "TICKCAST_LOG", default_value = "info")]
     pub log: String,
+
+    // The HTTP front door (issue 15): bounds before the upgrade.
+    /// Time a client connection has, from accept, to send its request
+    /// headers and be upgraded; then it is closed (a plain HTTP connection,
+    /// keep-alive or not, too). Bounds slowloris clients.
+    #[arg(long, env = "TICKCAST_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+
+    /// Largest request head (request line and headers) the server reads;
+    /// a larger one gets HTTP 431 and the connection is closed.
+    #[arg(long, env = "TICKCAST_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = byte_size)]
+    pub max_header_bytes: usize,
+
+    /// Most open connections from one IP address; more are closed at once,
+    /// after a best-effort HTTP 503. Behind a load balancer or NAT every
+    /// client shares its address: raise this to --max-connections there.
+    #[arg(long, env = "TICKCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 1024)]
+    pub max_connections_per_ip: usize,
+
+    /// Origins whose pages may open a WebSocket, comma-separated: exact
+    /// (`https://app.example.com`), subdomain patterns
+    /// (`https://*.example.com`), `null`, `file://`, or `*` for all. A
+    /// handshake from another origin gets HTTP 403; one without an `Origin`
+    /// header (not a browser) is allowed [default: all, with a warning at
+    /// start].
+    #[arg(long, env = "TICKCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Serve `/metrics` and `/healthz` on this address too; `/metrics` on
+    /// --listen then answers 404 [default: off, both on --listen].
+    #[arg(long, env = "TICKCAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -260,6 +295,7 @@ impl ServeArgs {
         let writers = self.writers.unwrap_or_else(default_writers);
         let write_budget = self.write_budget.unwrap_or(WRITE_BUDGET_PER_WRITER * writers.max(1) as u64);
         let mut errors = self.range_errors(writers, write_budget);
+        self.front_door_errors(&mut errors);
         let feed = self.feed.parse::<FeedSpec>().map_err(|e| errors.push(e.to_string())).ok();
         let replay = self.replay_options(feed.as_ref(), &mut errors);
         let record = self.record_settings(&mut errors);
@@ -304,6 +340,11 @@ impl ServeArgs {
                 ping_interval: self.ping_interval,
                 pong_timeout: self.pong_timeout,
                 shutdown_grace: self.shutdown_grace,
+                handshake_timeout: self.handshake_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_connections_per_ip: self.max_connections_per_ip,
+                allowed_origins: self.allowed_origins,
+                metrics_listen: self.metrics_listen,
             }),
             _ => Err(errors),
         }
@@ -383,6 +424,28 @@ impl ServeArgs {
             ),
         ];
         checks.into_iter().filter(|(ok, _)| !ok).map(|(_, message)| message).collect()
+    }
+
+    /// The HTTP front door's flags (issue 15).
+    fn front_door_errors(&self, errors: &mut Vec<String>) {
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.handshake_timeout) {
+            errors.push(format!("--handshake-timeout {:?}: must be 100ms to 10m", self.handshake_timeout));
+        }
+        // hyper reads at least 8 KiB at a time.
+        if !(8 << 10..=1 << 20).contains(&self.max_header_bytes) {
+            errors.push(format!("--max-header-bytes {}: must be 8KiB to 1MiB", self.max_header_bytes));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections_per_ip) {
+            errors.push(format!("--max-connections-per-ip {}: must be 1 to 1000000", self.max_connections_per_ip));
+        }
+        if let Some(entries) = &self.allowed_origins {
+            if let Err(e) = AllowedOrigins::parse(entries) {
+                errors.push(e.to_string());
+            }
+        }
+        if self.metrics_listen.is_some_and(|m| m == self.listen && m.port() != 0) {
+            errors.push(format!("--metrics-listen {}: must differ from --listen", self.listen));
+        }
     }
 
     /// `--speed`, `--loop`, `--from` and `--to`, which only a replay feed takes.
@@ -596,6 +659,34 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("not a directory")), "{errors:?}");
         let c = parse(&["--record", "/tmp/x", "--fsync", "always"]).unwrap();
         assert_eq!(c.record.unwrap().options.fsync, Fsync::Always);
+    }
+
+    #[test]
+    fn front_door_flags_are_checked() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.handshake_timeout, Duration::from_secs(5));
+        assert_eq!((c.max_header_bytes, c.max_connections_per_ip), (16 << 10, 1024));
+        assert_eq!((c.allowed_origins, c.metrics_listen), (None, None));
+        let c =
+            parse(&["--allowed-origins", "https://a.example,https://*.b.example", "--metrics-listen", "127.0.0.1:9"])
+                .unwrap();
+        assert_eq!(c.allowed_origins.unwrap(), ["https://a.example", "https://*.b.example"]);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9".parse().unwrap()));
+        let errors = parse(&[
+            "--handshake-timeout",
+            "1ms",
+            "--max-header-bytes",
+            "1KiB",
+            "--max-connections-per-ip",
+            "0",
+            "--allowed-origins",
+            "example.com",
+            "--metrics-listen",
+            "127.0.0.1:8080",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(errors.iter().any(|e| e.starts_with("--allowed-origins \"example.com\"")), "{errors:?}");
     }
 
     #[test]

@@ -62,6 +62,24 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Shutdown flush allowance.
     pub shutdown_grace: Duration,
+
+    // The HTTP front door (issue 15): bounds before the upgrade.
+    /// Time from accept until a connection's request is read and it is
+    /// upgraded (slowloris bound); an HTTP connection not upgraded by then
+    /// is closed, keep-alive ones included.
+    pub handshake_timeout: Duration,
+    /// Largest request head (request line and headers) read before the
+    /// upgrade; larger heads get HTTP 431.
+    pub max_header_bytes: usize,
+    /// Open TCP connections from one IP address, in any phase (the total
+    /// is `max_connections`).
+    pub max_connections_per_ip: usize,
+    /// `--allowed-origins` entries (see `server::origin`). `None`: the flag
+    /// is absent, every origin is allowed and the server warns at start.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Serve `/metrics` and `/healthz` on this address instead of
+    /// `listen` (where `/metrics` then answers 404).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -93,6 +111,11 @@ impl Default for Config {
             ping_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_millis(1500),
+            handshake_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 << 10,
+            max_connections_per_ip: 1024,
+            allowed_origins: None,
+            metrics_listen: None,
         }
     }
 }

@@ -33,9 +33,11 @@ pub struct Metrics {
     /// sent bytes not yet read as a whole frame (see [`crate::session::inbound`]).
     /// Idle sessions hold none, so this stays near zero on a quiet server.
     pub read_buffers: AtomicI64,
-    /// Connections refused because `--max-connections` were open.
+    /// Connections refused at accept: `--max-connections` or
+    /// `--max-connections-per-ip` were open.
     pub connections_rejected: AtomicU64,
-    /// HTTP upgrade requests refused with 400 (bad encoding, not a WebSocket).
+    /// HTTP upgrade requests refused by their checks: 400 (bad encoding,
+    /// not a WebSocket), 403 (origin), 404 or 503 (replay checks).
     pub http_rejected: AtomicU64,
     /// Current (session, symbol) subscriptions.
     pub subscriptions: AtomicI64,
@@ -227,12 +229,16 @@ const METRICS: &[Metric] = &[
         |s| one(&s.metrics.read_buffers),
     ),
     counter("tickcast_connections_total", "WebSocket sessions ever opened.", |s| one(&s.metrics.connections_total)),
-    counter("tickcast_connections_rejected_total", "Connections refused at --max-connections.", |s| {
-        one(&s.metrics.connections_rejected)
-    }),
-    counter("tickcast_http_rejected_total", "Upgrade requests answered with HTTP 400.", |s| {
-        one(&s.metrics.http_rejected)
-    }),
+    counter(
+        "tickcast_connections_rejected_total",
+        "Connections refused at accept: --max-connections or --max-connections-per-ip.",
+        |s| one(&s.metrics.connections_rejected),
+    ),
+    counter(
+        "tickcast_http_rejected_total",
+        "Upgrade requests refused (HTTP 400, 403, 404 or 503 from the checks).",
+        |s| one(&s.metrics.http_rejected),
+    ),
     gauge("tickcast_subscriptions", "Current (session, symbol) subscriptions.", |s| one(&s.metrics.subscriptions)),
     gauge("tickcast_snapshots_pending", "Subscriptions whose snapshot waits for the client to read.", |s| {
         one(&s.metrics.snapshots_pending)
@@ -563,10 +569,10 @@ tickcast_read_buffers 5
 # HELP tickcast_connections_total WebSocket sessions ever opened.
 # TYPE tickcast_connections_total counter
 tickcast_connections_total 2
-# HELP tickcast_connections_rejected_total Connections refused at --max-connections.
+# HELP tickcast_connections_rejected_total Connections refused at accept: --max-connections or --max-connections-per-ip.
 # TYPE tickcast_connections_rejected_total counter
 tickcast_connections_rejected_total 7
-# HELP tickcast_http_rejected_total Upgrade requests answered with HTTP 400.
+# HELP tickcast_http_rejected_total Upgrade requests refused (HTTP 400, 403, 404 or 503 from the checks).
 # TYPE tickcast_http_rejected_total counter
 tickcast_http_rejected_total 11
 # HELP tickcast_subscriptions Current (session, symbol) subscriptions.

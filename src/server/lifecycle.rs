@@ -1,5 +1,6 @@
 //! The server's threads and signals: watching the engine thread, joining
-//! threads within a bound at shutdown, and the SIGINT/SIGTERM future.
+//! threads within a bound at shutdown, blocking work off the async workers
+//! within a bound, and the SIGINT/SIGTERM future.
 
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -68,6 +69,38 @@ pub async fn join_within(
     let _ = tokio::time::timeout(rest_grace, all_joined).await;
 }
 
+/// Blocking work (file access) that did not finish within its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+/// Runs blocking `f` on a thread of its own and waits at most `within` for
+/// its answer, so no async worker ever waits on a file (a FIFO, a hung
+/// network mount). On a time-out the thread is left to finish on its own;
+/// the caller bounds how many such threads may exist (the server: one
+/// permit per thread, moved into `f`).
+///
+/// A plain thread, not `spawn_blocking`: the runtime waits for its
+/// blocking tasks when it is dropped, and a check stuck in `open` must not
+/// hold the process at shutdown.
+pub async fn blocking_within<T, F>(name: &str, within: Duration, f: F) -> Result<T, TimedOut>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let _ = tx.send(f());
+    });
+    if spawned.is_err() {
+        return Err(TimedOut);
+    }
+    match tokio::time::timeout(within, rx).await {
+        Ok(Ok(value)) => Ok(value),
+        // The thread panicked (the sender dropped) or ran out of time.
+        _ => Err(TimedOut),
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -100,6 +133,17 @@ mod tests {
         assert!(handle.join().is_ok(), "the panic was caught on the thread");
         let (_, mut watch) = spawn_watched("fine", || {}).unwrap();
         assert_eq!(watch.ended().await, None, "a thread that returns reports no panic");
+    }
+
+    #[tokio::test]
+    async fn blocking_work_answers_or_is_abandoned_at_its_bound() {
+        let quick = blocking_within("quick", Duration::from_secs(5), || 7).await;
+        assert_eq!(quick, Ok(7));
+        let started = std::time::Instant::now();
+        let stuck =
+            blocking_within("stuck", Duration::from_millis(100), || std::thread::sleep(Duration::from_secs(2))).await;
+        assert_eq!(stuck, Err(TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     #[tokio::test]

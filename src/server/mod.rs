@@ -17,12 +17,23 @@
 //! - [`routes`]: the HTTP routes (`/ws`, `/replay`, `/metrics`, `/healthz`,
 //!   `/symbols`).
 //! - [`upgrade`]: what an upgrade request asks for, checked before the 101.
-//! - [`lifecycle`]: thread watching and joining, signals.
+//! - [`admission`]: every accepted connection counted, in total and per IP.
+//! - [`origin`]: which browser origins may open a WebSocket.
+//! - [`lifecycle`]: thread watching and joining, blocking work within a
+//!   bound, signals.
+//!
+//! The front door's bounds, in the order a connection meets them: admitted
+//! at accept or closed at once ([`admission`]); then, from accept, at most
+//! `--handshake-timeout` to send a request head of at most
+//! `--max-header-bytes` and be upgraded ([`serve_http`]); then the
+//! upgrade's own checks ([`upgrade`]).
 //!
 //! The server is the only module that sees the whole [`Config`]; each stage
 //! gets its own settings from it. It may import every other module.
 
+pub mod admission;
 pub mod lifecycle;
+pub mod origin;
 pub mod routes;
 pub mod upgrade;
 
@@ -36,9 +47,9 @@ use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::engine::{Coalescing, Engine};
@@ -48,7 +59,10 @@ use crate::model::{SymbolError, SymbolTable};
 use crate::record::RecordError;
 use crate::ring::TickRing;
 use crate::session::{SessionCtx, SessionRegistry, SessionSettings};
+use admission::{Admission, ConnectionLimits};
 use lifecycle::{join_within, spawn_watched, ThreadWatch};
+use origin::{AllowedOrigins, OriginError};
+use routes::Listener;
 
 pub use lifecycle::shutdown_signal;
 
@@ -82,6 +96,18 @@ pub enum ServerError {
     /// A thread could not be spawned.
     #[error("cannot start the engine thread: {0}")]
     Thread(std::io::Error),
+    /// `--allowed-origins` holds an entry that is not an origin (the binary
+    /// checks first; this catches a [`Config`] built in code).
+    #[error(transparent)]
+    Origins(#[from] OriginError),
+    /// Binding `--metrics-listen` failed.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The engine thread stopped while the server was serving (a bug: it
     /// panicked). Nothing would reach subscribers any more, so the server
     /// closes every session and exits with an error, for its supervisor to
@@ -97,6 +123,10 @@ const RECORDER_GRACE: Duration = Duration::from_secs(10);
 /// Longest wait at shutdown for the feed threads, after the engine's.
 const FEED_GRACE: Duration = Duration::from_millis(300);
 
+/// Most open connections to `--metrics-listen` (a monitoring port: a few
+/// scrapers and probes); more are closed at once.
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
+
 /// What the front door shares with every connection.
 pub struct ServerCtx {
     /// The configuration.
@@ -107,6 +137,16 @@ pub struct ServerCtx {
     pub symbols: Arc<SymbolTable>,
     /// The ingest ring (for gauges).
     pub ring: Arc<TickRing>,
+    /// The origins a browser handshake may come from.
+    pub origins: AllowedOrigins,
+    /// Every open connection to the main listener, counted from accept:
+    /// `--max-connections` in total, `--max-connections-per-ip` each.
+    pub limits: Arc<ConnectionLimits>,
+    /// Open connections to `--metrics-listen`: [`METRICS_MAX_CONNECTIONS`].
+    pub metrics_limits: Arc<ConnectionLimits>,
+    /// Permits for `/replay` file checks running on their own threads
+    /// ([`upgrade::MAX_REPLAY_CHECKS`]).
+    pub replay_checks: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -131,6 +171,8 @@ impl ServerCtx {
 /// A bound, running server: engine and feed started, listener bound.
 pub struct Server {
     listener: TcpListener,
+    /// `--metrics-listen`, if set.
+    metrics_listener: Option<TcpListener>,
     ctx: Arc<ServerCtx>,
     feed_addr: Option<SocketAddr>,
     /// The engine, then the recorder if any: joined first at shutdown.
@@ -156,6 +198,13 @@ impl Server {
         if !config.universe.is_empty() {
             tracing::info!(symbols = symbols.len(), "symbol universe declared");
         }
+        let origins = match &config.allowed_origins {
+            Some(entries) => AllowedOrigins::parse(entries)?,
+            None => {
+                tracing::warn!("no --allowed-origins: WebSocket handshakes from every browser origin are accepted");
+                AllowedOrigins::Any
+            }
+        };
         let ring = Arc::new(TickRing::new(config.ring_capacity));
         let coalescing = Coalescing { interval: config.flush_interval, write_budget: config.write_budget };
         let (mut engine, engine_handle) =
@@ -203,6 +252,17 @@ impl Server {
                 return Err(ServerError::Listen { addr: config.listen, source });
             }
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(source) => {
+                    stop_feed.store(true, Ordering::Relaxed);
+                    ring.close();
+                    return Err(ServerError::MetricsListen { addr, source });
+                }
+            },
+            None => None,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let sessions = Arc::new(SessionCtx {
             settings: session_settings(&config),
@@ -211,9 +271,23 @@ impl Server {
             engine: engine_handle,
             shutdown: shutdown_rx,
         });
-        let ctx = Arc::new(ServerCtx { config, sessions, symbols, ring, shutdown });
+        let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
+        let metrics_limits = ConnectionLimits::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS);
+        let replay_checks = Arc::new(Semaphore::new(upgrade::MAX_REPLAY_CHECKS));
+        let ctx = Arc::new(ServerCtx {
+            config,
+            sessions,
+            symbols,
+            ring,
+            origins,
+            limits,
+            metrics_limits,
+            replay_checks,
+            shutdown,
+        });
         Ok(Server {
             listener,
+            metrics_listener,
             ctx,
             feed_addr: feed.local_addr,
             pipeline_threads,
@@ -226,6 +300,11 @@ impl Server {
     /// The HTTP/WebSocket address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.ctx.config.listen)
+    }
+
+    /// The `--metrics-listen` address actually bound, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The tcp feed's bound address, if the feed is `tcp://`.
@@ -242,8 +321,14 @@ impl Server {
     /// shuts down, and returns [`ServerError::EngineStopped`], if the
     /// engine thread ends first.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, ctx, pipeline_threads, feed_threads, stop_feed, mut engine_watch, .. } = self;
+        let Server {
+            listener, metrics_listener, ctx, pipeline_threads, feed_threads, stop_feed, mut engine_watch, ..
+        } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "tickcast listening");
+        if let Some(metrics_listener) = metrics_listener {
+            tracing::info!(addr = %metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics and /healthz");
+            tokio::spawn(serve_metrics(ctx.clone(), metrics_listener));
+        }
         tokio::pin!(shutdown);
         let mut outcome = Ok(());
         loop {
@@ -255,9 +340,7 @@ impl Server {
                     break;
                 }
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(serve_http(ctx.clone(), stream));
-                    }
+                    Ok((stream, peer)) => admit(&ctx, &ctx.limits, stream, peer, Listener::Main),
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
@@ -299,21 +382,69 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Server::bind(config).await?.run(shutdown).await
 }
 
-/// Serves one HTTP connection until it ends, is upgraded, or the server
-/// shuts down.
-async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream) {
+/// The accept loop of `--metrics-listen`, until shutdown.
+async fn serve_metrics(ctx: Arc<ServerCtx>, listener: TcpListener) {
+    let mut shutdown = ctx.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => admit(&ctx, &ctx.metrics_limits, stream, peer, Listener::Metrics),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+/// A connection just accepted: counted against `limits` and served, or
+/// closed at once if a limit is reached. Reads nothing and never waits.
+fn admit(ctx: &Arc<ServerCtx>, limits: &Arc<ConnectionLimits>, stream: TcpStream, peer: SocketAddr, at: Listener) {
+    match limits.admit(peer.ip()) {
+        Ok(admission) => {
+            tokio::spawn(serve_http(ctx.clone(), stream, admission, at));
+        }
+        Err(why) => {
+            ctx.metrics().connections_rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, reason = %why, "connection refused at accept");
+            admission::refuse(stream, why);
+        }
+    }
+}
+
+/// Serves one admitted HTTP connection until it ends, is upgraded, or the
+/// server shuts down. The whole HTTP phase, from accept to the 101 being
+/// written, is bounded by `--handshake-timeout`, and each request head by
+/// `--max-header-bytes` (hyper answers 431 above it); a connection that is
+/// not upgraded by then is closed, keep-alive ones included. Anything done
+/// to the connection before HTTP (a TLS handshake) belongs inside the same
+/// bound.
+async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream, admission: Admission, at: Listener) {
     // Latency matters more than packet count: our writes are already batched.
     let _ = stream.set_nodelay(true);
     let mut shutdown = ctx.shutdown.subscribe();
     let service_ctx = ctx.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req| {
         let ctx = service_ctx.clone();
-        async move { Ok::<_, Infallible>(routes::route(ctx, req)) }
+        // An upgrade takes a clone along to the session: the connection is
+        // counted until its socket closes.
+        req.extensions_mut().insert(admission.clone());
+        async move { Ok::<_, Infallible>(routes::route(ctx, req, at).await) }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let within = ctx.config.handshake_timeout;
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(within)
+        .max_buf_size(ctx.config.max_header_bytes)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::select! {
-        result = conn => if let Err(e) = result {
-            tracing::debug!(error = %e, "http connection ended with an error");
+        result = tokio::time::timeout(within, conn) => match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "http connection ended with an error"),
+            Err(_) => tracing::debug!(timeout = ?within, "http connection closed at the handshake timeout"),
         },
         _ = shutdown.changed() => {}
     }

@@ -1,8 +1,19 @@
-//! The HTTP routes, one table: each path, what it serves.
+//! The HTTP routes, one table: each path, which listener serves it, what it
+//! serves.
 //!
 //! Everything but `GET` is refused (405); an unknown path gets 404 naming
-//! the routes that exist.
+//! the routes that exist on that listener. With `--metrics-listen`, the
+//! admin routes (`/metrics`) move to that listener, which serves only them
+//! and `/healthz`.
+//!
+//! No handler touches a file on an async worker: `/healthz` and `/symbols`
+//! read memory; `/metrics` reads `/proc/self/stat`, which the kernel
+//! answers from memory without ever blocking on a disk, so it stays
+//! inline; `/replay` checks its recording on a thread of its own
+//! ([`super::upgrade`]).
 
+use std::future::{ready, Future};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,27 +25,64 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::upgrade::upgrade;
 use super::ServerCtx;
 
-/// A route's handler.
-type Handler = fn(Arc<ServerCtx>, Request<Incoming>) -> Response<Full<Bytes>>;
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `--listen`: clients.
+    Main,
+    /// `--metrics-listen`: monitoring.
+    Metrics,
+}
 
-/// Every route: its path and its handler.
-const ROUTES: &[(&str, Handler)] = &[
-    ("/ws", |ctx, req| upgrade(ctx, req, false)),
-    ("/replay", |ctx, req| upgrade(ctx, req, true)),
-    ("/metrics", |ctx, _| metrics(&ctx)),
-    ("/healthz", |_, _| text(StatusCode::OK, "ok\n")),
-    ("/symbols", |ctx, _| symbols(&ctx)),
+/// Where a route is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    /// On the main listener only.
+    Main,
+    /// On `--metrics-listen` if set, else on the main listener.
+    Admin,
+    /// On both.
+    Both,
+}
+
+impl Served {
+    fn on(self, listener: Listener, metrics_listen: bool) -> bool {
+        match (self, listener) {
+            (Served::Both, _) => true,
+            (Served::Main, l) => l == Listener::Main,
+            (Served::Admin, Listener::Main) => !metrics_listen,
+            (Served::Admin, Listener::Metrics) => true,
+        }
+    }
+}
+
+/// A route's answer, computed now or later (`/ws` and `/replay` may wait on
+/// their checks).
+type Answer = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+
+/// A route's handler.
+type Handler = fn(Arc<ServerCtx>, Request<Incoming>) -> Answer;
+
+/// Every route: its path, where it is served and its handler.
+const ROUTES: &[(&str, Served, Handler)] = &[
+    ("/ws", Served::Main, |ctx, req| Box::pin(upgrade(ctx, req, false))),
+    ("/replay", Served::Main, |ctx, req| Box::pin(upgrade(ctx, req, true))),
+    ("/metrics", Served::Admin, |ctx, _| Box::pin(ready(metrics(&ctx)))),
+    ("/healthz", Served::Both, |_, _| Box::pin(ready(text(StatusCode::OK, "ok\n")))),
+    ("/symbols", Served::Main, |ctx, _| Box::pin(ready(symbols(&ctx)))),
 ];
 
-/// Answers one HTTP request.
-pub fn route(ctx: Arc<ServerCtx>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers one HTTP request that came in on `listener`.
+pub async fn route(ctx: Arc<ServerCtx>, req: Request<Incoming>, listener: Listener) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
     }
-    match ROUTES.iter().find(|(path, _)| *path == req.uri().path()) {
-        Some((_, handler)) => handler(ctx, req),
+    let metrics_listen = ctx.config.metrics_listen.is_some();
+    let here = ROUTES.iter().filter(|(_, served, _)| served.on(listener, metrics_listen));
+    match here.clone().find(|(path, _, _)| *path == req.uri().path()) {
+        Some((_, _, handler)) => handler(ctx, req).await,
         None => {
-            let paths: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+            let paths: Vec<&str> = here.map(|(path, _, _)| *path).collect();
             text(StatusCode::NOT_FOUND, format!("not found: try {}\n", paths.join(", ")))
         }
     }
@@ -62,4 +110,21 @@ fn metrics(ctx: &ServerCtx) -> Response<Full<Bytes>> {
 fn symbols(ctx: &ServerCtx) -> Response<Full<Bytes>> {
     let names: Vec<String> = ctx.symbols.names().iter().map(|s| s.to_string()).collect();
     with_type(StatusCode::OK, serde_json::to_vec(&names).unwrap_or_default(), "application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_routes_move_to_the_metrics_listener_when_there_is_one() {
+        let served = |path: &str, listener, metrics_listen| {
+            ROUTES.iter().any(|(p, s, _)| *p == path && s.on(listener, metrics_listen))
+        };
+        assert!(served("/metrics", Listener::Main, false));
+        assert!(!served("/metrics", Listener::Main, true));
+        assert!(served("/metrics", Listener::Metrics, true));
+        assert!(served("/healthz", Listener::Main, true) && served("/healthz", Listener::Metrics, true));
+        assert!(!served("/ws", Listener::Metrics, true) && !served("/symbols", Listener::Metrics, true));
+    }
 }

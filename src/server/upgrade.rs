@@ -3,20 +3,30 @@
 //! the hand-off of the upgraded stream to its session.
 //!
 //! Every refusal is an HTTP answer with a plain-text reason: 400 for a bad
-//! request (naming the valid values), 404 for a replay that is off or
-//! missing, 503 at `--max-connections` or `--max-replay-sessions`.
+//! request (naming the valid values), 403 for a browser page from an origin
+//! `--allowed-origins` does not allow, 404 for a replay that is off or
+//! missing, 503 at `--max-connections` or `--max-replay-sessions`, or when
+//! the replay directory does not answer within [`REPLAY_CHECK_TIMEOUT`].
+//!
+//! A `/replay` request's file checks (stat, open, format sniffing) run on a
+//! thread of their own, never on an async worker: a FIFO or a hung mount in
+//! `--replay-dir` must not freeze the server. At most
+//! [`MAX_REPLAY_CHECKS`] run at once.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::admission::Admission;
+use super::lifecycle::blocking_within;
 use super::routes::text;
 use super::ServerCtx;
 use crate::outbox::SlowMode;
@@ -89,6 +99,41 @@ pub fn choose_slow_mode(query: Option<&str>) -> Result<SlowMode, HandshakeError>
     }
 }
 
+/// Longest wait for a `/replay` request's file checks; then the request
+/// gets 503 and the checking thread is left to finish on its own.
+pub const REPLAY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most `/replay` file checks running at once (each on its own thread);
+/// more get 503. Bounds the threads a stuck replay directory can hold.
+pub const MAX_REPLAY_CHECKS: usize = 16;
+
+/// Checks a `/replay` request against the replay directory off the async
+/// workers, within [`REPLAY_CHECK_TIMEOUT`].
+async fn check_replay(ctx: &ServerCtx, query: Option<&str>) -> Result<ReplayRequest, (StatusCode, String)> {
+    let Ok(permit) = ctx.replay_checks.clone().try_acquire_owned() else {
+        let busy = format!("too many replay requests being checked ({MAX_REPLAY_CHECKS}): try again later");
+        return Err((StatusCode::SERVICE_UNAVAILABLE, busy));
+    };
+    let dir = ctx.config.replay_dir.clone();
+    let query = query.map(str::to_owned);
+    let checked = blocking_within("replay-check", REPLAY_CHECK_TIMEOUT, move || {
+        // The permit lives as long as the thread, even one left behind.
+        let _permit = permit;
+        ReplayRequest::from_query(dir.as_deref(), query.as_deref())
+    });
+    match checked.await {
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(refusal)) => Err((refusal_status(&refusal), refusal.to_string())),
+        Err(_) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the replay directory did not answer within {}s: try again later",
+                REPLAY_CHECK_TIMEOUT.as_secs_f32()
+            ),
+        )),
+    }
+}
+
 /// The HTTP status a refused replay request gets.
 fn refusal_status(refusal: &Refusal) -> StatusCode {
     match refusal {
@@ -98,7 +143,11 @@ fn refusal_status(refusal: &Refusal) -> StatusCode {
 }
 
 /// Upgrades `/ws` (live) or `/replay` (a private replay) to a session.
-pub fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) -> Response<Full<Bytes>> {
+///
+/// The connection's [`Admission`] (put in the request's extensions by the
+/// server) moves to the session, so the connection stays counted until
+/// its socket closes.
+pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) -> Response<Full<Bytes>> {
     let metrics = &ctx.sessions.metrics;
     let reject = |status, message: String| {
         metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
@@ -106,6 +155,13 @@ pub fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) ->
     };
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return reject(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request".into());
+    }
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes());
+        if !ctx.origins.allows(&origin) {
+            let shown: String = origin.chars().take(128).collect();
+            return reject(StatusCode::FORBIDDEN, format!("origin {shown:?} is not allowed (--allowed-origins)"));
+        }
     }
     let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
     let chosen = choose_encoding(req.uri().query(), protocols)
@@ -119,9 +175,9 @@ pub fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) ->
         return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n");
     }
     let replay = if replay {
-        let request = match ReplayRequest::from_query(ctx.config.replay_dir.as_deref(), req.uri().query()) {
+        let request = match check_replay(&ctx, req.uri().query()).await {
             Ok(r) => r,
-            Err(refusal) => return reject(refusal_status(&refusal), refusal.to_string()),
+            Err((status, message)) => return reject(status, message),
         };
         let Some(slot) = ReplaySlot::acquire(metrics, ctx.config.max_replay_sessions) else {
             return text(
@@ -139,7 +195,10 @@ pub fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bool) ->
     };
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     let sessions = ctx.sessions.clone();
+    let admission = req.extensions_mut().remove::<Admission>();
     tokio::spawn(async move {
+        // Counted against the connection limits until the session ends.
+        let _admission = admission;
         let upgraded = match upgrade.await {
             Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {

@@ -113,7 +113,13 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl ReplayRequest {
-    /// Validates a `/replay` query against `--replay-dir`.
+    /// Validates a `/replay` query against `--replay-dir`: the recording
+    /// must be a regular file or a directory inside it, in a format
+    /// [`recorded::detect`] knows.
+    ///
+    /// Blocking file access (canonicalize, stat, open and read its first
+    /// bytes): call it on a thread of its own, never on an async worker
+    /// (the server does, within a time bound).
     pub fn from_query(replay_dir: Option<&Path>, query: Option<&str>) -> Result<ReplayRequest, Refusal> {
         let Some(dir) = replay_dir else {
             return Err(Refusal::Off);
@@ -171,6 +177,17 @@ impl ReplayRequest {
         };
         if !inside {
             return Err(bad(format!("source {name:?} leads outside the replay directory")));
+        }
+        // The type first, from a stat (which never blocks on a FIFO, where
+        // an open would): only regular files and tick-log directories.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() || meta.is_dir() => {}
+            Ok(_) => {
+                return Err(bad(format!(
+                    "source {name:?} is not a regular file or a tick-log directory (a FIFO, socket or device)"
+                )))
+            }
+            Err(_) => return Err(Refusal::NotFound(name)),
         }
         if let Err(e) = recorded::detect(&path) {
             return Err(bad(format!("source {name:?}: {e}")));
@@ -637,6 +654,14 @@ mod tests {
         assert_eq!(status("source=day.gz&speed=fast"), Err(400));
         assert_eq!(status("source=day.gz&from=9&to=5"), Err(400));
         assert_eq!(status("source=day.gz&bogus=1"), Err(400));
+        // A FIFO or a socket is refused from its type, before any open (an
+        // open of a FIFO would block this test for good).
+        let fifo = std::process::Command::new("mkfifo").arg(dir.join("pipe")).status();
+        if fifo.is_ok_and(|s| s.success()) {
+            assert_eq!(status("source=pipe"), Err(400));
+        }
+        let _socket = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+        assert_eq!(status("source=sock"), Err(400));
         let off = ReplayRequest::from_query(None, Some("source=day.gz")).unwrap_err();
         assert_eq!(off, Refusal::Off);
         assert!(off.to_string().contains("--replay-dir"));
