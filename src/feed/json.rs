@@ -21,8 +21,12 @@ use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
 /// Longest line accepted, in bytes; longer lines are skipped and counted.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// Most levels per side in one book line.
-pub const MAX_LEVELS_PER_LINE: usize = 10_000;
+/// Most levels per side in one book line. A deeper book goes in several
+/// lines (they apply in order). The bound keeps one line's cost to the
+/// engine small: a 10,000-level line used to stall every other symbol's
+/// updates for over a second; the server keeps at most
+/// [`MAX_BOOK_LEVELS`](crate::model::book::MAX_BOOK_LEVELS) a side anyway.
+pub const MAX_LEVELS_PER_LINE: usize = 1_000;
 
 /// Why a feed line was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +48,12 @@ pub enum FeedError {
     /// NaN or infinite (from a lenient encoder), or a negative size.
     #[error("field {0:?} must be a finite number (sizes >= 0)")]
     BadNumber(&'static str),
-    /// A book line with no levels, or too many.
-    #[error("book needs 1 to {MAX_LEVELS_PER_LINE} levels in bids/asks")]
+    /// A book line with no levels.
+    #[error("book needs at least one level in bids/asks")]
     BadBook,
+    /// A book line with more than [`MAX_LEVELS_PER_LINE`] levels on a side.
+    #[error("book line has {0} levels on one side; at most {MAX_LEVELS_PER_LINE} a side per line (split a deeper book over several lines)")]
+    TooManyLevels(usize),
     /// A line longer than [`MAX_LINE_BYTES`].
     #[error("line longer than {MAX_LINE_BYTES} bytes")]
     LineTooLong,
@@ -134,8 +141,11 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedTick<'_>, FeedError> {
         "book" => {
             let bids = levels(raw.bids, "bids[].px", "bids[].sz")?;
             let asks = levels(raw.asks, "asks[].px", "asks[].sz")?;
-            let total = bids.len() + asks.len();
-            if total == 0 || bids.len() > MAX_LEVELS_PER_LINE || asks.len() > MAX_LEVELS_PER_LINE {
+            let deepest = bids.len().max(asks.len());
+            if deepest > MAX_LEVELS_PER_LINE {
+                return Err(FeedError::TooManyLevels(deepest));
+            }
+            if deepest == 0 {
                 return Err(FeedError::BadBook);
             }
             Update::Book(BookDelta { bids, asks })
@@ -198,6 +208,9 @@ mod tests {
         assert!(err(r#"{"type":"ohlc","sym":"A"}"#).contains("unknown type \"ohlc\""));
         assert!(err(r#"{"type":"trade","sym":"A","px":1,"sz":-1}"#).contains("\"sz\" must be a finite"));
         assert!(err(r#"{"type":"book","sym":"A","bids":[],"asks":[]}"#).contains("book needs"));
+        let deep = |n: usize| format!(r#"{{"type":"book","sym":"A","asks":[{}]}}"#, vec!["[1.5,1]"; n].join(","));
+        assert!(parse_line(deep(MAX_LEVELS_PER_LINE).as_bytes()).is_ok());
+        assert!(err(&deep(MAX_LEVELS_PER_LINE + 1)).contains("1001 levels on one side"));
         assert!(err(r#"{"type":"trade","sym":"A","px":"1","sz":1}"#).contains("malformed JSON"));
         assert!(err(r#"{"type":"trade","sym":"A","px":1,"sz":1,"side":"up"}"#).contains("malformed JSON"));
     }
