@@ -76,8 +76,48 @@ struct RawTick<'a> {
     bid_sz: Option<f64>,
     ask: Option<f64>,
     ask_sz: Option<f64>,
-    bids: Option<Vec<Level>>,
-    asks: Option<Vec<Level>>,
+    bids: Option<BoundedLevels>,
+    asks: Option<BoundedLevels>,
+}
+
+/// One side of a book line as parsed: at most [`MAX_LEVELS_PER_LINE`]
+/// levels are kept; any beyond are only counted, never converted or
+/// stored, so an oversized line costs a byte scan, not a parse of every
+/// level (the feed thread serves every handler).
+struct BoundedLevels {
+    levels: Vec<Level>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for BoundedLevels {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(BoundedLevelsVisitor)
+    }
+}
+
+struct BoundedLevelsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BoundedLevelsVisitor {
+    type Value = BoundedLevels;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of [px, sz] levels")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedLevels, A::Error> {
+        let mut levels = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while levels.len() < MAX_LEVELS_PER_LINE {
+            match seq.next_element::<Level>()? {
+                Some(level) => levels.push(level),
+                None => return Ok(BoundedLevels { count: levels.len(), levels }),
+            }
+        }
+        let mut count = levels.len();
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(BoundedLevels { levels, count })
+    }
 }
 
 /// A parsed line: symbol name, optional event time, and the update.
@@ -114,8 +154,15 @@ fn size(field: &'static str, v: f64) -> Result<f64, FeedError> {
     }
 }
 
-fn levels(side: Option<Vec<Level>>, px_field: &'static str, sz_field: &'static str) -> Result<Vec<Level>, FeedError> {
-    let mut levels = side.unwrap_or_default();
+fn levels(
+    side: Option<BoundedLevels>,
+    px_field: &'static str,
+    sz_field: &'static str,
+) -> Result<Vec<Level>, FeedError> {
+    let Some(BoundedLevels { mut levels, count }) = side else { return Ok(Vec::new()) };
+    if count > MAX_LEVELS_PER_LINE {
+        return Err(FeedError::TooManyLevels(count));
+    }
     for l in &mut levels {
         l.px = price(px_field, l.px)?;
         l.sz = size(sz_field, l.sz)?;
@@ -141,11 +188,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedTick<'_>, FeedError> {
         "book" => {
             let bids = levels(raw.bids, "bids[].px", "bids[].sz")?;
             let asks = levels(raw.asks, "asks[].px", "asks[].sz")?;
-            let deepest = bids.len().max(asks.len());
-            if deepest > MAX_LEVELS_PER_LINE {
-                return Err(FeedError::TooManyLevels(deepest));
-            }
-            if deepest == 0 {
+            if bids.is_empty() && asks.is_empty() {
                 return Err(FeedError::BadBook);
             }
             Update::Book(BookDelta { bids, asks })

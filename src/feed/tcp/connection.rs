@@ -217,7 +217,10 @@ impl LineReader {
             self.buf.reserve(READ_CHUNK);
             match self.stream.try_read_buf(&mut self.buf) {
                 Ok(0) => self.eof = true,
-                Ok(_) => {}
+                // One read is one turn: the other handlers' tasks get
+                // theirs before this one's next read, so a fire hose (or
+                // a line of 10,000 levels) delays them by one read at most.
+                Ok(_) => tokio::task::yield_now().await,
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                 Err(e) => return Next::Failed(e),
             }
