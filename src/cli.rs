@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
 use tickcast::engine::SlowConsumerPolicy;
-use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings};
+use tickcast::feed::tcp::{FeedAccess, FeedToken, IpNet};
+use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings, TcpFeedSettings};
 use tickcast::model::{parse_event_time, universe};
 use tickcast::record::RecordSettings;
 use tickcast::recorded::ticklog::{Fsync, WriterOptions};
@@ -83,6 +84,15 @@ fn duration(s: &str) -> Result<Duration, DurationError> {
     humantime::parse_duration(s).map_err(DurationError)
 }
 
+/// A `--feed-token` that is not acceptable.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenError(tickcast::feed::tcp::access::FeedTokenError);
+
+fn feed_token(s: &str) -> Result<FeedToken, TokenError> {
+    s.parse().map_err(TokenError)
+}
+
 /// A book depth that is not on the menu.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -106,6 +116,31 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic")]
     pub feed: String,
 
+    // -- The tcp feed's doors (`--feed tcp://`): see docs/PROTOCOL.md, "Feed handlers".
+    /// Tcp feed: most feed handlers connected at once; a connection over it
+    /// is closed at once (counted in tickcast_feed_refused_total{reason="limit"}).
+    #[arg(long, env = "TICKCAST_MAX_FEED_CONNECTIONS", default_value_t = tickcast::feed::tcp::DEFAULT_MAX_CONNECTIONS)]
+    pub max_feed_connections: usize,
+
+    /// Tcp feed: a shared secret (16 to 1024 printable ASCII characters, no
+    /// spaces, quotes or backslashes). Each feed handler's first line must
+    /// then be {"type":"auth","token":"TOKEN"}, within 5s, or it is closed
+    /// without a tick taken. Prefer the environment variable: flags show in
+    /// `ps`. [default: none]
+    #[arg(long, env = "TICKCAST_FEED_TOKEN", hide_env_values = true, value_parser = feed_token)]
+    pub feed_token: Option<FeedToken>,
+
+    /// Tcp feed: the only addresses allowed to connect, comma-separated IPs
+    /// or CIDR networks (10.0.0.5,10.1.0.0/16,::1); others are closed at
+    /// accept. [default: any]
+    #[arg(long, env = "TICKCAST_FEED_ALLOW", value_delimiter = ',', value_parser = clap::value_parser!(IpNet))]
+    pub feed_allow: Vec<IpNet>,
+
+    /// Tcp feed: a feed handler that sends no byte for this long is closed
+    /// (send a blank line as a heartbeat when the market is quiet).
+    #[arg(long, env = "TICKCAST_FEED_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub feed_idle_timeout: Duration,
+    // -- End of the tcp feed's doors.
     /// Replay feed: pace, as a factor of real time (`1`, `10`, `0.5`) or
     /// `max` for as fast as the pipeline goes [default: 1].
     #[arg(long, env = "TICKCAST_SPEED")]
@@ -299,6 +334,7 @@ impl ServeArgs {
         let feed = self.feed.parse::<FeedSpec>().map_err(|e| errors.push(e.to_string())).ok();
         let replay = self.replay_options(feed.as_ref(), &mut errors);
         let record = self.record_settings(&mut errors);
+        let tcp_feed = self.tcp_feed_settings(feed.as_ref(), &mut errors);
         if let Some(dir) = &self.replay_dir {
             if !dir.is_dir() {
                 errors.push(format!("--replay-dir {}: not a directory", dir.display()));
@@ -318,6 +354,7 @@ impl ServeArgs {
             Some(feed) if errors.is_empty() => Ok(Config {
                 listen: self.listen,
                 feed,
+                tcp_feed,
                 synthetic: SyntheticSettings { symbols: self.symbols, rate: self.rate, seed: self.seed },
                 replay,
                 record,
@@ -477,6 +514,41 @@ impl ServeArgs {
             }
         }
         ReplayOptions { speed, looped: self.looped, from, to }
+    }
+
+    /// The tcp feed's doors: `--max-feed-connections`, `--feed-token`,
+    /// `--feed-allow`, `--feed-idle-timeout`, and the rule that a feed
+    /// port off loopback needs a token or an allow-list.
+    fn tcp_feed_settings(&self, feed: Option<&FeedSpec>, errors: &mut Vec<String>) -> TcpFeedSettings {
+        let settings = TcpFeedSettings {
+            max_connections: self.max_feed_connections,
+            idle_timeout: self.feed_idle_timeout,
+            access: FeedAccess { token: self.feed_token.clone(), allow: self.feed_allow.clone() },
+        };
+        if !(1..=10_000).contains(&settings.max_connections) {
+            errors.push(format!("--max-feed-connections {}: must be 1 to 10000", settings.max_connections));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(86_400)).contains(&settings.idle_timeout) {
+            errors.push(format!("--feed-idle-timeout {:?}: must be 100ms to 24h", settings.idle_timeout));
+        }
+        match feed {
+            Some(FeedSpec::Tcp(addr)) => {
+                if let Err(e) = settings.access.check_exposure(*addr) {
+                    errors.push(e);
+                }
+            }
+            Some(_) => {
+                for (flag, set) in
+                    [("--feed-token", self.feed_token.is_some()), ("--feed-allow", !self.feed_allow.is_empty())]
+                {
+                    if set {
+                        errors.push(format!("{flag} applies only to --feed tcp://IP:PORT"));
+                    }
+                }
+            }
+            None => {}
+        }
+        settings
     }
 
     /// `--record` and how the tick log is written.
@@ -687,6 +759,26 @@ mod tests {
         .unwrap_err();
         assert_eq!(errors.len(), 5, "{errors:#?}");
         assert!(errors.iter().any(|e| e.starts_with("--allowed-origins \"example.com\"")), "{errors:?}");
+    }
+
+    #[test]
+    fn the_tcp_feed_doors_are_checked() {
+        let c = parse(&["--feed", "tcp://127.0.0.1:9000"]).unwrap();
+        assert_eq!(c.tcp_feed, TcpFeedSettings::default(), "loopback needs no lock");
+        let errors = parse(&["--feed", "tcp://0.0.0.0:9000", "--max-feed-connections", "0"]).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("listens beyond loopback")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("--max-feed-connections 0")), "{errors:?}");
+        let c = parse(&["--feed", "tcp://0.0.0.0:9000", "--feed-allow", "10.0.0.0/8,::1", "--feed-idle-timeout", "5s"])
+            .unwrap();
+        assert_eq!(c.tcp_feed.access.allow.len(), 2);
+        assert_eq!(c.tcp_feed.idle_timeout, Duration::from_secs(5));
+        let c = parse(&["--feed", "tcp://0.0.0.0:9000", "--feed-token", "0123456789abcdef0123"]).unwrap();
+        assert!(c.tcp_feed.access.token.is_some());
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"), "the token never prints");
+        let errors = parse(&["--feed-token", "0123456789abcdef0123"]).unwrap_err();
+        assert_eq!(errors, ["--feed-token applies only to --feed tcp://IP:PORT"]);
+        assert!(Cli::try_parse_from(["tickcast", "--feed-token", "short"]).is_err());
+        assert!(Cli::try_parse_from(["tickcast", "--feed-allow", "10.0.0.0/40"]).is_err());
     }
 
     #[test]

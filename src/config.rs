@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::SlowConsumerPolicy;
-use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings};
+use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings, TcpFeedSettings};
 use crate::record::RecordSettings;
 
 /// The validated configuration the server runs with.
@@ -23,6 +23,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The feed source.
     pub feed: FeedSpec,
+    /// The `tcp://` feed's doors: connection limit, token, allow-list,
+    /// idle timeout (used when `feed` is `tcp://`).
+    pub tcp_feed: TcpFeedSettings,
     /// Synthetic feed settings (used when `feed` is synthetic).
     pub synthetic: SyntheticSettings,
     /// Replay feed settings (used when `feed` is `replay:`).
@@ -89,6 +92,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             feed: FeedSpec::Synthetic,
+            tcp_feed: TcpFeedSettings::default(),
             synthetic: SyntheticSettings { symbols: 100, rate: 10_000.0, seed: 1 },
             replay: ReplayOptions::default(),
             record: None,

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub feed_errors: AtomicU64,
     /// Feed connections accepted (tcp feed).
     pub feed_connections: AtomicU64,
+    /// Feed connections open now (tcp feed).
+    pub feed_connections_open: AtomicI64,
+    /// Feed connections the feed closed, by [`FeedRefusal`] index.
+    feed_refused: [AtomicU64; FeedRefusal::ALL.len()],
     /// Updates published by the engine (after sequencing).
     pub updates_published: CachePadded<AtomicU64>,
     /// Frames encoded, per encoding: at most one per update per encoding.
@@ -89,6 +93,36 @@ pub struct Metrics {
     pub replay_rejected: AtomicU64,
     /// Client errors by kind.
     client_errors: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+/// Why the tcp feed closed a connection itself (`--feed` doors), the label
+/// of `tickcast_feed_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedRefusal {
+    /// Over `--max-feed-connections`, closed at accept.
+    Limit,
+    /// Outside `--feed-allow`, closed at accept.
+    NotAllowed,
+    /// No valid auth line in time (`--feed-token`).
+    Auth,
+    /// Silent for `--feed-idle-timeout`.
+    Idle,
+}
+
+impl FeedRefusal {
+    /// Every reason, in label order.
+    pub const ALL: [FeedRefusal; 4] =
+        [FeedRefusal::Limit, FeedRefusal::NotAllowed, FeedRefusal::Auth, FeedRefusal::Idle];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeedRefusal::Limit => "limit",
+            FeedRefusal::NotAllowed => "not_allowed",
+            FeedRefusal::Auth => "auth",
+            FeedRefusal::Idle => "idle",
+        }
+    }
 }
 
 /// Upper bounds (bytes) of the per-session buffered-bytes histogram.
@@ -188,6 +222,16 @@ impl Metrics {
         self.client_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one feed connection closed by the feed for `reason`.
+    pub fn feed_refused(&self, reason: FeedRefusal) {
+        self.feed_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Feed connections closed for `reason` so far.
+    pub fn feed_refusals(&self, reason: FeedRefusal) -> u64 {
+        self.feed_refused[reason as usize].load(Ordering::Relaxed)
+    }
+
     /// Client errors of `kind` so far.
     pub fn client_errors(&self, kind: ErrorCode) -> u64 {
         self.client_errors[kind.index()].load(Ordering::Relaxed)
@@ -251,6 +295,13 @@ const METRICS: &[Metric] = &[
     counter("tickcast_feed_connections_total", "Feed handler connections accepted.", |s| {
         one(&s.metrics.feed_connections)
     }),
+    gauge("tickcast_feed_connections", "Feed handler connections open now.", |s| one(&s.metrics.feed_connections_open)),
+    counter(
+        "tickcast_feed_refused_total",
+        "Feed connections the server closed: over --max-feed-connections, outside --feed-allow, \
+         no valid auth line, or idle past --feed-idle-timeout.",
+        |s| by("reason", FeedRefusal::ALL.map(|r| (r.name(), &s.metrics.feed_refused[r as usize]))),
+    ),
     gauge("tickcast_ring_depth", "Ticks waiting in the ring.", |s| one(s.live.ring_depth)),
     gauge("tickcast_ring_capacity", "Ring capacity in ticks.", |s| one(s.live.ring_capacity)),
     counter("tickcast_ring_full_total", "Pushes that found the ring full and waited.", |s| one(s.live.ring_full)),
@@ -517,6 +568,10 @@ mod tests {
         m.ticks_ingested.store(17, r);
         m.feed_errors.store(19, r);
         m.feed_connections.store(23, r);
+        m.feed_connections_open.store(3, r);
+        for (i, c) in m.feed_refused.iter().enumerate() {
+            c.store(200 + i as u64, r);
+        }
         m.updates_published.store(u64::MAX, r);
         for (i, c) in m.frames_encoded.iter().enumerate() {
             c.store(100 + i as u64, r);
@@ -593,6 +648,15 @@ tickcast_feed_errors_total 19
 # HELP tickcast_feed_connections_total Feed handler connections accepted.
 # TYPE tickcast_feed_connections_total counter
 tickcast_feed_connections_total 23
+# HELP tickcast_feed_connections Feed handler connections open now.
+# TYPE tickcast_feed_connections gauge
+tickcast_feed_connections 3
+# HELP tickcast_feed_refused_total Feed connections the server closed: over --max-feed-connections, outside --feed-allow, no valid auth line, or idle past --feed-idle-timeout.
+# TYPE tickcast_feed_refused_total counter
+tickcast_feed_refused_total{reason="limit"} 200
+tickcast_feed_refused_total{reason="not_allowed"} 201
+tickcast_feed_refused_total{reason="auth"} 202
+tickcast_feed_refused_total{reason="idle"} 203
 # HELP tickcast_ring_depth Ticks waiting in the ring.
 # TYPE tickcast_ring_depth gauge
 tickcast_ring_depth 109

@@ -35,11 +35,23 @@
 //! log (which cuts any torn tail) before the next batch, at most once a
 //! second.
 //!
-//! Imports: [`crate::model`], [`crate::recorded`] (the tick log's writer)
-//! and [`crate::metrics`]. The engine hands it ticks through a
-//! [`RecordTap`]; it never calls the engine.
+//! # One recorder per directory
+//! [`RecordLock::acquire`] takes an exclusive `flock` on [`LOCK_FILE`] in
+//! the directory and writes the holder's PID into it; the recorder thread
+//! holds it until its last flush. A second tickcast on the same directory
+//! is refused at start-up, with the PID of the one recording there,
+//! instead of writing a second stream of segments beside the first. The
+//! server takes the lock first, binds its addresses, and only then
+//! [`start`]s the recorder (which creates the run's segment), so a failed
+//! start-up leaves the directory as it found it.
+//!
+//! Imports: [`crate::model`], [`crate::recorded`] (the tick log's writer),
+//! [`crate::metrics`] and [`crate::sys`] (`flock`). The engine hands it
+//! ticks through a [`RecordTap`]; it never calls the engine.
 
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -152,9 +164,66 @@ pub struct Recorder {
     pub thread: JoinHandle<()>,
 }
 
+/// The lock file in a `--record` directory. Readers ignore it (it is not a
+/// segment); it is left in place at exit, since deleting a lock file races
+/// with the next process taking it.
+pub const LOCK_FILE: &str = "tickcast.lock";
+
+/// This process's exclusive hold on a `--record` directory, released when
+/// dropped (or when the process dies, however it dies).
+#[derive(Debug)]
+pub struct RecordLock {
+    /// Open for as long as the lock is held: closing it releases it.
+    _file: File,
+}
+
+impl RecordLock {
+    /// Creates `dir` if missing and locks it for this process, or says
+    /// which process holds it.
+    pub fn acquire(dir: &Path) -> Result<RecordLock, RecordError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| RecordError::Lock { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+        if !crate::sys::try_lock_exclusive(&file).map_err(io)? {
+            // The holder wrote its PID when it took the lock; a holder
+            // caught between its lock and its write reads as unknown.
+            let mut text = String::new();
+            let holder = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+            return Err(RecordError::Locked { dir: dir.to_owned(), path, holder });
+        }
+        file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io)?;
+        Ok(RecordLock { _file: file })
+    }
+}
+
 /// Why recording could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// Another process is recording into the directory.
+    #[error(
+        "{} is already being recorded by {} (it holds {}): stop it, or record into another directory",
+        .dir.display(),
+        match .holder { Some(pid) => format!("process {pid}"), None => "another process".to_owned() },
+        .path.display()
+    )]
+    Locked {
+        /// The `--record` directory.
+        dir: PathBuf,
+        /// Its lock file.
+        path: PathBuf,
+        /// The PID written in the lock file by the process holding it.
+        holder: Option<u32>,
+    },
+    /// The directory or its lock file could not be created or locked.
+    #[error("cannot lock {}: {source}", .path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The tick log could not be opened (or its torn tail not recovered).
     #[error(transparent)]
     Open(#[from] TickLogError),
@@ -163,11 +232,14 @@ pub enum RecordError {
     Thread(std::io::Error),
 }
 
-/// Opens the tick log (recovering a torn tail) and starts the recorder
-/// thread. Fails if the directory cannot be opened, so a bad `--record`
-/// stops the server at start-up rather than losing the recording.
+/// Opens the tick log (recovering a torn tail, starting this run's
+/// segment) and starts the recorder thread, which holds `lock` until its
+/// last flush. Fails if the directory cannot be opened, so a bad
+/// `--record` stops the server at start-up rather than losing the
+/// recording.
 pub fn start(
     settings: RecordSettings,
+    lock: RecordLock,
     symbols: Arc<SymbolTable>,
     metrics: Arc<Metrics>,
 ) -> Result<(RecordTap, Recorder), RecordError> {
@@ -189,7 +261,10 @@ pub fn start(
     let thread_queued = queued.clone();
     let thread = std::thread::Builder::new()
         .name("recorder".into())
-        .spawn(move || run(writer, settings, rx, recycle_tx, thread_queued, symbols, thread_metrics))
+        .spawn(move || {
+            run(writer, settings, rx, recycle_tx, thread_queued, symbols, thread_metrics);
+            drop(lock); // After the last flush.
+        })
         .map_err(RecordError::Thread)?;
     let tap = RecordTap { tx, recycled, batch: Vec::new(), metrics, queued, last_drop_log: None, dropped_since_log: 0 };
     Ok((tap, Recorder { thread }))

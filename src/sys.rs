@@ -3,8 +3,9 @@
 //! `unsafe` code.
 //!
 //! What lives here is what no maintained crate wraps for us: the open-file
-//! limit, a socket's kernel send-queue size (`SIOCOUTQ`), and the two
-//! `sysconf` values needed to read `/proc/PID/stat`.
+//! limit, a socket's kernel send-queue size (`SIOCOUTQ`), the two
+//! `sysconf` values needed to read `/proc/PID/stat`, and `flock` (std's
+//! `File::try_lock` is newer than our minimum Rust).
 //!
 //! Imports: nothing of tickcast's.
 
@@ -40,6 +41,25 @@ pub fn kernel_queued_bytes(socket: &impl AsRawFd) -> Option<usize> {
     (rc == 0).then(|| queued.max(0) as usize)
 }
 
+/// Takes an exclusive advisory lock (`flock(LOCK_EX | LOCK_NB)`) on an
+/// open file, without waiting: `Ok(true)` if this process now holds it,
+/// `Ok(false)` if another open file description holds it. The lock lasts
+/// until the file is closed (every descriptor of it), which the kernel
+/// does when the process dies, however it dies.
+pub fn try_lock_exclusive(file: &impl AsRawFd) -> std::io::Result<bool> {
+    // SAFETY: flock takes a descriptor by value and touches no memory of
+    // ours; the descriptor is open for as long as `file` is borrowed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 /// Clock ticks per second, the unit of CPU times in `/proc/PID/stat`.
 pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
@@ -66,5 +86,17 @@ mod tests {
         assert_eq!(kernel_queued_bytes(&client), Some(0), "nothing sent, nothing queued");
         let file = std::fs::File::open("/dev/null").unwrap();
         assert_eq!(kernel_queued_bytes(&file), None, "not a socket");
+    }
+
+    #[test]
+    fn an_exclusive_lock_is_held_once() {
+        let path = std::env::temp_dir().join(format!("tickcast-sys-lock-{}", std::process::id()));
+        let first = std::fs::File::create(&path).unwrap();
+        let second = std::fs::File::open(&path).unwrap();
+        assert!(try_lock_exclusive(&first).unwrap());
+        assert!(!try_lock_exclusive(&second).unwrap(), "a second open file description is refused");
+        drop(first);
+        assert!(try_lock_exclusive(&second).unwrap(), "closing the holder releases it");
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -21,8 +21,12 @@ use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
 /// Longest line accepted, in bytes; longer lines are skipped and counted.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
-/// Most levels per side in one book line.
-pub const MAX_LEVELS_PER_LINE: usize = 10_000;
+/// Most levels per side in one book line. A deeper book goes in several
+/// lines (they apply in order). The bound keeps one line's cost to the
+/// engine small: a 10,000-level line used to stall every other symbol's
+/// updates for over a second; the server keeps at most
+/// [`MAX_BOOK_LEVELS`](crate::model::book::MAX_BOOK_LEVELS) a side anyway.
+pub const MAX_LEVELS_PER_LINE: usize = 1_000;
 
 /// Why a feed line was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +48,12 @@ pub enum FeedError {
     /// NaN or infinite (from a lenient encoder), or a negative size.
     #[error("field {0:?} must be a finite number (sizes >= 0)")]
     BadNumber(&'static str),
-    /// A book line with no levels, or too many.
-    #[error("book needs 1 to {MAX_LEVELS_PER_LINE} levels in bids/asks")]
+    /// A book line with no levels.
+    #[error("book needs at least one level in bids/asks")]
     BadBook,
+    /// A book line with more than [`MAX_LEVELS_PER_LINE`] levels on a side.
+    #[error("book line has {0} levels on one side; at most {MAX_LEVELS_PER_LINE} a side per line (split a deeper book over several lines)")]
+    TooManyLevels(usize),
     /// A line longer than [`MAX_LINE_BYTES`].
     #[error("line longer than {MAX_LINE_BYTES} bytes")]
     LineTooLong,
@@ -69,8 +76,48 @@ struct RawTick<'a> {
     bid_sz: Option<f64>,
     ask: Option<f64>,
     ask_sz: Option<f64>,
-    bids: Option<Vec<Level>>,
-    asks: Option<Vec<Level>>,
+    bids: Option<BoundedLevels>,
+    asks: Option<BoundedLevels>,
+}
+
+/// One side of a book line as parsed: at most [`MAX_LEVELS_PER_LINE`]
+/// levels are kept; any beyond are only counted, never converted or
+/// stored, so an oversized line costs a byte scan, not a parse of every
+/// level (the feed thread serves every handler).
+struct BoundedLevels {
+    levels: Vec<Level>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for BoundedLevels {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(BoundedLevelsVisitor)
+    }
+}
+
+struct BoundedLevelsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BoundedLevelsVisitor {
+    type Value = BoundedLevels;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of [px, sz] levels")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<BoundedLevels, A::Error> {
+        let mut levels = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while levels.len() < MAX_LEVELS_PER_LINE {
+            match seq.next_element::<Level>()? {
+                Some(level) => levels.push(level),
+                None => return Ok(BoundedLevels { count: levels.len(), levels }),
+            }
+        }
+        let mut count = levels.len();
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(BoundedLevels { levels, count })
+    }
 }
 
 /// A parsed line: symbol name, optional event time, and the update.
@@ -107,8 +154,15 @@ fn size(field: &'static str, v: f64) -> Result<f64, FeedError> {
     }
 }
 
-fn levels(side: Option<Vec<Level>>, px_field: &'static str, sz_field: &'static str) -> Result<Vec<Level>, FeedError> {
-    let mut levels = side.unwrap_or_default();
+fn levels(
+    side: Option<BoundedLevels>,
+    px_field: &'static str,
+    sz_field: &'static str,
+) -> Result<Vec<Level>, FeedError> {
+    let Some(BoundedLevels { mut levels, count }) = side else { return Ok(Vec::new()) };
+    if count > MAX_LEVELS_PER_LINE {
+        return Err(FeedError::TooManyLevels(count));
+    }
     for l in &mut levels {
         l.px = price(px_field, l.px)?;
         l.sz = size(sz_field, l.sz)?;
@@ -134,8 +188,7 @@ pub fn parse_line(line: &[u8]) -> Result<ParsedTick<'_>, FeedError> {
         "book" => {
             let bids = levels(raw.bids, "bids[].px", "bids[].sz")?;
             let asks = levels(raw.asks, "asks[].px", "asks[].sz")?;
-            let total = bids.len() + asks.len();
-            if total == 0 || bids.len() > MAX_LEVELS_PER_LINE || asks.len() > MAX_LEVELS_PER_LINE {
+            if bids.is_empty() && asks.is_empty() {
                 return Err(FeedError::BadBook);
             }
             Update::Book(BookDelta { bids, asks })
@@ -198,6 +251,9 @@ mod tests {
         assert!(err(r#"{"type":"ohlc","sym":"A"}"#).contains("unknown type \"ohlc\""));
         assert!(err(r#"{"type":"trade","sym":"A","px":1,"sz":-1}"#).contains("\"sz\" must be a finite"));
         assert!(err(r#"{"type":"book","sym":"A","bids":[],"asks":[]}"#).contains("book needs"));
+        let deep = |n: usize| format!(r#"{{"type":"book","sym":"A","asks":[{}]}}"#, vec!["[1.5,1]"; n].join(","));
+        assert!(parse_line(deep(MAX_LEVELS_PER_LINE).as_bytes()).is_ok());
+        assert!(err(&deep(MAX_LEVELS_PER_LINE + 1)).contains("1001 levels on one side"));
         assert!(err(r#"{"type":"trade","sym":"A","px":"1","sz":1}"#).contains("malformed JSON"));
         assert!(err(r#"{"type":"trade","sym":"A","px":1,"sz":1,"side":"up"}"#).contains("malformed JSON"));
     }

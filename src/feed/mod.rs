@@ -3,11 +3,13 @@
 //! In: market data from a source (`--feed`). Out: normalized [`Tick`](crate::model::Tick)s
 //! pushed into the [`TickRing`], stamped with `ts_ingest`.
 //!
-//! Every source runs on its own dedicated OS thread(s), never on the tokio
-//! runtime, so ingest never competes with socket writes for a worker and a
-//! blocked source cannot stall the server. Sources share one producer
-//! handle, the [`Publisher`], which interns symbols, stamps the ingest
-//! time, counts, and applies the ring's full policy.
+//! Every source runs on its own dedicated OS thread, never on the session
+//! workers' runtime, so ingest never competes with socket writes for a
+//! worker and a blocked source cannot stall the server (the tcp feed's
+//! thread runs a small runtime of its own for its connections). Every
+//! producer (a source thread, a tcp connection) has its own
+//! [`Publisher`], which interns symbols, stamps the ingest time, counts,
+//! and applies the ring's full policy.
 //!
 //! Sources: `synthetic` (the default; see [`synthetic`]), `tcp://ADDR`
 //! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`])
@@ -39,6 +41,7 @@ use crate::ring::TickRing;
 
 pub use pacing::Speed;
 pub use publisher::{ErrorLog, Publisher};
+pub use tcp::TcpFeedSettings;
 
 /// Which source feeds the server, parsed from `--feed`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,16 +167,17 @@ impl Default for ReplayOptions {
     }
 }
 
-/// Starts the source described by `spec`.
+/// Starts the source described by `spec`, with the settings of its kind.
 pub fn start(
     spec: &FeedSpec,
     synthetic: &SyntheticSettings,
     replay_options: &ReplayOptions,
+    tcp_settings: &TcpFeedSettings,
     ctx: FeedContext,
 ) -> std::io::Result<FeedHandle> {
     match spec {
         FeedSpec::Synthetic => synthetic::start(synthetic.clone(), ctx),
-        FeedSpec::Tcp(addr) => tcp::start(*addr, ctx),
+        FeedSpec::Tcp(addr) => tcp::start(*addr, tcp_settings.clone(), ctx),
         FeedSpec::Replay(path) => {
             let o = replay_options.clone();
             let settings =

@@ -17,7 +17,8 @@ use crate::ring::Closed;
 /// without a fence and a possible unpark per tick.
 pub const WAKE_EVERY: u32 = 32;
 
-/// Per-thread producer handle shared by every source.
+/// A producer's handle on the ring: one per source thread, and one per
+/// tcp feed connection, so each producer's ticks keep their order.
 ///
 /// A source that has several ticks at once (a read of many lines, a step
 /// of the synthetic market) pushes them with
@@ -46,7 +47,7 @@ impl Drop for Publisher {
 }
 
 impl Publisher {
-    /// A producer for one source thread.
+    /// A producer for one source thread or feed connection.
     pub fn new(ctx: FeedContext) -> Publisher {
         Publisher { ctx, cache: HashMap::new(), last_full_log: None, full_since_log: 0, in_burst: false, unwoken: 0 }
     }

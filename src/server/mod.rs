@@ -4,12 +4,15 @@
 //! In: a [`Config`] and a shutdown future. Out: HTTP answers and WebSocket
 //! sessions ([`crate::session`]).
 //!
-//! Start-up order: the declared universe (`--symbols-file`) is interned,
-//! then the engine thread (and the recorder it feeds) starts, then the
-//! feed, which declares its own symbols (synthetic: all of them; replay:
-//! the recording's, on its thread, awaited here), then the listener, so
-//! the first client already finds every declared symbol and can subscribe
-//! to it before its first tick. Shutdown (the `shutdown` future resolves, e.g. on
+//! Start-up order: the declared universe (`--symbols-file`) is interned;
+//! the `--record` directory is locked; the listener is bound (clients
+//! wait in its backlog until the server runs); the feed starts and binds
+//! its own port; then the recorder opens its segment and the engine thread
+//! starts. Nothing is written to the record directory before every
+//! address is bound. The feed declares its own symbols (synthetic: all of
+//! them; replay: the recording's, on its thread, awaited here) before the
+//! server accepts anyone, so the first client already finds every declared
+//! symbol and can subscribe to it before its first tick. Shutdown (the `shutdown` future resolves, e.g. on
 //! SIGINT/SIGTERM): stop accepting, queue close 1001 to every session, let
 //! writers flush for up to `--shutdown-grace`, then stop the feed and the
 //! engine.
@@ -205,24 +208,26 @@ impl Server {
                 AllowedOrigins::Any
             }
         };
+        // -- Start-up order (issue 15): lock the record directory, bind the
+        // front door, start the feed (which binds its own port), and only
+        // then open the recorder, whose first act is to create this run's
+        // segment: a start-up that fails leaves the directory untouched.
+        // The engine starts last, so the recorder sees every tick it
+        // sequences; until then the feed waits on the ring.
+        let record_lock = config.record.as_ref().map(|r| crate::record::RecordLock::acquire(&r.dir)).transpose()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.map_err(|source| ServerError::MetricsListen { addr, source })?)
+            }
+            None => None,
+        };
         let ring = Arc::new(TickRing::new(config.ring_capacity));
         let coalescing = Coalescing { interval: config.flush_interval, write_budget: config.write_budget };
         let (mut engine, engine_handle) =
             Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, coalescing, config.slow);
-        let mut pipeline_threads = Vec::new();
-        let mut recorder = None;
-        if let Some(settings) = &config.record {
-            let (tap, r) = crate::record::start(settings.clone(), symbols.clone(), metrics.clone())?;
-            tracing::info!(dir = %settings.dir.display(), "recording every tick to the tick log");
-            engine = engine.with_recorder(tap);
-            recorder = Some(r.thread);
-        }
-        let (engine_thread, engine_watch) =
-            spawn_watched("engine", move || engine.run()).map_err(ServerError::Thread)?;
-        // The engine first, then the recorder it feeds: shutdown waits for
-        // these two (the recorder's last flush) before the feed threads.
-        pipeline_threads.push(engine_thread);
-        pipeline_threads.extend(recorder);
         let stop_feed = Arc::new(AtomicBool::new(false));
         let feed_ctx = FeedContext {
             ring: ring.clone(),
@@ -231,38 +236,33 @@ impl Server {
             max_symbols: config.max_symbols,
             shutdown: stop_feed.clone(),
         };
-        let feed = match feed::start(&config.feed, &config.synthetic, &config.replay, feed_ctx) {
-            Ok(f) => f,
-            Err(source) => {
-                ring.close();
-                return Err(ServerError::Feed { feed: config.feed.to_string(), source });
-            }
+        let feed = feed::start(&config.feed, &config.synthetic, &config.replay, &config.tcp_feed, feed_ctx)
+            .map_err(|source| ServerError::Feed { feed: config.feed.to_string(), source })?;
+        let stop_early = || {
+            stop_feed.store(true, Ordering::Relaxed);
+            ring.close();
         };
+        let mut recorder = None;
+        if let (Some(settings), Some(lock)) = (&config.record, record_lock) {
+            let (tap, r) = crate::record::start(settings.clone(), lock, symbols.clone(), metrics.clone())
+                .inspect_err(|_| stop_early())?;
+            tracing::info!(dir = %settings.dir.display(), "recording every tick to the tick log");
+            engine = engine.with_recorder(tap);
+            recorder = Some(r.thread);
+        }
+        let (engine_thread, engine_watch) =
+            spawn_watched("engine", move || engine.run()).inspect_err(|_| stop_early()).map_err(ServerError::Thread)?;
+        // The engine first, then the recorder it feeds: shutdown waits for
+        // these two (the recorder's last flush) before the feed threads.
+        let mut pipeline_threads = vec![engine_thread];
+        pipeline_threads.extend(recorder);
+        // -- End of the start-up order.
         if let Some(declared) = feed.declared {
             // The feed declares its universe on its own thread (a replay
-            // reads its recording's symbols): listen only once every one is
+            // reads its recording's symbols): serve only once every one is
             // known, so no client is told a symbol of it is unknown.
             let _ = declared.await;
         }
-        let listener = match TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(source) => {
-                stop_feed.store(true, Ordering::Relaxed);
-                ring.close();
-                return Err(ServerError::Listen { addr: config.listen, source });
-            }
-        };
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => match TcpListener::bind(addr).await {
-                Ok(l) => Some(l),
-                Err(source) => {
-                    stop_feed.store(true, Ordering::Relaxed);
-                    ring.close();
-                    return Err(ServerError::MetricsListen { addr, source });
-                }
-            },
-            None => None,
-        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let sessions = Arc::new(SessionCtx {
             settings: session_settings(&config),
