@@ -6,12 +6,15 @@
 //! stage its own part.
 //!
 //! Imports: the settings types of the stages it configures ([`crate::feed`],
-//! [`crate::engine`], [`crate::record`], [`crate::ring`]), nothing else.
+//! [`crate::engine`], [`crate::record`], [`crate::ring`], [`crate::auth`]),
+//! nothing else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Verifier;
 use crate::engine::SlowConsumerPolicy;
 use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings};
 use crate::record::RecordSettings;
@@ -62,6 +65,16 @@ pub struct Config {
     pub pong_timeout: Duration,
     /// Shutdown flush allowance.
     pub shutdown_grace: Duration,
+    /// `--auth-jwt-secret`/`--auth-public-key`: every `/ws`, `/replay` and
+    /// `/symbols` request must carry a token these keys verify. `None`:
+    /// the server is open to anyone who reaches it.
+    pub auth: Option<Arc<Verifier>>,
+    /// `--auth-expiry-warning`: how long before its token expires a
+    /// session is sent `token_expiring`.
+    pub auth_expiry_warning: Duration,
+    /// `--tls-cert`/`--tls-key`: serve `https://` and `wss://` only.
+    /// `None`: plain HTTP (e.g. behind a TLS-terminating load balancer).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -93,6 +106,9 @@ impl Default for Config {
             ping_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_millis(1500),
+            auth: None,
+            auth_expiry_warning: Duration::from_secs(60),
+            tls: None,
         }
     }
 }

@@ -18,12 +18,14 @@
 //!   `/symbols`).
 //! - [`upgrade`]: what an upgrade request asks for, checked before the 101.
 //! - [`lifecycle`]: thread watching and joining, signals.
+//! - [`tls`]: `--tls-cert`/`--tls-key`: the TLS handshake before HTTP.
 //!
 //! The server is the only module that sees the whole [`Config`]; each stage
 //! gets its own settings from it. It may import every other module.
 
 pub mod lifecycle;
 pub mod routes;
+pub mod tls;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -37,7 +39,8 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -204,8 +207,18 @@ impl Server {
             }
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        match &config.auth {
+            Some(verifier) => {
+                tracing::info!(keys = ?verifier, "authentication on: /ws, /replay and /symbols need a token")
+            }
+            None => tracing::warn!(
+                "authentication is off: anyone who reaches the listen address reads every symbol \
+                 (--auth-jwt-secret or --auth-public-key turn it on)"
+            ),
+        }
         let sessions = Arc::new(SessionCtx {
             settings: session_settings(&config),
+            auth: config.auth.clone(),
             registry: Arc::new(SessionRegistry::new(metrics.clone())),
             metrics,
             engine: engine_handle,
@@ -243,7 +256,9 @@ impl Server {
     /// engine thread ends first.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server { listener, ctx, pipeline_threads, feed_threads, stop_feed, mut engine_watch, .. } = self;
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "tickcast listening");
+        let scheme = if ctx.config.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), scheme, "tickcast listening");
+        let tls = ctx.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::pin!(shutdown);
         let mut outcome = Ok(());
         loop {
@@ -256,7 +271,22 @@ impl Server {
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_http(ctx.clone(), stream));
+                        // Latency matters more than packet count: our writes are already batched.
+                        let _ = stream.set_nodelay(true);
+                        match &tls {
+                            None => {
+                                tokio::spawn(serve_http(ctx.clone(), stream));
+                            }
+                            // `--tls-cert`: the TLS handshake first, bounded in time.
+                            Some(acceptor) => {
+                                let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+                                tokio::spawn(async move {
+                                    if let Some(stream) = tls::accept(&acceptor, stream).await {
+                                        serve_http(ctx, stream).await;
+                                    }
+                                });
+                            }
+                        }
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
@@ -291,6 +321,7 @@ fn session_settings(config: &Config) -> SessionSettings {
         shutdown_grace: config.shutdown_grace,
         slow_timeout: config.slow.slow_timeout,
         book_depth: config.book_depth,
+        auth_expiry_warning: config.auth_expiry_warning,
     }
 }
 
@@ -299,11 +330,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Server::bind(config).await?.run(shutdown).await
 }
 
-/// Serves one HTTP connection until it ends, is upgraded, or the server
-/// shuts down.
-async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream) {
-    // Latency matters more than packet count: our writes are already batched.
-    let _ = stream.set_nodelay(true);
+/// Serves one HTTP connection (plain TCP, or TLS over it) until it ends,
+/// is upgraded, or the server shuts down.
+async fn serve_http<S>(ctx: Arc<ServerCtx>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut shutdown = ctx.shutdown.subscribe();
     let service_ctx = ctx.clone();
     let service = service_fn(move |req| {

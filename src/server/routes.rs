@@ -2,6 +2,11 @@
 //!
 //! Everything but `GET` is refused (405); an unknown path gets 404 naming
 //! the routes that exist.
+//!
+//! With authentication on, `/ws`, `/replay` and `/symbols` need a token
+//! (401 without one; `/symbols` then lists only the symbols the token is
+//! entitled to). `/metrics` and `/healthz` are for operators and need none:
+//! keep them off the public address.
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::upgrade::upgrade;
+use super::upgrade::{authenticate, unauthorized, upgrade};
 use super::ServerCtx;
 
 /// A route's handler.
@@ -23,7 +28,7 @@ const ROUTES: &[(&str, Handler)] = &[
     ("/replay", |ctx, req| upgrade(ctx, req, true)),
     ("/metrics", |ctx, _| metrics(&ctx)),
     ("/healthz", |_, _| text(StatusCode::OK, "ok\n")),
-    ("/symbols", |ctx, _| symbols(&ctx)),
+    ("/symbols", |ctx, req| symbols(&ctx, &req)),
 ];
 
 /// Answers one HTTP request.
@@ -58,8 +63,14 @@ fn metrics(ctx: &ServerCtx) -> Response<Full<Bytes>> {
     with_type(StatusCode::OK, body, "text/plain; version=0.0.4")
 }
 
-/// `/symbols`: every symbol the server knows, a JSON array in id order.
-fn symbols(ctx: &ServerCtx) -> Response<Full<Bytes>> {
-    let names: Vec<String> = ctx.symbols.names().iter().map(|s| s.to_string()).collect();
+/// `/symbols`: every symbol the server knows (with authentication on,
+/// every one the token is entitled to), a JSON array in id order.
+fn symbols(ctx: &ServerCtx, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let grant = match authenticate(ctx, req) {
+        Ok(grant) => grant,
+        Err(e) => return unauthorized(ctx, &e),
+    };
+    let entitled = |name: &str| grant.as_ref().is_none_or(|g| g.entitlements.allows_symbol(name));
+    let names: Vec<String> = ctx.symbols.names().iter().filter(|s| entitled(s)).map(|s| s.to_string()).collect();
     with_type(StatusCode::OK, serde_json::to_vec(&names).unwrap_or_default(), "application/json")
 }
