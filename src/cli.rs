@@ -9,9 +9,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tickcast::auth::Verifier;
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::tcp::{FeedAccess, FeedToken, IpNet};
@@ -100,6 +102,23 @@ pub struct DepthError(String);
 
 fn book_depth(s: &str) -> Result<usize, DepthError> {
     tickcast::wire::request::parse_depth(s.trim()).ok_or_else(|| DepthError(tickcast::wire::request::depth_error(s)))
+}
+
+/// A secret flag value: never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
 }
 
 /// The server's flags.
@@ -287,6 +306,38 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_SHUTDOWN_GRACE", default_value = "1500ms", value_parser = duration)]
     pub shutdown_grace: Duration,
 
+    /// HMAC secret that handshake tokens (JWT, HS256) are signed with, at
+    /// least 32 bytes. Turns authentication on: `/ws`, `/replay` and
+    /// `/symbols` then need a token (docs/PROTOCOL.md, "Authentication").
+    /// Prefer --auth-jwt-secret-file: argv is visible to other users.
+    #[arg(long, env = "TICKCAST_AUTH_JWT_SECRET", hide_env_values = true, conflicts_with = "auth_jwt_secret_file")]
+    pub auth_jwt_secret: Option<Secret>,
+
+    /// A file holding the HMAC secret (one trailing newline is ignored).
+    #[arg(long, env = "TICKCAST_AUTH_JWT_SECRET_FILE")]
+    pub auth_jwt_secret_file: Option<PathBuf>,
+
+    /// A PEM public key that handshake tokens may be signed for instead:
+    /// RSA (RS256, RS384, RS512) or EC (ES256, ES384). Turns
+    /// authentication on; may be combined with the HMAC secret.
+    #[arg(long, env = "TICKCAST_AUTH_PUBLIC_KEY")]
+    pub auth_public_key: Option<PathBuf>,
+
+    /// How long before its token's `exp` a session is sent
+    /// `token_expiring`; it is closed with 4001 at `exp` unless it sends a
+    /// `refresh` with a new token.
+    #[arg(long, env = "TICKCAST_AUTH_EXPIRY_WARNING", default_value = "60s", value_parser = duration)]
+    pub auth_expiry_warning: Duration,
+
+    /// PEM certificate chain: with --tls-key, serve only `https://` and
+    /// `wss://` (rustls, ring provider).
+    #[arg(long, env = "TICKCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "TICKCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log filter, e.g. `info`, `tickcast=debug` (RUST_LOG syntax).
     #[arg(long, env = "TICKCAST_LOG", default_value = "info")]
     pub log: String,
@@ -335,6 +386,13 @@ impl ServeArgs {
         let replay = self.replay_options(feed.as_ref(), &mut errors);
         let record = self.record_settings(&mut errors);
         let tcp_feed = self.tcp_feed_settings(feed.as_ref(), &mut errors);
+        let auth = self.auth_verifier(&mut errors);
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => tickcast::server::tls::server_config(cert, key)
+                .map_err(|e| errors.push(format!("--tls-cert/--tls-key: {e}")))
+                .ok(),
+            _ => None,
+        };
         if let Some(dir) = &self.replay_dir {
             if !dir.is_dir() {
                 errors.push(format!("--replay-dir {}: not a directory", dir.display()));
@@ -382,6 +440,9 @@ impl ServeArgs {
                 max_connections_per_ip: self.max_connections_per_ip,
                 allowed_origins: self.allowed_origins,
                 metrics_listen: self.metrics_listen,
+                auth,
+                auth_expiry_warning: self.auth_expiry_warning,
+                tls,
             }),
             _ => Err(errors),
         }
@@ -483,6 +544,45 @@ impl ServeArgs {
         if self.metrics_listen.is_some_and(|m| m == self.listen && m.port() != 0) {
             errors.push(format!("--metrics-listen {}: must differ from --listen", self.listen));
         }
+    }
+
+    /// `--auth-jwt-secret` (or its file) and `--auth-public-key`, loaded
+    /// and checked; `None` when neither is given (an open server).
+    fn auth_verifier(&self, errors: &mut Vec<String>) -> Option<Arc<Verifier>> {
+        let mut secret = self.auth_jwt_secret.as_ref().map(|s| s.0.clone().into_bytes());
+        if let Some(path) = &self.auth_jwt_secret_file {
+            match std::fs::read(path) {
+                Ok(mut bytes) => {
+                    for end in [b'\n', b'\r'] {
+                        if bytes.last() == Some(&end) {
+                            bytes.pop();
+                        }
+                    }
+                    secret = Some(bytes);
+                }
+                Err(e) => errors.push(format!("--auth-jwt-secret-file {}: {e}", path.display())),
+            }
+        }
+        let public = match &self.auth_public_key {
+            Some(path) => match std::fs::read(path) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    errors.push(format!("--auth-public-key {}: {e}", path.display()));
+                    return None;
+                }
+            },
+            None => None,
+        };
+        if secret.is_none() && public.is_none() {
+            return None;
+        }
+        if self.auth_expiry_warning > Duration::from_secs(24 * 3600) {
+            errors.push(format!("--auth-expiry-warning {:?}: must be at most 24h", self.auth_expiry_warning));
+        }
+        Verifier::new(secret.as_deref(), public.as_deref())
+            .map(Arc::new)
+            .map_err(|e| errors.push(format!("--auth-*: {e}")))
+            .ok()
     }
 
     /// `--speed`, `--loop`, `--from` and `--to`, which only a replay feed takes.

@@ -6,12 +6,15 @@
 //! stage its own part.
 //!
 //! Imports: the settings types of the stages it configures ([`crate::feed`],
-//! [`crate::engine`], [`crate::record`], [`crate::ring`]), nothing else.
+//! [`crate::engine`], [`crate::record`], [`crate::ring`], [`crate::auth`]),
+//! nothing else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::Verifier;
 use crate::engine::SlowConsumerPolicy;
 use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings, TcpFeedSettings};
 use crate::record::RecordSettings;
@@ -83,6 +86,16 @@ pub struct Config {
     /// Serve `/metrics` and `/healthz` on this address instead of
     /// `listen` (where `/metrics` then answers 404).
     pub metrics_listen: Option<SocketAddr>,
+    /// `--auth-jwt-secret`/`--auth-public-key`: every `/ws`, `/replay` and
+    /// `/symbols` request must carry a token these keys verify. `None`:
+    /// the server is open to anyone who reaches it.
+    pub auth: Option<Arc<Verifier>>,
+    /// `--auth-expiry-warning`: how long before its token expires a
+    /// session is sent `token_expiring`.
+    pub auth_expiry_warning: Duration,
+    /// `--tls-cert`/`--tls-key`: serve `https://` and `wss://` only.
+    /// `None`: plain HTTP (e.g. behind a TLS-terminating load balancer).
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -120,6 +133,9 @@ impl Default for Config {
             max_connections_per_ip: 1024,
             allowed_origins: None,
             metrics_listen: None,
+            auth: None,
+            auth_expiry_warning: Duration::from_secs(60),
+            tls: None,
         }
     }
 }

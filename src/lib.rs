@@ -45,6 +45,7 @@
 //! |---|---|---|
 //! | [`sys`] | every libc call and its `unsafe` | |
 //! | [`model`] | ticks, symbols and the declared universe, books, time | |
+//! | [`auth`] | tokens (JWT) and entitlements: who a client is, what it may read | |
 //! | [`wire`] | messages, encodings, framing, close and error codes, client requests | model |
 //! | [`metrics`] | counters and gauges, the `/metrics` text | model, wire, sys |
 //! | [`ring`] | the bounded lock-free ring from feeds to the engine | model |
@@ -52,16 +53,17 @@
 //! | [`feed`] | sources (synthetic, tcp, replay), pacing, the ring's producer side | model, ring, recorded, metrics |
 //! | [`record`] | `--record`: the directory's lock, sequenced ticks to the tick log, off the hot path | model, recorded, metrics, sys |
 //! | [`outbox`] | one session's queue, its byte count, its slow mode | model, wire |
-//! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder | model, wire, ring, outbox, record, metrics |
-//! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys |
-//! | [`config`] | the validated settings the server runs with | feed, record, engine, ring |
-//! | [`server`] | bind, routes, upgrade, lifecycle; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, feed, record, outbox, engine, session, config |
+//! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder | model, wire, ring, outbox, record, metrics, auth |
+//! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth |
+//! | [`config`] | the validated settings the server runs with | feed, record, engine, ring, auth |
+//! | [`server`] | bind, routes, upgrade, lifecycle; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, feed, record, outbox, engine, session, config, auth |
 //! | [`tools`] | `tickcast convert` and `tickcast inspect` | model, recorded |
 //! <!-- /layers -->
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod feed;

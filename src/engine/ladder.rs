@@ -255,6 +255,7 @@ mod tests {
             missed: Vec::new(),
             missed_at: HashMap::new(),
             behind: true,
+            entitlements: None,
         }
     }
 

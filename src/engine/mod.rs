@@ -89,7 +89,8 @@
 //! - [`topic`]: one symbol's state, seq and audience.
 //! - `slot.rs`: a session as the engine sees it.
 //! - `subscriptions.rs`: register and deregister, subscribe and
-//!   unsubscribe (wildcard included), acks and `unknown_symbol` errors.
+//!   unsubscribe (wildcard included), entitlements, acks and
+//!   `unknown_symbol`/`forbidden` errors.
 //! - `publish.rs`: sequencing a tick, encoding it once per encoding in
 //!   use, staging the shared frame per subscriber.
 //! - `pacing.rs`: when each session is written ([`Coalescing`], the write
@@ -101,8 +102,9 @@
 //! `metrics`; it never sees a session's task, the server or a socket.
 //!
 //! Imports: [`crate::model`], [`crate::wire`], [`crate::ring`],
-//! [`crate::outbox`], [`crate::record`] and [`crate::metrics`]. The engine
-//! never sees a socket or a session, only outboxes.
+//! [`crate::outbox`], [`crate::record`], [`crate::metrics`] and
+//! [`crate::auth`] (a session's entitlements, checked at subscribe). The
+//! engine never sees a socket or a session, only outboxes.
 
 pub mod topic;
 
@@ -120,6 +122,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
+use crate::auth::Entitlements;
 use crate::metrics::Metrics;
 use crate::model::{DepthDiff, SymbolTable};
 use crate::outbox::Outbox;
@@ -159,6 +162,9 @@ pub enum Command {
         /// Book levels per side, a [`valid_depth`](crate::model::valid_depth);
         /// `None`: `--book-depth`.
         depth: Option<usize>,
+        /// What the session's token entitles it to, checked here and kept
+        /// for the symbols a `"*"` picks up later; `None`: an open server.
+        entitlements: Option<Arc<Entitlements>>,
         /// Answered once the request is applied.
         done: oneshot::Sender<()>,
     },
@@ -367,9 +373,9 @@ impl Engine {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Register { outbox } => self.register(outbox),
-            Command::Subscribe { id, symbols, depth, done } => {
+            Command::Subscribe { id, symbols, depth, entitlements, done } => {
                 if let Some(&slot) = self.slot_of.get(&id) {
-                    self.subscribe(slot, &symbols, depth.unwrap_or(self.book_depth));
+                    self.subscribe(slot, &symbols, depth.unwrap_or(self.book_depth), entitlements);
                 }
                 let _ = done.send(());
             }

@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::ladder::Missed;
+use crate::auth::Entitlements;
 use crate::outbox::{Outbox, SlowMode};
 use crate::wire::Encoding;
 
@@ -63,4 +64,8 @@ pub(super) struct Slot {
     pub(super) missed_at: HashMap<u32, usize>,
     /// In the engine's `behind` list.
     pub(super) behind: bool,
+    /// What the session's token entitles it to, as of its last subscribe
+    /// (checked at subscribe and when `"*"` picks up a new symbol, never
+    /// per update); `None`: an open server.
+    pub(super) entitlements: Option<Arc<Entitlements>>,
 }

@@ -4,6 +4,15 @@
 //! topic with its snapshot staged first; and the acks and `unknown_symbol`
 //! errors these requests produce, sent ahead of queued data.
 //!
+//! # Entitlements
+//! With authentication on, each subscribe carries the session's
+//! [`Entitlements`] and the slot keeps them. A named symbol they do not
+//! grant, or one past their `max_subscriptions`, is refused with one
+//! `forbidden` error naming it, while the rest of the request applies (as
+//! with `unknown_symbol`). `"*"` expands only to granted symbols, now and
+//! as new ones appear, up to the limit. This is the only place they are
+//! checked: a subscribed topic's updates are fanned out without a look.
+//!
 //! # Snapshots that stream
 //! A subscribe names up to 10,000 symbols, and `"*"` every symbol of the
 //! universe (up to `--max-symbols`): their snapshots could be megabytes,
@@ -18,7 +27,7 @@
 //! fits in the first chunk and is joined at once. A client that stops
 //! reading stops the cursor and meets the ladder's stall timeout as usual.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +37,7 @@ use super::publish::stage;
 use super::slot::Slot;
 use super::topic::{SlotId, Topic};
 use super::Engine;
+use crate::auth::Entitlements;
 use crate::outbox::Outbox;
 use crate::wire::{encode_frame, ErrorCode, ServerMessage};
 
@@ -55,6 +65,7 @@ impl Engine {
             missed: Vec::new(),
             missed_at: HashMap::new(),
             behind: false,
+            entitlements: None,
         };
         // Spread sessions' phases evenly (golden-ratio sequence by
         // session id; see `WriteGate`).
@@ -101,7 +112,14 @@ impl Engine {
             self.topics.push(Topic::new(name));
             for i in 0..self.wildcard.len() {
                 let slot = self.wildcard[i];
-                let Some(depth) = self.slots[slot as usize].as_ref().and_then(|s| s.wildcard) else { continue };
+                let Some(s) = self.slots[slot as usize].as_ref() else { continue };
+                let Some(depth) = s.wildcard else { continue };
+                if let Some(e) = &s.entitlements {
+                    let name = &self.topics[id as usize].sym;
+                    if !e.allows_symbol(name) || !e.allows_count(held(s).len() + 1) {
+                        continue;
+                    }
+                }
                 self.want(slot, id, depth);
                 self.release_joins_of(slot);
             }
@@ -203,26 +221,62 @@ impl Engine {
         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(super) fn subscribe(&mut self, slot: SlotId, symbols: &[String], depth: usize) {
+    /// Subscribes `slot` to `symbols` at `depth`, within `entitlements`
+    /// (see "Entitlements" above), which the slot keeps for later `"*"`
+    /// symbols.
+    pub(super) fn subscribe(
+        &mut self,
+        slot: SlotId,
+        symbols: &[String],
+        depth: usize,
+        entitlements: Option<Arc<Entitlements>>,
+    ) {
         self.sync_topics();
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        s.entitlements = entitlements.clone();
+        // With a subscription limit: the topics held, to count against it.
+        let limit = entitlements.as_ref().and_then(|e| e.max_subscriptions);
+        let mut held = if limit.is_some() { held(s) } else { HashSet::new() };
+        let mut admit = |topic: u32| match limit {
+            None => true,
+            Some(max) => held.contains(&topic) || (held.len() < max && held.insert(topic)),
+        };
         let mut unknown = Vec::new();
+        let mut forbidden = Vec::new();
+        let mut over_limit = Vec::new();
         let mut applied = Vec::new();
         // Ack first, so the client reads it before the snapshots it announces.
         let mut targets = Vec::new();
         for name in symbols {
             if name == "*" {
-                if let Some(s) = self.slots[slot as usize].as_mut() {
-                    if s.wildcard.replace(depth).is_none() {
-                        self.wildcard.push(slot);
+                if s.wildcard.replace(depth).is_none() {
+                    self.wildcard.push(slot);
+                }
+                let mut cut = false;
+                for (topic, t) in self.topics.iter().enumerate() {
+                    if entitlements.as_ref().is_none_or(|e| e.allows_symbol(&t.sym)) {
+                        if admit(topic as u32) {
+                            targets.push(topic as u32);
+                        } else {
+                            cut = true;
+                        }
                     }
                 }
-                targets.extend(0..self.topics.len() as u32);
+                if cut {
+                    over_limit.push(name.as_str());
+                }
                 applied.push(name.as_str());
             } else {
                 match self.symbols.lookup(name) {
                     Some(id) if (id as usize) < self.topics.len() => {
-                        targets.push(id);
-                        applied.push(name.as_str());
+                        if !entitlements.as_ref().is_none_or(|e| e.allows_symbol(name)) {
+                            forbidden.push(name.as_str());
+                        } else if !admit(id) {
+                            over_limit.push(name.as_str());
+                        } else {
+                            targets.push(id);
+                            applied.push(name.as_str());
+                        }
                     }
                     _ => unknown.push(name.as_str()),
                 }
@@ -241,6 +295,20 @@ impl Engine {
         }
         if !unknown.is_empty() {
             self.unknown_symbols(slot, &unknown);
+        }
+        if !forbidden.is_empty() {
+            self.refuse(
+                slot,
+                ErrorCode::Forbidden,
+                "not entitled to symbol(s)",
+                "(token claim \"symbols\")",
+                &forbidden,
+            );
+        }
+        if !over_limit.is_empty() {
+            let max = limit.unwrap_or(0);
+            let why = format!("(token claim \"max_subscriptions\": {max})");
+            self.refuse(slot, ErrorCode::Forbidden, "subscription limit reached for", &why, &over_limit);
         }
     }
 
@@ -290,22 +358,26 @@ impl Engine {
     }
 
     fn unknown_symbols(&mut self, slot: SlotId, unknown: &[&str]) {
-        self.metrics.client_error(ErrorCode::UnknownSymbol);
-        let shown: Vec<&str> = unknown.iter().take(20).copied().collect();
-        let more = if unknown.len() > shown.len() {
-            format!(" and {} more", unknown.len() - shown.len())
-        } else {
-            String::new()
-        };
+        self.refuse(
+            slot,
+            ErrorCode::UnknownSymbol,
+            "unknown symbol(s)",
+            "(not in the universe; without --symbols-file a symbol is known once the feed has sent it)",
+            unknown,
+        );
+    }
+
+    /// An `error` naming the symbols of a request that were refused (the
+    /// message shows the first 20).
+    fn refuse(&mut self, slot: SlotId, code: ErrorCode, what: &str, why: &str, names: &[&str]) {
+        self.metrics.client_error(code);
+        let shown: Vec<&str> = names.iter().take(20).copied().collect();
+        let more =
+            if names.len() > shown.len() { format!(" and {} more", names.len() - shown.len()) } else { String::new() };
         let msg = ServerMessage::Error {
-            code: ErrorCode::UnknownSymbol.code().into(),
-            message: format!(
-                "unknown symbol(s): {}{more} (not in the universe; without --symbols-file a symbol is known once \
-                 the feed has sent it)",
-                shown.join(", ")
-            )
-            .into(),
-            symbols: unknown.iter().map(|&s| s.into()).collect(),
+            code: code.code().into(),
+            message: format!("{what}: {}{more} {why}", shown.join(", ")).into(),
+            symbols: names.iter().map(|&s| s.into()).collect(),
         };
         self.stage_message(slot, &msg);
     }
@@ -317,4 +389,10 @@ impl Engine {
         let frame = encode_frame(s.encoding, msg, &mut self.scratch);
         s.outbox.push_control(frame);
     }
+}
+
+/// The topics a session holds or is about to (subscribed, or pending a
+/// snapshot): what counts against a `max_subscriptions`.
+fn held(s: &Slot) -> HashSet<u32> {
+    s.topics.keys().chain(s.pending_depth.keys()).copied().collect()
 }

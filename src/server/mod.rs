@@ -24,6 +24,7 @@
 //! - [`origin`]: which browser origins may open a WebSocket.
 //! - [`lifecycle`]: thread watching and joining, blocking work within a
 //!   bound, signals.
+//! - [`tls`]: `--tls-cert`/`--tls-key`: the TLS handshake before HTTP.
 //!
 //! The front door's bounds, in the order a connection meets them: admitted
 //! at accept or closed at once ([`admission`]); then, from accept, at most
@@ -38,6 +39,7 @@ pub mod admission;
 pub mod lifecycle;
 pub mod origin;
 pub mod routes;
+pub mod tls;
 pub mod upgrade;
 
 use std::convert::Infallible;
@@ -51,6 +53,7 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -264,8 +267,18 @@ impl Server {
             let _ = declared.await;
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
+        match &config.auth {
+            Some(verifier) => {
+                tracing::info!(keys = ?verifier, "authentication on: /ws, /replay and /symbols need a token")
+            }
+            None => tracing::warn!(
+                "authentication is off: anyone who reaches the listen address reads every symbol \
+                 (--auth-jwt-secret or --auth-public-key turn it on)"
+            ),
+        }
         let sessions = Arc::new(SessionCtx {
             settings: session_settings(&config),
+            auth: config.auth.clone(),
             registry: Arc::new(SessionRegistry::new(metrics.clone())),
             metrics,
             engine: engine_handle,
@@ -324,7 +337,9 @@ impl Server {
         let Server {
             listener, metrics_listener, ctx, pipeline_threads, feed_threads, stop_feed, mut engine_watch, ..
         } = self;
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "tickcast listening");
+        let scheme = if ctx.config.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), scheme, "tickcast listening");
+        let tls = ctx.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         if let Some(metrics_listener) = metrics_listener {
             tracing::info!(addr = %metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving /metrics and /healthz");
             tokio::spawn(serve_metrics(ctx.clone(), metrics_listener));
@@ -340,7 +355,7 @@ impl Server {
                     break;
                 }
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => admit(&ctx, &ctx.limits, stream, peer, Listener::Main),
+                    Ok((stream, peer)) => admit(&ctx, &ctx.limits, stream, peer, Listener::Main, tls.as_ref()),
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
@@ -374,6 +389,7 @@ fn session_settings(config: &Config) -> SessionSettings {
         shutdown_grace: config.shutdown_grace,
         slow_timeout: config.slow.slow_timeout,
         book_depth: config.book_depth,
+        auth_expiry_warning: config.auth_expiry_warning,
     }
 }
 
@@ -389,7 +405,7 @@ async fn serve_metrics(ctx: Arc<ServerCtx>, listener: TcpListener) {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => admit(&ctx, &ctx.metrics_limits, stream, peer, Listener::Metrics),
+                Ok((stream, peer)) => admit(&ctx, &ctx.metrics_limits, stream, peer, Listener::Metrics, None),
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -401,10 +417,17 @@ async fn serve_metrics(ctx: Arc<ServerCtx>, listener: TcpListener) {
 
 /// A connection just accepted: counted against `limits` and served, or
 /// closed at once if a limit is reached. Reads nothing and never waits.
-fn admit(ctx: &Arc<ServerCtx>, limits: &Arc<ConnectionLimits>, stream: TcpStream, peer: SocketAddr, at: Listener) {
+fn admit(
+    ctx: &Arc<ServerCtx>,
+    limits: &Arc<ConnectionLimits>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    at: Listener,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) {
     match limits.admit(peer.ip()) {
         Ok(admission) => {
-            tokio::spawn(serve_http(ctx.clone(), stream, admission, at));
+            tokio::spawn(serve_conn(ctx.clone(), stream, admission, at, tls.cloned()));
         }
         Err(why) => {
             ctx.metrics().connections_rejected.fetch_add(1, Ordering::Relaxed);
@@ -414,16 +437,41 @@ fn admit(ctx: &Arc<ServerCtx>, limits: &Arc<ConnectionLimits>, stream: TcpStream
     }
 }
 
-/// Serves one admitted HTTP connection until it ends, is upgraded, or the
-/// server shuts down. The whole HTTP phase, from accept to the 101 being
-/// written, is bounded by `--handshake-timeout`, and each request head by
-/// `--max-header-bytes` (hyper answers 431 above it); a connection that is
-/// not upgraded by then is closed, keep-alive ones included. Anything done
-/// to the connection before HTTP (a TLS handshake) belongs inside the same
-/// bound.
-async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream, admission: Admission, at: Listener) {
+/// Serves one admitted connection: with `--tls-cert`, its TLS handshake
+/// first, then HTTP ([`serve_http`]), both within one
+/// `--handshake-timeout` from accept.
+async fn serve_conn(
+    ctx: Arc<ServerCtx>,
+    stream: TcpStream,
+    admission: Admission,
+    at: Listener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // Latency matters more than packet count: our writes are already batched.
     let _ = stream.set_nodelay(true);
+    let within = ctx.config.handshake_timeout;
+    match tls {
+        None => serve_http(ctx, stream, admission, at, within).await,
+        Some(acceptor) => {
+            let start = tokio::time::Instant::now();
+            if let Ok(Some(stream)) = tokio::time::timeout(within, tls::accept(&acceptor, stream)).await {
+                let left = within.saturating_sub(start.elapsed());
+                serve_http(ctx, stream, admission, at, left).await;
+            }
+        }
+    }
+}
+
+/// Serves one admitted HTTP connection (plain TCP, or TLS over it) until
+/// it ends, is upgraded, or the server shuts down. The whole HTTP phase,
+/// to the 101 being written, is bounded by `within` (what is left of
+/// `--handshake-timeout`), and each request head by `--max-header-bytes`
+/// (hyper answers 431 above it); a connection that is not upgraded by then
+/// is closed, keep-alive ones included.
+async fn serve_http<S>(ctx: Arc<ServerCtx>, stream: S, admission: Admission, at: Listener, within: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut shutdown = ctx.shutdown.subscribe();
     let service_ctx = ctx.clone();
     let service = service_fn(move |mut req| {
@@ -433,7 +481,6 @@ async fn serve_http(ctx: Arc<ServerCtx>, stream: TcpStream, admission: Admission
         req.extensions_mut().insert(admission.clone());
         async move { Ok::<_, Infallible>(routes::route(ctx, req, at).await) }
     });
-    let within = ctx.config.handshake_timeout;
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(within)

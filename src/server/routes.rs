@@ -11,6 +11,11 @@
 //! answers from memory without ever blocking on a disk, so it stays
 //! inline; `/replay` checks its recording on a thread of its own
 //! ([`super::upgrade`]).
+//!
+//! With authentication on, `/ws`, `/replay` and `/symbols` need a token
+//! (401 without one; `/symbols` then lists only the symbols the token is
+//! entitled to). `/metrics` and `/healthz` are for operators and need none:
+//! serve them on `--metrics-listen`, off the public address.
 
 use std::future::{ready, Future};
 use std::pin::Pin;
@@ -22,7 +27,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::upgrade::upgrade;
+use super::upgrade::{authenticate, unauthorized, upgrade};
 use super::ServerCtx;
 
 /// Which listener a connection came in on.
@@ -69,7 +74,7 @@ const ROUTES: &[(&str, Served, Handler)] = &[
     ("/replay", Served::Main, |ctx, req| Box::pin(upgrade(ctx, req, true))),
     ("/metrics", Served::Admin, |ctx, _| Box::pin(ready(metrics(&ctx)))),
     ("/healthz", Served::Both, |_, _| Box::pin(ready(text(StatusCode::OK, "ok\n")))),
-    ("/symbols", Served::Main, |ctx, _| Box::pin(ready(symbols(&ctx)))),
+    ("/symbols", Served::Main, |ctx, req| Box::pin(ready(symbols(&ctx, &req)))),
 ];
 
 /// Answers one HTTP request that came in on `listener`.
@@ -106,9 +111,15 @@ fn metrics(ctx: &ServerCtx) -> Response<Full<Bytes>> {
     with_type(StatusCode::OK, body, "text/plain; version=0.0.4")
 }
 
-/// `/symbols`: every symbol the server knows, a JSON array in id order.
-fn symbols(ctx: &ServerCtx) -> Response<Full<Bytes>> {
-    let names: Vec<String> = ctx.symbols.names().iter().map(|s| s.to_string()).collect();
+/// `/symbols`: every symbol the server knows (with authentication on,
+/// every one the token is entitled to), a JSON array in id order.
+fn symbols(ctx: &ServerCtx, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let grant = match authenticate(ctx, req) {
+        Ok(grant) => grant,
+        Err(e) => return unauthorized(ctx, &e),
+    };
+    let entitled = |name: &str| grant.as_ref().is_none_or(|g| g.entitlements.allows_symbol(name));
+    let names: Vec<String> = ctx.symbols.names().iter().filter(|s| entitled(s)).map(|s| s.to_string()).collect();
     with_type(StatusCode::OK, serde_json::to_vec(&names).unwrap_or_default(), "application/json")
 }
 

@@ -2,11 +2,14 @@
 //! (encoding, slow-consumer mode, a replay), checked before the `101`, and
 //! the hand-off of the upgraded stream to its session.
 //!
-//! Every refusal is an HTTP answer with a plain-text reason: 400 for a bad
-//! request (naming the valid values), 403 for a browser page from an origin
-//! `--allowed-origins` does not allow, 404 for a replay that is off or
-//! missing, 503 at `--max-connections` or `--max-replay-sessions`, or when
-//! the replay directory does not answer within [`REPLAY_CHECK_TIMEOUT`].
+//! Every refusal is an HTTP answer with a plain-text reason: 401 for a
+//! missing, bad or expired token when authentication is on (checked
+//! first, before anything else about the request), 403 for a browser page
+//! from an origin `--allowed-origins` does not allow or a replay the token
+//! does not entitle, 400 for a bad request (naming the valid values), 404
+//! for a replay that is off or missing, 503 at `--max-connections` or
+//! `--max-replay-sessions`, or when the replay directory does not answer
+//! within [`REPLAY_CHECK_TIMEOUT`].
 //!
 //! A `/replay` request's file checks (stat, open, format sniffing) run on a
 //! thread of their own, never on an async worker: a FIFO or a hung mount in
@@ -20,15 +23,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{HeaderValue, AUTHORIZATION, ORIGIN, SEC_WEBSOCKET_PROTOCOL, WWW_AUTHENTICATE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::admission::Admission;
 use super::lifecycle::blocking_within;
 use super::routes::text;
-use super::ServerCtx;
+use super::{tls, ServerCtx};
+use crate::auth::{token, AuthError, Grant};
 use crate::outbox::SlowMode;
 use crate::session::replay::{Refusal, ReplayRequest, ReplaySession, ReplaySlot};
 use crate::session::{self, Handshake};
@@ -142,6 +144,32 @@ fn refusal_status(refusal: &Refusal) -> StatusCode {
     }
 }
 
+/// Checks a request's token when authentication is on: `Ok(None)` on an
+/// open server, the token's grant, or why it is refused (answer it with
+/// [`unauthorized`]). The token may come in `Authorization: Bearer`, a
+/// `base64url.bearer.` subprotocol entry or `?token=` (read, never logged).
+pub fn authenticate<B>(ctx: &ServerCtx, req: &Request<B>) -> Result<Option<Grant>, AuthError> {
+    let Some(verifier) = &ctx.config.auth else { return Ok(None) };
+    let header = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    match token::from_handshake(header(AUTHORIZATION), header(SEC_WEBSOCKET_PROTOCOL), req.uri().query()) {
+        Some(token) => verifier.verify(&token).map(Some),
+        None => Err(AuthError::Missing),
+    }
+}
+
+/// The HTTP 401 for a refused token: its reason as the body, and
+/// `WWW-Authenticate: Bearer` (RFC 6750 §3).
+pub fn unauthorized(ctx: &ServerCtx, error: &AuthError) -> Response<Full<Bytes>> {
+    ctx.sessions.metrics.http_rejected.fetch_add(1, Ordering::Relaxed);
+    let mut response = text(StatusCode::UNAUTHORIZED, format!("{error}\n"));
+    let challenge = match error {
+        AuthError::Missing => "Bearer",
+        _ => "Bearer error=\"invalid_token\"",
+    };
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
 /// Upgrades `/ws` (live) or `/replay` (a private replay) to a session.
 ///
 /// The connection's [`Admission`] (put in the request's extensions by the
@@ -156,6 +184,10 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return reject(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade request".into());
     }
+    let grant = match authenticate(&ctx, &req) {
+        Ok(grant) => grant,
+        Err(e) => return unauthorized(&ctx, &e),
+    };
     if let Some(origin) = req.headers().get(ORIGIN) {
         let origin = String::from_utf8_lossy(origin.as_bytes());
         if !ctx.origins.allows(&origin) {
@@ -163,8 +195,10 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
             return reject(StatusCode::FORBIDDEN, format!("origin {shown:?} is not allowed (--allowed-origins)"));
         }
     }
+    // A token entry is not an encoding, and is never echoed.
     let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
-    let chosen = choose_encoding(req.uri().query(), protocols)
+    let protocols = protocols.and_then(token::without_bearer);
+    let chosen = choose_encoding(req.uri().query(), protocols.as_deref())
         .and_then(|(encoding, echo)| Ok((encoding, echo, choose_slow_mode(req.uri().query())?)));
     let (encoding, echo, slow) = match chosen {
         Ok(choice) => choice,
@@ -179,6 +213,9 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
             Ok(r) => r,
             Err((status, message)) => return reject(status, message),
         };
+        if let Err(why) = replay_entitled(grant.as_ref(), &request) {
+            return reject(StatusCode::FORBIDDEN, why);
+        }
         let Some(slot) = ReplaySlot::acquire(metrics, ctx.config.max_replay_sessions) else {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -207,15 +244,14 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
                 return;
             }
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
+        match tls::session_stream(upgraded) {
+            Some((stream, read_buf)) => {
                 // The registry guard inside the session now owns the count.
-                let handshake = Handshake { encoding, slow, replay };
-                session::run(sessions, parts.io.into_inner(), parts.read_buf, handshake).await;
+                let handshake = Handshake { encoding, slow, replay, grant };
+                session::run(sessions, stream, read_buf, handshake).await;
             }
-            Err(_) => {
+            None => {
                 sessions.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-                tracing::error!("upgraded connection is not a TCP stream");
             }
         }
     });
@@ -224,6 +260,32 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
         parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(e.subprotocol()));
     }
     Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Whether a token entitles a replay (HTTP 403 with the reason if not):
+/// the recording must be granted (`"replay"` claim), and a token not
+/// granted every symbol must name its symbols (`?symbols=`), each one
+/// entitled, since a recording may hold any symbol.
+fn replay_entitled(grant: Option<&Grant>, request: &ReplayRequest) -> Result<(), String> {
+    let Some(entitled) = grant.map(|g| &g.entitlements) else { return Ok(()) };
+    if !entitled.allows_replay(&request.name) {
+        return Err(format!("forbidden: the token does not entitle replaying {:?} (claim \"replay\")", request.name));
+    }
+    if entitled.allows_every_symbol() {
+        return Ok(());
+    }
+    let Some(symbols) = &request.symbols else {
+        return Err(
+            "forbidden: name the symbols to replay (?symbols=A,B): the token is not entitled to every symbol".into()
+        );
+    };
+    let mut refused: Vec<&str> = symbols.iter().filter(|s| !entitled.allows_symbol(s)).map(String::as_str).collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    refused.sort_unstable();
+    refused.truncate(20);
+    Err(format!("forbidden: the token is not entitled to symbol(s) {}", refused.join(", ")))
 }
 
 #[cfg(test)]

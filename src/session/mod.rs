@@ -16,8 +16,8 @@
 //!
 //! Imports: [`crate::model`], [`crate::wire`], [`crate::outbox`],
 //! [`crate::engine`] (its handle and commands only), [`crate::metrics`],
-//! [`crate::recorded`] and [`crate::feed::pacing`] (for replays), and
-//! [`crate::sys`]. Never [`crate::server`]: what a session needs of the
+//! [`crate::recorded`] and [`crate::feed::pacing`] (for replays),
+//! [`crate::auth`] (a session's grant, `refresh`), and [`crate::sys`]. Never [`crate::server`]: what a session needs of the
 //! server comes in a [`SessionCtx`].
 
 pub mod inbound;
@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::auth::{Grant, Verifier};
 use crate::engine::EngineHandle;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -57,12 +58,18 @@ pub struct SessionSettings {
     pub slow_timeout: Duration,
     /// `--book-depth`: book levels per side in a replay's snapshots.
     pub book_depth: usize,
+    /// `--auth-expiry-warning`: how long before its token expires a
+    /// session is sent `token_expiring`.
+    pub auth_expiry_warning: Duration,
 }
 
 /// What every session shares, and all a session sees of the server.
 pub struct SessionCtx {
     /// The limits.
     pub settings: SessionSettings,
+    /// Verifies a `refresh`'s token like the handshake's; `None`: the
+    /// server is open (no `--auth-*`).
+    pub auth: Option<Arc<Verifier>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The way to the engine, for live sessions.
@@ -82,6 +89,8 @@ pub struct Handshake {
     /// A private replay (`/replay`), validated before the upgrade; `None`
     /// for a live session (`/ws`).
     pub replay: Option<replay::ReplaySession>,
+    /// What the handshake's token granted; `None` on an open server.
+    pub grant: Option<Grant>,
 }
 
 /// Encodes and frames a message for one session (control paths only; the

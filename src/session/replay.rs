@@ -146,7 +146,7 @@ impl ReplayRequest {
                     depth = Some(parse_depth(&value).ok_or_else(|| bad(format!("depth: {}", depth_error(&shown))))?);
                 }
                 // Handled by the session's handshake like /ws.
-                "encoding" => {}
+                "encoding" | "token" => {}
                 other => {
                     let other: String = other.chars().take(32).collect();
                     return Err(bad(format!(

@@ -5,11 +5,13 @@
 //! the `error` its [`ErrorCode`](crate::wire::ErrorCode) names, and the
 //! connection stays open.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::{frame_for, SessionCtx};
+use crate::auth::Entitlements;
 use crate::engine::Command;
 use crate::outbox::Outbox;
 use crate::wire::request::ClientRequest;
@@ -22,20 +24,32 @@ const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Parses one control message and has the engine apply it. Returns once it
 /// is applied, so a session has at most one request in flight: this bounds
 /// the engine's command queue by the number of sessions.
-pub async fn handle(ctx: &SessionCtx, outbox: &Outbox, payload: &[u8]) {
+/// `entitlements` are the session's token's (`None`: an open server); the
+/// engine checks the subscribe against them. A `refresh` is the session's
+/// own business: it is returned, not sent.
+pub async fn handle(
+    ctx: &SessionCtx,
+    outbox: &Outbox,
+    payload: &[u8],
+    entitlements: Option<&Arc<Entitlements>>,
+) -> Option<String> {
     let request = match ClientRequest::parse(payload) {
         Ok(request) => request,
         Err(e) => {
             ctx.metrics.client_error(e.kind);
             outbox.push_control(frame_for(outbox, &ServerMessage::error(e.kind.code(), e.message)));
-            return;
+            return None;
         }
     };
     let (done, applied) = oneshot::channel();
     let id = outbox.id;
     ctx.engine.send(match request {
-        ClientRequest::Subscribe { symbols, depth } => Command::Subscribe { id, symbols, depth, done },
+        ClientRequest::Subscribe { symbols, depth } => {
+            Command::Subscribe { id, symbols, depth, entitlements: entitlements.cloned(), done }
+        }
         ClientRequest::Unsubscribe(symbols) => Command::Unsubscribe { id, symbols, done },
+        ClientRequest::Refresh(token) => return Some(token),
     });
     let _ = tokio::time::timeout(APPLY_TIMEOUT, applied).await;
+    None
 }

@@ -5,6 +5,11 @@
 //! After a slow-consumer close the session waits up to `--slow-timeout`
 //! (not `--shutdown-grace`) for the close frame to get through: a slow
 //! client should learn it was dropped for being slow, not see a reset.
+//!
+//! A session whose token has an `exp` is sent `token_expiring`
+//! `--auth-expiry-warning` before it, and closed with 4001 "token expired"
+//! at it, unless a `refresh` brings a new token first (its grant then
+//! applies to later subscribes, and its `exp` to these two timers).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +23,12 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use super::inbound::Inbound;
 use super::replay::{ReplayDriver, ReplaySession};
 use super::{requests, writer, Handshake, SessionCtx};
+use crate::auth::Grant;
 use crate::engine::Command;
 use crate::model::now_ns;
 use crate::outbox::Outbox;
-use crate::wire::{self, close_code, ErrorCode};
+use crate::wire::request::{parse_envelope, refresh_token};
+use crate::wire::{self, close_code, ErrorCode, ServerMessage};
 
 /// Runs one WebSocket session to completion. `leftover` holds bytes the
 /// client sent right after the handshake, which the HTTP layer had already
@@ -54,7 +61,9 @@ pub async fn run(ctx: Arc<SessionCtx>, stream: TcpStream, leftover: Bytes, hands
     let leftover = Bytes::copy_from_slice(&leftover);
     let inbound =
         Inbound::new(stream.clone(), leftover, outbox.clone(), ctx.metrics.clone(), ctx.settings.max_message_bytes);
-    let mut session = Session { ctx, outbox, stream, writer, writer_done: false, inbound, driver };
+    let expiry = Expiry::of(handshake.grant.as_ref(), ctx.settings.auth_expiry_warning);
+    let grant = handshake.grant;
+    let mut session = Session { ctx, outbox, stream, writer, writer_done: false, inbound, driver, grant, expiry };
     let grace = session.serve().await;
     session.goodbye(grace).await;
 }
@@ -71,6 +80,34 @@ struct Session {
     inbound: Inbound,
     /// A replay session's pacer; `None` for a live session.
     driver: Option<ReplayDriver>,
+    /// What the session's token grants (the handshake's, or the last
+    /// `refresh`'s); `None` on an open server.
+    grant: Option<Grant>,
+    /// When the token is warned about and when it expires.
+    expiry: Expiry,
+}
+
+/// A session's token expiry, as two deadlines on the session's clock.
+#[derive(Clone, Copy, Debug, Default)]
+struct Expiry {
+    /// When to send `token_expiring`; `None`: sent, or no `exp`.
+    warn_at: Option<Instant>,
+    /// When to close with 4001; `None`: the token has no `exp`.
+    close_at: Option<Instant>,
+    /// The token's `exp`, seconds since the Unix epoch.
+    expires_at: u64,
+}
+
+impl Expiry {
+    /// The deadlines of `grant`'s token, `warning` apart.
+    fn of(grant: Option<&Grant>, warning: Duration) -> Expiry {
+        let Some(expires_at) = grant.and_then(|g| g.expires_at) else { return Expiry::default() };
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = Instant::now();
+        let close_at = now + Duration::from_secs(expires_at).saturating_sub(since_epoch);
+        let warn_at = close_at.checked_sub(warning).unwrap_or(now).max(now);
+        Expiry { warn_at: Some(warn_at), close_at: Some(close_at), expires_at }
+    }
 }
 
 impl Session {
@@ -85,6 +122,7 @@ impl Session {
         let mut pong_deadline: Option<Instant> = None;
         loop {
             let deadline = pong_deadline;
+            let Expiry { warn_at, close_at, expires_at } = self.expiry;
             let replaying = self.driver.as_ref().is_some_and(ReplayDriver::active);
             tokio::select! {
                 biased;
@@ -108,6 +146,16 @@ impl Session {
                     self.ctx.metrics.client_error(ErrorCode::PongTimeout);
                     self.outbox.close(wire::close_frame(close_code::POLICY, "pong timeout"));
                     return settings.shutdown_grace;
+                }
+                _ = sleep_until_opt(close_at), if close_at.is_some() => {
+                    self.ctx.metrics.client_error(ErrorCode::TokenExpired);
+                    self.outbox.close(wire::close_frame(close_code::TOKEN_EXPIRED, "token expired"));
+                    return settings.shutdown_grace;
+                }
+                _ = sleep_until_opt(warn_at), if warn_at.is_some() => {
+                    self.expiry.warn_at = None;
+                    let warning = ServerMessage::TokenExpiring { expires_at };
+                    self.outbox.push_control(super::frame_for(&self.outbox, &warning));
                 }
                 _ = ping.tick() => {
                     self.outbox.push_control(wire::frame(OpCode::Ping, &now_ns().to_be_bytes()));
@@ -136,15 +184,64 @@ impl Session {
                     self.outbox.close(wire::close_frame(close_code::TOO_BIG, "message too big"));
                     return false;
                 }
-                match self.driver.as_mut() {
-                    Some(d) => self.outbox.push_control(d.control(&frame.payload)),
-                    None => requests::handle(&self.ctx, &self.outbox, &frame.payload).await,
+                let refresh = match self.driver.as_mut() {
+                    // A replay session's ops are the driver's, but for `refresh`.
+                    Some(d) => match parse_envelope(&frame.payload) {
+                        Ok((obj, op)) if op == "refresh" && self.ctx.auth.is_some() => Some(refresh_token(&obj)),
+                        _ => {
+                            self.outbox.push_control(d.control(&frame.payload));
+                            None
+                        }
+                    },
+                    None => {
+                        let entitlements = self.grant.as_ref().map(|g| &g.entitlements);
+                        requests::handle(&self.ctx, &self.outbox, &frame.payload, entitlements).await.map(Ok)
+                    }
+                };
+                match refresh {
+                    Some(Ok(token)) => self.refresh(&token),
+                    Some(Err(e)) => {
+                        self.ctx.metrics.client_error(e.kind);
+                        self.reply(&ServerMessage::error(e.kind.code(), e.message));
+                    }
+                    None => {}
                 }
                 true
             }
             OpCode::Close => false,
             _ => true,
         }
+    }
+
+    /// Replaces the session's token: verified like the handshake's, and
+    /// for the same subject. Answered with ack `refresh`, or an `error`
+    /// `unauthorized` (the old token then still stands until it expires).
+    fn refresh(&mut self, token: &str) {
+        let Some(verifier) = &self.ctx.auth else {
+            let e = ErrorCode::BadRequest;
+            self.ctx.metrics.client_error(e);
+            self.reply(&ServerMessage::error(e.code(), "authentication is off: there is no token to refresh"));
+            return;
+        };
+        let refused = match verifier.verify(token) {
+            Ok(grant) if self.grant.as_ref().is_some_and(|g| g.subject.is_some() && g.subject != grant.subject) => {
+                "refresh refused: the new token names another subject (\"sub\")".to_owned()
+            }
+            Ok(grant) => {
+                self.expiry = Expiry::of(Some(&grant), self.ctx.settings.auth_expiry_warning);
+                self.grant = Some(grant);
+                self.reply(&ServerMessage::Ack { op: "refresh".into(), symbols: Vec::new() });
+                return;
+            }
+            Err(e) => format!("refresh refused: {e}"),
+        };
+        self.ctx.metrics.client_error(ErrorCode::Unauthorized);
+        self.reply(&ServerMessage::error(ErrorCode::Unauthorized.code(), refused));
+    }
+
+    /// Queues a control message for the client, ahead of data.
+    fn reply(&self, msg: &ServerMessage<'_>) {
+        self.outbox.push_control(super::frame_for(&self.outbox, msg));
     }
 
     /// Closes the session for a failed read, with the code RFC 6455 asks
@@ -177,7 +274,7 @@ impl Session {
     /// bytes with a reset that would destroy the close frame before the
     /// client reads it.
     async fn goodbye(self, grace: Duration) {
-        let Session { ctx, outbox, stream, mut writer, writer_done, inbound, driver } = self;
+        let Session { ctx, outbox, stream, mut writer, writer_done, inbound, driver, .. } = self;
         if driver.is_none() {
             ctx.engine.send(Command::Deregister { id: outbox.id });
         }

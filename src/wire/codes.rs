@@ -17,6 +17,8 @@ pub mod close_code {
     pub const POLICY: u16 = 1008;
     /// A message over `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// The session's token expired and no `refresh` replaced it.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// Client-visible error codes: the `code` of `error` messages (or the
@@ -38,11 +40,19 @@ pub enum ErrorCode {
     ProtocolError,
     /// No pong within `--pong-timeout` (close 1008).
     PongTimeout,
+    /// A subscribe outside the token's entitlements (symbols not granted,
+    /// or over its `max_subscriptions`).
+    Forbidden,
+    /// A `refresh` whose token is missing, bad, expired, or names another
+    /// subject.
+    Unauthorized,
+    /// The token expired without a `refresh` (close 4001).
+    TokenExpired,
 }
 
 impl ErrorCode {
     /// Every kind, in [`ErrorCode::index`] order.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::BadRequest,
@@ -50,6 +60,9 @@ impl ErrorCode {
         ErrorCode::MessageTooBig,
         ErrorCode::ProtocolError,
         ErrorCode::PongTimeout,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
     ];
 
     /// The wire code.
@@ -62,6 +75,9 @@ impl ErrorCode {
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::PongTimeout => "pong_timeout",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 

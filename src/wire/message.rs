@@ -162,6 +162,13 @@ pub enum ServerMessage<'a> {
         /// Event time of the last market message sent.
         ts_event: u64,
     },
+    /// The session's token expires soon (sent `--auth-expiry-warning`
+    /// before): send `{"op":"refresh","token":...}` with a new one, or be
+    /// closed with 4001 at `expires_at`.
+    TokenExpiring {
+        /// The token's `exp`, seconds since the Unix epoch.
+        expires_at: u64,
+    },
 }
 
 impl<'a> ServerMessage<'a> {
@@ -255,6 +262,7 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::ReplayEnd { source, reason, events, ts_event } => {
                 ServerMessage::ReplayEnd { source: own(source), reason: own(reason), events, ts_event }
             }
+            ServerMessage::TokenExpiring { expires_at } => ServerMessage::TokenExpiring { expires_at },
         }
     }
 
@@ -269,6 +277,7 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Error { .. } => "error",
             ServerMessage::Conflated { .. } => "conflated",
             ServerMessage::ReplayEnd { .. } => "replay_end",
+            ServerMessage::TokenExpiring { .. } => "token_expiring",
         }
     }
 

@@ -125,6 +125,10 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
             }));
             return out;
         }
+        ServerMessage::TokenExpiring { expires_at } => {
+            out.body = Some(Body::TokenExpiring(pb::TokenExpiring { expires_at: *expires_at }));
+            return out;
+        }
     };
     out.sym = sym.to_string();
     out.seq = seq;
@@ -207,6 +211,7 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
             events: r.events,
             ts_event,
         },
+        ("token_expiring", Some(Body::TokenExpiring(t))) => ServerMessage::TokenExpiring { expires_at: t.expires_at },
         (other, _) => return Err(DecodeError::ProtobufBody(other.to_owned())),
     };
     Ok(out)

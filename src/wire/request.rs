@@ -23,6 +23,8 @@ pub enum ClientRequest {
     },
     /// Stop receiving these symbols (`"*"` = all).
     Unsubscribe(Vec<String>),
+    /// Replace the session's token (`"token"`), before it expires.
+    Refresh(String),
 }
 
 /// Parses a book depth as clients write it: a number from
@@ -71,15 +73,32 @@ pub fn parse_envelope(payload: &[u8]) -> Result<(serde_json::Map<String, Value>,
     Ok((obj, op))
 }
 
+/// The `"token"` of a `refresh` (live and replay sessions alike).
+pub fn refresh_token(obj: &serde_json::Map<String, Value>) -> Result<String, RequestError> {
+    match obj.get("token").and_then(Value::as_str) {
+        Some(token) if !token.is_empty() => Ok(token.to_owned()),
+        _ => Err(RequestError {
+            kind: ErrorCode::BadRequest,
+            message: "refresh needs \"token\": the new token, a string".into(),
+        }),
+    }
+}
+
 impl ClientRequest {
     /// Parses one live session's control message (a JSON object).
     pub fn parse(payload: &[u8]) -> Result<ClientRequest, RequestError> {
         let err = |kind, message: String| RequestError { kind, message };
         let (obj, op) = parse_envelope(payload)?;
         let op = op.as_str();
+        if op == "refresh" {
+            return refresh_token(&obj).map(ClientRequest::Refresh);
+        }
         if op != "subscribe" && op != "unsubscribe" {
             let op: String = op.chars().take(64).collect();
-            return Err(err(ErrorCode::UnknownOp, format!("unknown op {op:?}: valid ops are subscribe, unsubscribe")));
+            return Err(err(
+                ErrorCode::UnknownOp,
+                format!("unknown op {op:?}: valid ops are subscribe, unsubscribe, refresh"),
+            ));
         }
         let symbols = obj
             .get("symbols")
@@ -140,7 +159,13 @@ mod tests {
             ClientRequest::parse(br#"{"op":"unsubscribe","symbols":["X"],"extra":1}"#),
             Ok(ClientRequest::Unsubscribe(vec!["X".into()]))
         );
+        assert_eq!(
+            ClientRequest::parse(br#"{"op":"refresh","token":"a.b.c"}"#),
+            Ok(ClientRequest::Refresh("a.b.c".into()))
+        );
         let kind = |p: &[u8]| ClientRequest::parse(p).unwrap_err().kind;
+        assert_eq!(kind(br#"{"op":"refresh"}"#), ErrorCode::BadRequest);
+        assert_eq!(kind(br#"{"op":"refresh","token":7}"#), ErrorCode::BadRequest);
         assert_eq!(kind(b"{nope"), ErrorCode::BadJson);
         assert_eq!(kind(b"[1]"), ErrorCode::BadRequest);
         assert_eq!(kind(br#"{"op":"dance","symbols":["A"]}"#), ErrorCode::UnknownOp);

@@ -4,7 +4,8 @@ tickcast_client.py).
 * ``pb2`` (session): ``tickcast_pb2`` generated from proto/tickcast.proto
   with ``python -m grpc_tools.protoc`` into a temporary directory.
 * ``tickcast``: a factory that starts servers on free ports and kills them
-  at teardown (printing the server log, which pytest shows on failure).
+  at teardown (printing the server log, which pytest shows on failure);
+  ``ssl_context=`` for a server started with ``--tls-cert``.
 * ``server``: one server with a tcp feed, ``--ping-interval 1s
   --pong-timeout 1s``.
 """
@@ -56,8 +57,8 @@ def tickcast(tmp_path, pb2):
     pytest shows it for failing tests."""
     servers: list[Server] = []
 
-    def start(feed: str = "tcp", extra: Iterable[str] = ()) -> Server:
-        s = start_server(tmp_path, pb2, feed=feed, extra=extra)
+    def start(feed: str = "tcp", extra: Iterable[str] = (), ssl_context=None) -> Server:
+        s = start_server(tmp_path, pb2, feed=feed, extra=extra, ssl_context=ssl_context)
         servers.append(s)
         return s
 

@@ -130,6 +130,8 @@ def pb_to_dict(msg) -> dict:
                 for e in b.symbols
             ],
         }
+    if msg.type == "token_expiring":
+        return {"type": "token_expiring", "expires_at": msg.token_expiring.expires_at}
     if msg.type == "replay_end":
         assert (msg.sym, msg.seq, msg.ts_ingest) == ("", 0, 0), msg
         return {"type": "replay_end", "source": b.source, "reason": b.reason, "events": b.events, "ts_event": msg.ts_event}
@@ -497,9 +499,20 @@ class Ticker(threading.Thread):
 # --------------------------------------------------------------------------
 
 
-def http_request(port: int, path: str, headers: dict | None = None, method: str = "GET", timeout: float = TIMEOUT):
-    """(status, headers dict lower-cased, body bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_request(
+    port: int,
+    path: str,
+    headers: dict | None = None,
+    method: str = "GET",
+    timeout: float = TIMEOUT,
+    ssl_context=None,
+):
+    """(status, headers dict lower-cased, body bytes). With ``ssl_context``:
+    HTTPS to ``localhost``."""
+    if ssl_context is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection("localhost", port, timeout=timeout, context=ssl_context)
     try:
         conn.request(method, path, headers=headers or {})
         resp = conn.getresponse()
@@ -530,10 +543,12 @@ class Server:
     _feeds: list[Feed] = field(default_factory=list)
     _clients: list[WsClient] = field(default_factory=list)
     _pb2: Any = None
+    # A server started with --tls-cert: the client context trusting its CA.
+    ssl_context: Any = None
 
     # -- HTTP
     def http(self, path: str, **kw):
-        return http_request(self.port, path, **kw)
+        return http_request(self.port, path, ssl_context=self.ssl_context, **kw)
 
     def metrics(self) -> dict[str, float]:
         status, _, body = self.http("/metrics")
@@ -569,7 +584,7 @@ class Server:
 
     # -- WebSocket
     def ws_url(self, encoding: str | None = None, query: str | None = None, path: str = "/ws") -> str:
-        url = f"ws://127.0.0.1:{self.port}{path}"
+        url = f"ws://127.0.0.1:{self.port}{path}" if self.ssl_context is None else f"wss://localhost:{self.port}{path}"
         if query:
             url += "?" + query
         elif encoding is not None:
@@ -586,6 +601,7 @@ class Server:
         rcvbuf: int | None = None,
         max_queue: int | None = None,
         path: str = "/ws",
+        headers: dict | None = None,
     ) -> WsClient:
         """``rcvbuf``: SO_RCVBUF set on the socket before it connects (a small
         TCP window). ``max_queue``: how many received frames the library
@@ -609,6 +625,8 @@ class Server:
             ping_interval=None,  # the server pings; the library answers
             max_size=None,
             max_queue=max_queue,
+            additional_headers=headers,
+            **({"ssl": self.ssl_context} if self.ssl_context is not None else {}),
             **_CONNECT_EXTRA,
         )
         client = WsClient(ws, decode_as or encoding or "msgpack", self._pb2)
@@ -655,7 +673,9 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def start_server(log_dir: Path, pb2_module, feed: str = "tcp", extra: Iterable[str] = (), attempts: int = 3) -> Server:
+def start_server(
+    log_dir: Path, pb2_module, feed: str = "tcp", extra: Iterable[str] = (), attempts: int = 3, ssl_context=None
+) -> Server:
     extra = list(extra)
     binary = tickcast_bin()
     if not binary.is_file():
@@ -682,13 +702,13 @@ def start_server(log_dir: Path, pb2_module, feed: str = "tcp", extra: Iterable[s
         log = open(log_path, "wb")
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), cwd=REPO_ROOT)
         log.close()
-        server = Server(proc, port, feed_port, log_path, args, _pb2=pb2_module)
+        server = Server(proc, port, feed_port, log_path, args, _pb2=pb2_module, ssl_context=ssl_context)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
             try:
-                status, _, body = http_request(port, "/healthz", timeout=1)
+                status, _, body = http_request(port, "/healthz", timeout=1, ssl_context=ssl_context)
                 if status == 200:
                     return server
             except OSError:
