@@ -291,6 +291,10 @@ fn session_settings(config: &Config) -> SessionSettings {
         shutdown_grace: config.shutdown_grace,
         slow_timeout: config.slow.slow_timeout,
         book_depth: config.book_depth,
+        disconnect_above: config.slow.disconnect_above,
+        max_control_bytes: config.max_control_bytes,
+        max_requests_per_sec: config.max_requests_per_sec,
+        request_burst: config.request_burst,
     }
 }
 

@@ -13,7 +13,9 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Policy: no pong within `--pong-timeout`, or a slow consumer.
+    /// Policy: no pong within `--pong-timeout`, a slow consumer, a client
+    /// that does not read its control replies ("control flood") or keeps
+    /// sending over `--max-requests-per-sec` ("rate limited").
     pub const POLICY: u16 = 1008;
     /// A message over `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
@@ -38,11 +40,18 @@ pub enum ErrorCode {
     ProtocolError,
     /// No pong within `--pong-timeout` (close 1008).
     PongTimeout,
+    /// A request or ping over `--max-requests-per-sec`: answered with
+    /// this error and dropped; a client that keeps on is closed (1008
+    /// "rate limited").
+    RateLimited,
+    /// Control replies left unread past `--max-control-bytes` (close 1008
+    /// "control flood").
+    ControlFlood,
 }
 
 impl ErrorCode {
     /// Every kind, in [`ErrorCode::index`] order.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::BadRequest,
@@ -50,6 +59,8 @@ impl ErrorCode {
         ErrorCode::MessageTooBig,
         ErrorCode::ProtocolError,
         ErrorCode::PongTimeout,
+        ErrorCode::RateLimited,
+        ErrorCode::ControlFlood,
     ];
 
     /// The wire code.
@@ -62,6 +73,8 @@ impl ErrorCode {
             ErrorCode::MessageTooBig => "message_too_big",
             ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::PongTimeout => "pong_timeout",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ControlFlood => "control_flood",
         }
     }
 
