@@ -106,8 +106,9 @@ impl Session {
         let mut ping = heartbeat(settings.ping_interval);
         // When a ping is outstanding: the deadline for any pong.
         let mut pong_deadline: Option<Instant> = None;
-        let mut stall_check = heartbeat(REPLAY_STALL_CHECK);
         let is_replay = self.driver.is_some();
+        // Only a replay session checks itself (and pays for the timer).
+        let mut stall_check = is_replay.then(|| heartbeat(REPLAY_STALL_CHECK));
         loop {
             let deadline = pong_deadline;
             let replaying = self.driver.as_ref().is_some_and(ReplayDriver::active);
@@ -128,7 +129,7 @@ impl Session {
                     }
                     return settings.shutdown_grace.max(settings.slow_timeout);
                 }
-                _ = stall_check.tick(), if is_replay => {
+                _ = tick_opt(&mut stall_check), if is_replay => {
                     if self.replay_too_slow() {
                         return settings.shutdown_grace.max(settings.slow_timeout);
                     }
@@ -319,6 +320,15 @@ async fn drain_until_eof(stream: &TcpStream) {
 async fn replay_step(driver: &mut Option<ReplayDriver>, outbox: &Outbox) {
     match driver {
         Some(d) => d.step(outbox).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
         None => std::future::pending().await,
     }
 }
