@@ -294,6 +294,26 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Bytes of control replies (pongs, acks, errors) queued for one client
+    /// and not yet written above which its next reply closes it with 1008
+    /// "control flood": a client that sends requests or pings without
+    /// reading the answers.
+    #[arg(long, env = "TICKCAST_MAX_CONTROL_BYTES", default_value = "64KiB", value_parser = byte_size)]
+    pub max_control_bytes: usize,
+
+    /// Requests (text or binary messages) and pings one connection may send
+    /// per second, on average; 0 turns the limit off. Over it, a request is
+    /// answered with `error` `rate_limited` and dropped (a ping gets no
+    /// pong); a client that keeps on until it is a whole --request-burst
+    /// over is closed with 1008 "rate limited".
+    #[arg(long, env = "TICKCAST_MAX_REQUESTS_PER_SEC", default_value_t = 100)]
+    pub max_requests_per_sec: u32,
+
+    /// Requests and pings one connection may send at once, above
+    /// --max-requests-per-sec (the token bucket's size).
+    #[arg(long, env = "TICKCAST_REQUEST_BURST", default_value_t = 200)]
+    pub request_burst: u32,
+
     /// Interval between server pings.
     #[arg(long, env = "TICKCAST_PING_INTERVAL", default_value = "15s", value_parser = duration)]
     pub ping_interval: Duration,
@@ -432,6 +452,9 @@ impl ServeArgs {
                 universe,
                 max_connections: self.max_connections,
                 max_message_bytes: self.max_message_bytes,
+                max_control_bytes: self.max_control_bytes,
+                max_requests_per_sec: self.max_requests_per_sec,
+                request_burst: self.request_burst,
                 ping_interval: self.ping_interval,
                 pong_timeout: self.pong_timeout,
                 shutdown_grace: self.shutdown_grace,
@@ -482,6 +505,18 @@ impl ServeArgs {
             (
                 (128..=16 << 20).contains(&self.max_message_bytes),
                 format!("--max-message-bytes {}: must be 128 to 16777216", self.max_message_bytes),
+            ),
+            (
+                (4 * 1024..=1 << 30).contains(&self.max_control_bytes),
+                format!("--max-control-bytes {}: must be 4096 to 1073741824 bytes", self.max_control_bytes),
+            ),
+            (
+                self.max_requests_per_sec <= 1_000_000,
+                format!("--max-requests-per-sec {}: must be 0 (no limit) to 1000000", self.max_requests_per_sec),
+            ),
+            (
+                (1..=1_000_000).contains(&self.request_burst),
+                format!("--request-burst {}: must be 1 to 1000000", self.request_burst),
             ),
             (
                 self.ping_interval >= ms(100),
@@ -799,6 +834,18 @@ mod tests {
     }
 
     #[test]
+    fn request_limits_default_and_are_bounded() {
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.max_requests_per_sec, c.request_burst, c.max_control_bytes), (100, 200, 64 << 10));
+        let c = parse(&["--max-requests-per-sec", "0", "--max-control-bytes", "1MiB"]).unwrap();
+        assert_eq!((c.max_requests_per_sec, c.max_control_bytes), (0, 1 << 20));
+        let errors = parse(&["--request-burst", "0", "--max-control-bytes", "100"]).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("--request-burst 0: must be 1")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("--max-control-bytes 100: must be 4096")), "{errors:?}");
+    }
+
+    #[test]
     fn byte_sizes_take_binary_suffixes() {
         assert_eq!(byte_size("65536"), Ok(65536));
         assert_eq!(byte_size("256KiB"), Ok(256 << 10));
@@ -826,6 +873,8 @@ mod tests {
         let errors = parse(&["--feed", "replay:x", "--speed", "warp", "--from", "9", "--to", "8"]).unwrap_err();
         assert!(errors.iter().any(|e| e.starts_with("--speed \"warp\"")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("is after --to")), "{errors:?}");
+        let errors = parse(&["--feed", "replay:x", "--from", "2600-01-01T00:00:00Z"]).unwrap_err();
+        assert!(errors.iter().any(|e| e.starts_with("--from: ") && e.contains("out of range")), "{errors:?}");
         let errors = parse(&["--fsync", "sometimes", "--replay-dir", "/no/such/dir"]).unwrap_err();
         assert!(errors.iter().any(|e| e.starts_with("--fsync: invalid fsync policy \"sometimes\"")), "{errors:?}");
         assert!(errors.iter().any(|e| e.contains("not a directory")), "{errors:?}");

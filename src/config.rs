@@ -5,9 +5,9 @@
 //! embedders. Out: a [`Config`] the server runs with; the server hands each
 //! stage its own part.
 //!
-//! Imports: the settings types of the stages it configures ([`crate::feed`],
-//! [`crate::engine`], [`crate::record`], [`crate::ring`], [`crate::auth`]),
-//! nothing else.
+//! Imports: the settings types and defaults of the stages it configures
+//! ([`crate::feed`], [`crate::engine`], [`crate::record`], [`crate::ring`],
+//! [`crate::outbox`], [`crate::auth`]), nothing else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Largest client message.
     pub max_message_bytes: usize,
+    /// Unread control replies per session above which it is closed
+    /// (`--max-control-bytes`).
+    pub max_control_bytes: usize,
+    /// Request rate per connection (`--max-requests-per-sec`; 0: no limit).
+    pub max_requests_per_sec: u32,
+    /// Request burst per connection (`--request-burst`).
+    pub request_burst: u32,
     /// Ping interval.
     pub ping_interval: Duration,
     /// Pong deadline after a ping.
@@ -125,6 +132,9 @@ impl Default for Config {
             universe: Vec::new(),
             max_connections: 50_000,
             max_message_bytes: 64 * 1024,
+            max_control_bytes: crate::outbox::DEFAULT_MAX_CONTROL_BYTES,
+            max_requests_per_sec: 100,
+            request_burst: 200,
             ping_interval: Duration::from_secs(15),
             pong_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_millis(1500),

@@ -55,7 +55,7 @@
 //! | [`outbox`] | one session's queue, its byte count, its slow mode | model, wire |
 //! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder | model, wire, ring, outbox, record, metrics, auth |
 //! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth |
-//! | [`config`] | the validated settings the server runs with | feed, record, engine, ring, auth |
+//! | [`config`] | the validated settings the server runs with | feed, record, outbox, engine, ring, auth |
 //! | [`server`] | bind, routes, upgrade, lifecycle; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, feed, record, outbox, engine, session, config, auth |
 //! | [`tools`] | `tickcast convert` and `tickcast inspect` | model, recorded |
 //! <!-- /layers -->

@@ -756,6 +756,11 @@ tickcast_client_errors_total{code="unknown_symbol"} 303
 tickcast_client_errors_total{code="message_too_big"} 304
 tickcast_client_errors_total{code="protocol_error"} 305
 tickcast_client_errors_total{code="pong_timeout"} 306
+tickcast_client_errors_total{code="forbidden"} 307
+tickcast_client_errors_total{code="unauthorized"} 308
+tickcast_client_errors_total{code="token_expired"} 309
+tickcast_client_errors_total{code="rate_limited"} 310
+tickcast_client_errors_total{code="control_flood"} 311
 "#;
 
     /// The process metrics at the end, for fixed [`ProcessStats`].

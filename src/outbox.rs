@@ -19,6 +19,14 @@
 //! data never delays it and the ladder never drops it. A close frame is
 //! written after the control frames; queued data behind it is discarded.
 //!
+//! Control replies are bounded too, apart from data: the ladder never
+//! drops them, so a client that sends pings or requests and never reads
+//! the answers would otherwise grow its queue without limit. The outbox
+//! counts the control bytes not yet written; a reply that arrives while
+//! more than the session's control limit (`--max-control-bytes`, default
+//! [`DEFAULT_MAX_CONTROL_BYTES`]) waits is not queued: the session is
+//! closed with 1008 "control flood" instead (see [`Outbox::push_control`]).
+//!
 //! Imports: [`crate::model`] and [`crate::wire`] only. The engine fills
 //! outboxes without knowing anything else of sessions or sockets.
 
@@ -30,7 +38,18 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::model::now_ns;
-use crate::wire::Encoding;
+use crate::wire::{close_code, close_frame, Encoding};
+
+/// Default `--max-control-bytes`: control replies (pongs, acks, errors)
+/// queued for one client and not yet written, above which its next reply
+/// closes it (1008 "control flood"). 64 KiB is some 500 pongs or acks: a
+/// healthy client reads its replies long before that, and the largest
+/// single reply (an ack naming 10,000 symbols) is still always queued,
+/// because only the backlog already waiting is compared with the limit.
+pub const DEFAULT_MAX_CONTROL_BYTES: usize = 64 * 1024;
+
+/// The close reason of a session closed for unread control replies.
+pub const CONTROL_FLOOD: &str = "control flood";
 
 /// What a client asked for at the handshake (`?slow=`) when it falls
 /// behind. Both stay within the operator's slow-consumer policy
@@ -70,6 +89,14 @@ pub struct Outbox {
     /// data queued to a session that had none. The slow-consumer timeout
     /// reads it.
     last_progress_ns: AtomicU64,
+    /// Bytes of control frames queued or in flight and not yet written
+    /// (a frame leaves the count when its write starts).
+    control_bytes: AtomicUsize,
+    /// Control bytes waiting above which the next control frame closes
+    /// the session instead of being queued (`--max-control-bytes`).
+    control_limit: usize,
+    /// Set when the session was closed for passing `control_limit`.
+    flooded: AtomicBool,
 }
 
 /// The frames waiting, by kind.
@@ -113,7 +140,28 @@ impl Outbox {
             closing: AtomicBool::new(false),
             closed: Notify::new(),
             last_progress_ns: AtomicU64::new(now_ns()),
+            control_bytes: AtomicUsize::new(0),
+            control_limit: DEFAULT_MAX_CONTROL_BYTES,
+            flooded: AtomicBool::new(false),
         }
+    }
+
+    /// Sets the control limit (`--max-control-bytes`; default
+    /// [`DEFAULT_MAX_CONTROL_BYTES`]).
+    pub fn with_control_limit(mut self, bytes: usize) -> Outbox {
+        self.control_limit = bytes;
+        self
+    }
+
+    /// Bytes of control frames queued and not yet being written.
+    pub fn control_bytes(&self) -> usize {
+        self.control_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the session was closed with 1008 "control flood" (see
+    /// [`push_control`](Self::push_control)).
+    pub fn flooded(&self) -> bool {
+        self.flooded.load(Ordering::Relaxed)
     }
 
     /// Bytes queued for this socket and not yet written to the kernel.
@@ -163,13 +211,30 @@ impl Outbox {
         }
     }
 
-    /// Queues a control frame ahead of data.
+    /// Queues a control frame ahead of data, and starts the stall clock if
+    /// nothing was queued.
+    ///
+    /// Full-policy: if more than the control limit of control bytes is
+    /// already waiting, the client is not reading its replies: the frame is
+    /// dropped and the session closed with 1008 "control flood" (its
+    /// queued data dropped; the replies already queued go first). The
+    /// backlog is compared before adding, so one reply larger than the
+    /// limit is still delivered to a client that reads.
     pub fn push_control(&self, frame: Bytes) {
         if self.is_closing() {
             return;
         }
+        if self.control_bytes.load(Ordering::Relaxed) > self.control_limit {
+            self.flooded.store(true, Ordering::Relaxed);
+            self.close(close_frame(close_code::POLICY, CONTROL_FLOOD));
+            return;
+        }
         let mut outbox = self.queues.lock();
-        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        self.control_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        if self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed) == 0 {
+            // As for data: time spent idle never counts as a stall.
+            self.last_progress_ns.store(now_ns(), Ordering::Relaxed);
+        }
         outbox.control.push_back(frame);
         drop(outbox);
         self.notify.notify_one();
@@ -248,6 +313,12 @@ impl Outbox {
     pub(crate) fn written(&self, n: usize) {
         self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
     }
+
+    /// Records that the writer started writing control frames of `n` bytes
+    /// in all: they no longer count toward the control limit.
+    pub(crate) fn control_started(&self, n: usize) {
+        self.control_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -279,5 +350,37 @@ mod tests {
         assert_eq!(s.take(&mut inflight, 3), (Take::Closing, 0));
         assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"CC"]);
         assert_eq!(s.queued_bytes(), 5);
+    }
+
+    #[test]
+    fn unread_control_replies_past_the_limit_close_the_session() {
+        let s = Outbox::new(1, Encoding::Json, SlowMode::Conflate).with_control_limit(10);
+        // One reply larger than the limit is queued: only the backlog
+        // already waiting is compared.
+        s.push_control(Bytes::from_static(b"a reply of 20 bytes."));
+        assert_eq!((s.control_bytes(), s.is_closing()), (20, false));
+        // The writer starts it: the backlog is gone.
+        s.control_started(20);
+        for _ in 0..3 {
+            s.push_control(Bytes::from_static(b"pong!"));
+        }
+        assert_eq!((s.control_bytes(), s.is_closing(), s.flooded()), (15, false, false));
+        // 15 > 10 waiting: the next reply closes instead of queueing.
+        s.push_control(Bytes::from_static(b"pong!"));
+        assert!(s.is_closing() && s.flooded());
+        assert_eq!(s.control_bytes(), 15);
+        let mut inflight = VecDeque::new();
+        assert_eq!(s.take(&mut inflight, 0), (Take::Closing, 4), "the 20-byte reply and three pongs");
+        let close = inflight.back().unwrap();
+        assert_eq!(&close[4..], CONTROL_FLOOD.as_bytes(), "1008 control flood ends the stream");
+        assert_eq!(&close[2..4], &close_code::POLICY.to_be_bytes());
+    }
+
+    #[test]
+    fn a_control_frame_to_an_idle_session_starts_the_stall_clock() {
+        let s = Outbox::new(1, Encoding::Json, SlowMode::Conflate);
+        s.last_progress_ns.store(1, Ordering::Relaxed);
+        s.push_control(Bytes::from_static(b"ping"));
+        assert!(s.last_progress_ns() > 1, "an hour idle is not an hour stalled");
     }
 }

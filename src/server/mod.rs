@@ -390,6 +390,10 @@ fn session_settings(config: &Config) -> SessionSettings {
         slow_timeout: config.slow.slow_timeout,
         book_depth: config.book_depth,
         auth_expiry_warning: config.auth_expiry_warning,
+        disconnect_above: config.slow.disconnect_above,
+        max_control_bytes: config.max_control_bytes,
+        max_requests_per_sec: config.max_requests_per_sec,
+        request_burst: config.request_burst,
     }
 }
 

@@ -9,7 +9,9 @@
 //!
 //! - [`run`](mod@run): the session's task: heartbeats, client frames, the goodbye.
 //! - [`requests`]: a live session's control messages, applied by the engine.
-//! - [`inbound`]: client frames, read without a buffer while the client is quiet.
+//! - [`inbound`]: client frames, read without a buffer while the client is
+//!   quiet; unmasked frames and over-long control frames refused (1002).
+//! - [`limiter`]: the per-connection request rate limit (token bucket).
 //! - [`writer`]: the outbox drained with one vectored write per pass.
 //! - [`replay`]: private paced replays (`/replay`), which bypass the engine.
 //! - [`registry`]: the live sessions, for gauges and shutdown.
@@ -21,6 +23,7 @@
 //! server comes in a [`SessionCtx`].
 
 pub mod inbound;
+pub mod limiter;
 pub mod registry;
 pub mod replay;
 pub mod requests;
@@ -61,6 +64,20 @@ pub struct SessionSettings {
     /// `--auth-expiry-warning`: how long before its token expires a
     /// session is sent `token_expiring`.
     pub auth_expiry_warning: Duration,
+    /// `--disconnect-above`: a replay session with more bytes than this
+    /// queued is closed with 1008 "slow consumer", as a live one is (its
+    /// driver pauses at half of it, so only a stalled client gets there).
+    pub disconnect_above: usize,
+    /// `--max-control-bytes`: unread control replies (pongs, acks,
+    /// errors) above which the next one closes the session with 1008
+    /// "control flood" (see [`crate::outbox`]).
+    pub max_control_bytes: usize,
+    /// `--max-requests-per-sec`: the refill rate of each connection's
+    /// request token bucket ([`limiter`]); 0 turns the limit off.
+    pub max_requests_per_sec: u32,
+    /// `--request-burst`: the bucket's size, and the debt past which a
+    /// client that keeps sending is closed with 1008 "rate limited".
+    pub request_burst: u32,
 }
 
 /// What every session shares, and all a session sees of the server.

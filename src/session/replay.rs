@@ -20,7 +20,10 @@
 //!
 //! A replay is lossless: a client that reads slower than the replay's pace
 //! gets a slower replay, never a conflated one. The driver stops releasing
-//! while more than [`OUTBOX_MARK`] bytes wait for the socket.
+//! while more than its mark ([`OUTBOX_MARK`], or half of
+//! `--disconnect-above` if that is less) waits for the socket. A client
+//! that stops reading is closed by its session's slow-consumer check
+//! (`--slow-timeout`), and its control replies are bounded by the outbox.
 //!
 //! Seqs count from the start of the recording, per symbol, whatever `from`
 //! or seek chose: the same event always has the same seq. Starting at
@@ -65,7 +68,8 @@ pub const BATCH: usize = 256;
 pub const CHANNEL_BATCHES: usize = 64;
 
 /// Bytes waiting for the socket above which the driver stops releasing
-/// messages until the client catches up.
+/// messages until the client catches up (at most; see
+/// [`ReplayDriver::start`]).
 pub const OUTBOX_MARK: usize = 256 * 1024;
 
 /// A validated `/replay` request.
@@ -233,15 +237,20 @@ pub struct ReplayDriver {
     pacer: Pacer,
     encoding: Encoding,
     out: Vec<Bytes>,
+    /// Queued bytes above which nothing more is released.
+    mark: usize,
     metrics: Arc<Metrics>,
 }
 
 impl ReplayDriver {
-    /// Starts the producer thread for `req` and returns the driver.
+    /// Starts the producer thread for `req` and returns the driver, which
+    /// releases nothing while more than `mark` bytes (capped at
+    /// [`OUTBOX_MARK`]) wait for the socket.
     pub fn start(
         req: ReplayRequest,
         encoding: Encoding,
         book_depth: usize,
+        mark: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<ReplayDriver> {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -261,6 +270,7 @@ impl ReplayDriver {
             pacer: Pacer::new(speed),
             encoding,
             out: Vec::new(),
+            mark: mark.min(OUTBOX_MARK),
             metrics,
         })
     }
@@ -275,7 +285,7 @@ impl ReplayDriver {
     /// an unreleased frame stays pending.
     pub async fn step(&mut self, outbox: &Outbox) {
         loop {
-            if outbox.queued_bytes() > OUTBOX_MARK {
+            if outbox.queued_bytes() > self.mark {
                 self.flush(outbox);
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
@@ -662,10 +672,25 @@ mod tests {
         }
         let _socket = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
         assert_eq!(status("source=sock"), Err(400));
+        // Times past u64 ns (after the year 2554) are refused, not wrapped.
+        assert_eq!(status("source=day.gz&from=2600-01-01T00:00:00Z"), Err(400));
+        assert_eq!(status("source=day.gz&to=2554-07-21T23:34:33.709551616Z"), Err(400));
+        assert_eq!(status("source=day.gz&from=18446744073709551616"), Err(400));
         let off = ReplayRequest::from_query(None, Some("source=day.gz")).unwrap_err();
         assert_eq!(off, Refusal::Off);
         assert!(off.to_string().contains("--replay-dir"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn seek_refuses_times_that_overflow() {
+        let seek = |ts: &str| parse_control(format!(r#"{{"op":"seek","ts":{ts}}}"#).as_bytes());
+        assert_eq!(seek(r#""2024-08-08T23:55:00Z""#).unwrap(), ReplayControl::Seek(1_723_161_300_000_000_000));
+        for ts in [r#""2600-01-01T00:00:00Z""#, "18446744073709551616", "1e30", "-1"] {
+            let e = seek(ts).unwrap_err();
+            assert_eq!(e.kind, ErrorCode::BadRequest, "{ts}: {}", e.message);
+        }
+        assert!(seek(r#""2600-01-01T00:00:00Z""#).unwrap_err().message.contains("out of range"));
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! `--auth-expiry-warning` before it, and closed with 4001 "token expired"
 //! at it, unless a `refresh` brings a new token first (its grant then
 //! applies to later subscribes, and its `exp` to these two timers).
+//!
+//! What a client sends is bounded here too: every request and ping goes
+//! through the connection's [`RequestLimiter`] first, and the replies go
+//! to the outbox, whose control limit closes a client that does not read
+//! them (1008 "control flood"). A replay session, which the engine never
+//! sees, gets the engine's slow-consumer checks from its own task: closed
+//! with 1008 "slow consumer" when its socket takes no byte for
+//! `--slow-timeout` or its queue passes `--disconnect-above`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +28,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
-use super::inbound::Inbound;
+use super::inbound::{FrameViolation, Inbound};
+use super::limiter::{RequestLimiter, Verdict};
 use super::replay::{ReplayDriver, ReplaySession};
-use super::{requests, writer, Handshake, SessionCtx};
+use super::{frame_for, requests, writer, Handshake, SessionCtx};
 use crate::auth::Grant;
 use crate::engine::Command;
 use crate::model::now_ns;
@@ -30,18 +39,28 @@ use crate::outbox::Outbox;
 use crate::wire::request::{parse_envelope, refresh_token};
 use crate::wire::{self, close_code, ErrorCode, ServerMessage};
 
+/// How often a replay session checks itself for a stall (live sessions are
+/// swept by the engine as often).
+const REPLAY_STALL_CHECK: Duration = Duration::from_millis(100);
+
 /// Runs one WebSocket session to completion. `leftover` holds bytes the
 /// client sent right after the handshake, which the HTTP layer had already
 /// read.
 pub async fn run(ctx: Arc<SessionCtx>, stream: TcpStream, leftover: Bytes, handshake: Handshake) {
-    let outbox = Arc::new(Outbox::new(ctx.registry.next_id(), handshake.encoding, handshake.slow));
+    let outbox = Arc::new(
+        Outbox::new(ctx.registry.next_id(), handshake.encoding, handshake.slow)
+            .with_control_limit(ctx.settings.max_control_bytes),
+    );
     writer::tune_socket(&stream);
     let stream = Arc::new(stream);
     let _guard = ctx.registry.register(outbox.clone(), stream.clone());
     // A replay session is private: the engine never hears of it.
     let (driver, _replay_slot) = match handshake.replay {
         Some(ReplaySession { request, slot }) => {
-            match ReplayDriver::start(request, outbox.encoding, ctx.settings.book_depth, ctx.metrics.clone()) {
+            // The driver pauses at half the byte bound: a client that reads
+            // never reaches it.
+            let mark = ctx.settings.disconnect_above / 2;
+            match ReplayDriver::start(request, outbox.encoding, ctx.settings.book_depth, mark, ctx.metrics.clone()) {
                 Ok(d) => (Some(d), Some(slot)),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start a replay thread");
@@ -63,7 +82,10 @@ pub async fn run(ctx: Arc<SessionCtx>, stream: TcpStream, leftover: Bytes, hands
         Inbound::new(stream.clone(), leftover, outbox.clone(), ctx.metrics.clone(), ctx.settings.max_message_bytes);
     let expiry = Expiry::of(handshake.grant.as_ref(), ctx.settings.auth_expiry_warning);
     let grant = handshake.grant;
-    let mut session = Session { ctx, outbox, stream, writer, writer_done: false, inbound, driver, grant, expiry };
+    let limiter =
+        RequestLimiter::new(ctx.settings.max_requests_per_sec, ctx.settings.request_burst, Instant::now().into_std());
+    let mut session =
+        Session { ctx, outbox, stream, writer, writer_done: false, inbound, driver, grant, expiry, limiter };
     let grace = session.serve().await;
     session.goodbye(grace).await;
 }
@@ -85,6 +107,8 @@ struct Session {
     grant: Option<Grant>,
     /// When the token is warned about and when it expires.
     expiry: Expiry,
+    /// The client's request rate (`--max-requests-per-sec`).
+    limiter: RequestLimiter,
 }
 
 /// A session's token expiry, as two deadlines on the session's clock.
@@ -120,6 +144,9 @@ impl Session {
         let mut ping = heartbeat(settings.ping_interval);
         // When a ping is outstanding: the deadline for any pong.
         let mut pong_deadline: Option<Instant> = None;
+        let is_replay = self.driver.is_some();
+        // Only a replay session checks itself (and pays for the timer).
+        let mut stall_check = is_replay.then(|| heartbeat(REPLAY_STALL_CHECK));
         loop {
             let deadline = pong_deadline;
             let Expiry { warn_at, close_at, expires_at } = self.expiry;
@@ -131,10 +158,20 @@ impl Session {
                     return settings.shutdown_grace;
                 }
                 _ = self.outbox.wait_closed() => {
-                    // Closed by the engine (slow consumer); the close frame is
-                    // queued behind what the kernel already holds for this slow
-                    // reader, so give it as long as a stall is allowed.
+                    // Closed by the engine (slow consumer) or by the outbox
+                    // (control flood); the close frame is queued behind what
+                    // the kernel already holds for this slow reader, so give
+                    // it as long as a stall is allowed.
+                    if self.outbox.flooded() {
+                        self.ctx.metrics.client_error(ErrorCode::ControlFlood);
+                        tracing::info!(session = self.outbox.id, "closed a client that does not read its replies (1008)");
+                    }
                     return settings.shutdown_grace.max(settings.slow_timeout);
+                }
+                _ = tick_opt(&mut stall_check), if is_replay => {
+                    if self.replay_too_slow() {
+                        return settings.shutdown_grace.max(settings.slow_timeout);
+                    }
                 }
                 _ = &mut self.writer => {
                     // The socket failed or was shut; nothing more can be sent.
@@ -184,6 +221,21 @@ impl Session {
                     self.outbox.close(wire::close_frame(close_code::TOO_BIG, "message too big"));
                     return false;
                 }
+                match self.limiter.check(Instant::now().into_std()) {
+                    Verdict::Allowed => {}
+                    Verdict::Refused => {
+                        self.ctx.metrics.client_error(ErrorCode::RateLimited);
+                        let settings = &self.ctx.settings;
+                        let message = format!(
+                            "over {} requests per second (burst {}): request dropped; slow down, or the connection is closed",
+                            settings.max_requests_per_sec, settings.request_burst
+                        );
+                        let error = ServerMessage::error(ErrorCode::RateLimited.code(), message);
+                        self.outbox.push_control(frame_for(&self.outbox, &error));
+                        return true;
+                    }
+                    Verdict::Exhausted => return self.close_rate_limited(),
+                }
                 let refresh = match self.driver.as_mut() {
                     // A replay session's ops are the driver's, but for `refresh`.
                     Some(d) => match parse_envelope(&frame.payload) {
@@ -205,6 +257,16 @@ impl Session {
                         self.reply(&ServerMessage::error(e.kind.code(), e.message));
                     }
                     None => {}
+                }
+                true
+            }
+            OpCode::Ping => {
+                // A ping over the rate gets no pong (it is not worth an
+                // error frame); it still counts toward the close.
+                match self.limiter.check(Instant::now().into_std()) {
+                    Verdict::Allowed => self.outbox.push_control(wire::frame(OpCode::Pong, &frame.payload)),
+                    Verdict::Refused => self.ctx.metrics.client_error(ErrorCode::RateLimited),
+                    Verdict::Exhausted => return self.close_rate_limited(),
                 }
                 true
             }
@@ -244,10 +306,45 @@ impl Session {
         self.outbox.push_control(super::frame_for(&self.outbox, msg));
     }
 
+    /// Closes a client that kept sending a whole burst over its rate.
+    fn close_rate_limited(&self) -> bool {
+        self.ctx.metrics.client_error(ErrorCode::RateLimited);
+        tracing::info!(session = self.outbox.id, "closed a client over its request rate (1008)");
+        self.outbox.close(wire::close_frame(close_code::POLICY, "rate limited"));
+        false
+    }
+
+    /// A replay session's own slow-consumer check (the engine's ladder
+    /// never sees it): closes it with 1008 "slow consumer" if its socket
+    /// has taken none of its queued bytes for `--slow-timeout`, or more
+    /// than `--disconnect-above` bytes are queued. Returns whether it did.
+    fn replay_too_slow(&self) -> bool {
+        let settings = &self.ctx.settings;
+        let queued = self.outbox.queued_bytes();
+        let stalled_ns = now_ns().saturating_sub(self.outbox.last_progress_ns());
+        let stalled = queued > 0 && u128::from(stalled_ns) > settings.slow_timeout.as_nanos();
+        if !(stalled || queued > settings.disconnect_above) || self.outbox.is_closing() {
+            return false;
+        }
+        self.ctx.metrics.slow_disconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            session = self.outbox.id,
+            queued_bytes = queued,
+            stalled_ms = stalled_ns / 1_000_000,
+            "closed slow replay consumer (1008)"
+        );
+        self.outbox.close(wire::close_frame(close_code::POLICY, "slow consumer"));
+        true
+    }
+
     /// Closes the session for a failed read, with the code RFC 6455 asks
     /// for; a peer that is gone gets no close frame.
     fn close_for_read_error(&self, error: WebSocketError) {
         let (code, reason, kind) = match error {
+            // Before IoError, which carries it.
+            _ if FrameViolation::of(&error).is_some() => {
+                (close_code::PROTOCOL_ERROR, "protocol error", Some(ErrorCode::ProtocolError))
+            }
             WebSocketError::FrameTooLarge => (close_code::TOO_BIG, "message too big", Some(ErrorCode::MessageTooBig)),
             WebSocketError::InvalidUTF8 => {
                 (close_code::INVALID_PAYLOAD, "invalid utf-8", Some(ErrorCode::ProtocolError))
@@ -321,6 +418,15 @@ async fn drain_until_eof(stream: &TcpStream) {
 async fn replay_step(driver: &mut Option<ReplayDriver>, outbox: &Outbox) {
     match driver {
         Some(d) => d.step(outbox).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

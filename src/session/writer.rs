@@ -117,16 +117,13 @@ async fn drain(session: &Outbox, socket: &TcpStream, metrics: &Metrics) -> io::R
         match result {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
+                // Control frames this write finished or started leave the
+                // control count (and the outbox's control limit); a frame
+                // started becomes the partly written head.
+                let (started, started_bytes) = control_started(&inflight, usize::from(head_started), control, n);
+                control -= started;
+                session.control_started(started_bytes);
                 let (frames, partial) = advance(&mut inflight, n);
-                // Completed frames: the old partial head (if any), then
-                // control frames, then data.
-                let done = if head_started { frames.saturating_sub(1) } else { frames };
-                control -= done.min(control);
-                // A frame newly started becomes the head; if it was a
-                // control frame it leaves the control count.
-                if partial && (frames > 0 || !head_started) && control > 0 {
-                    control -= 1;
-                }
                 head_started = partial;
                 session.written(n);
                 session.progressed();
@@ -216,6 +213,24 @@ fn write_gathered(socket: &TcpStream, inflight: &VecDeque<Bytes>) -> io::Result<
     })
 }
 
+/// Of the control frames at `start..start + control` in `inflight`, how
+/// many a write of `n` bytes from the front reaches (finishes or starts),
+/// and their bytes. Call before [`advance`].
+fn control_started(inflight: &VecDeque<Bytes>, start: usize, control: usize, n: usize) -> (usize, usize) {
+    let (mut count, mut bytes, mut at) = (0, 0, 0);
+    for (i, frame) in inflight.iter().enumerate() {
+        if at >= n || i >= start + control {
+            break;
+        }
+        if i >= start {
+            count += 1;
+            bytes += frame.len();
+        }
+        at += frame.len();
+    }
+    (count, bytes)
+}
+
 /// Drops `n` written bytes from the front. Returns how many whole frames
 /// were completed, and whether the new head frame is now partly written.
 fn advance(inflight: &mut VecDeque<Bytes>, mut n: usize) -> (usize, bool) {
@@ -289,6 +304,20 @@ mod tests {
         let (bytes, used) = planned(&q);
         assert_eq!(used, MAX_IOVECS);
         assert_eq!(bytes, concat(&q, MAX_IOVECS + 1), "the two small frames share the last slice");
+    }
+
+    #[test]
+    fn control_frames_leave_the_count_when_their_write_starts() {
+        // A partly written head, two control frames, then data.
+        let q = frames(&[5, 3, 4, 100]);
+        assert_eq!(control_started(&q, 1, 2, 5), (0, 0), "only the head's rest");
+        assert_eq!(control_started(&q, 1, 2, 6), (1, 3), "the first control frame started");
+        assert_eq!(control_started(&q, 1, 2, 8), (1, 3), "and finished");
+        assert_eq!(control_started(&q, 1, 2, 9), (2, 7));
+        assert_eq!(control_started(&q, 1, 2, 112), (2, 7), "data is not control");
+        // No partial head: control frames start at the front.
+        assert_eq!(control_started(&q, 0, 1, 1), (1, 5));
+        assert_eq!(control_started(&q, 0, 0, 112), (0, 0));
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Policy: no pong within `--pong-timeout`, or a slow consumer.
+    /// Policy: no pong within `--pong-timeout`, a slow consumer, a client
+    /// that does not read its control replies ("control flood") or keeps
+    /// sending over `--max-requests-per-sec` ("rate limited").
     pub const POLICY: u16 = 1008;
     /// A message over `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
@@ -48,11 +50,18 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token expired without a `refresh` (close 4001).
     TokenExpired,
+    /// A request or ping over `--max-requests-per-sec`: answered with
+    /// this error and dropped; a client that keeps on is closed (1008
+    /// "rate limited").
+    RateLimited,
+    /// Control replies left unread past `--max-control-bytes` (close 1008
+    /// "control flood").
+    ControlFlood,
 }
 
 impl ErrorCode {
     /// Every kind, in [`ErrorCode::index`] order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::BadRequest,
@@ -63,6 +72,8 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
+        ErrorCode::RateLimited,
+        ErrorCode::ControlFlood,
     ];
 
     /// The wire code.
@@ -78,6 +89,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ControlFlood => "control_flood",
         }
     }
 
