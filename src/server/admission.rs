@@ -14,7 +14,7 @@
 //! `503` written without reading the request (see [`refuse`]).
 
 use std::collections::HashMap;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -109,8 +109,9 @@ impl ConnectionLimits {
 
 /// Closes a refused connection at once: writes a one-shot `503` with the
 /// reason (best effort, on the non-blocking socket: nothing waits) and
-/// closes without reading the request. A client that has already sent its
-/// request may see the connection reset instead of the answer.
+/// closes, reading at most what has already arrived of the request. A
+/// client whose request arrives later may see the connection reset instead
+/// of the answer.
 pub fn refuse(stream: TcpStream, why: Refused) {
     let body = format!("{why}\n");
     let response = format!(
@@ -118,10 +119,15 @@ pub fn refuse(stream: TcpStream, why: Refused) {
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    // Off the reactor: a plain non-blocking write, then close on drop.
+    // Off the reactor: plain non-blocking calls, then close on drop.
     if let Ok(mut std_stream) = stream.into_std() {
         let _ = std_stream.write(response.as_bytes());
         let _ = std_stream.shutdown(std::net::Shutdown::Write);
+        // Whatever of the request has already arrived is read (once, never
+        // waiting): a socket closed with unread data sends a reset, which
+        // can make the client lose the answer.
+        let mut unread = [0u8; 4096];
+        let _ = std_stream.read(&mut unread);
     }
 }
 
