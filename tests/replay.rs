@@ -398,8 +398,9 @@ async fn a_truncated_recording_is_reported_and_the_server_keeps_serving() {
     })
     .await;
     wait_metric(&fed, "tickcast_feed_errors_total", 1.0).await;
-    let published = fed.metric("tickcast_updates_published_total").await;
-    assert!(published > 1_000.0, "{published}");
+    // The engine may still be draining the ring behind a max-speed replay
+    // (it starts just after the feed, once the recorder is open).
+    wait_metric(&fed, "tickcast_updates_published_total", 1_001.0).await;
     let (status, _) = http_get(fed.addr, "/healthz").await.unwrap();
     assert_eq!(status, 200);
     fed.shutdown_within(SHUTDOWN).await;

@@ -114,8 +114,10 @@ impl Segment {
 
 /// Appends ticks to segment files in a directory.
 ///
-/// One writer per directory: nothing stops a second one but `create_new`
-/// on segment files, so two writers fail rather than interleave.
+/// One writer per directory. The server's recorder holds an exclusive
+/// lock on the directory (`tickcast.lock`, taken by `record::RecordLock`)
+/// for as long as it writes; below that, `create_new` on segment files
+/// makes two writers fail rather than overwrite each other.
 pub struct TickLogWriter {
     dir: PathBuf,
     opts: WriterOptions,
