@@ -686,6 +686,9 @@ tickcast_client_errors_total{code="unknown_symbol"} 303
 tickcast_client_errors_total{code="message_too_big"} 304
 tickcast_client_errors_total{code="protocol_error"} 305
 tickcast_client_errors_total{code="pong_timeout"} 306
+tickcast_client_errors_total{code="forbidden"} 307
+tickcast_client_errors_total{code="unauthorized"} 308
+tickcast_client_errors_total{code="token_expired"} 309
 "#;
 
     /// The process metrics at the end, for fixed [`ProcessStats`].
