@@ -82,6 +82,11 @@ STREAM_TIMEOUT = 40.0
 # A client that stops reading cannot answer pings, and its stall must not
 # trip --slow-timeout (see test_slow_consumers.py).
 STALL_FLAGS = ["--ping-interval", "60s", "--pong-timeout", "60s", "--slow-timeout", "50s"]
+# These tests check books, not heartbeats (test_protocol.py does): a
+# Python follower replaying a capture can be a second behind its socket on
+# a loaded 2-core box, which the default test servers' 1 s pong timeout
+# would close.
+QUIET_HEARTBEAT = ["--ping-interval", "60s", "--pong-timeout", "60s"]
 RCVBUF = 4096
 MAX_QUEUE = 4
 
@@ -495,7 +500,7 @@ def messages(client: WsClient, deadline: float):
 @pytest.fixture(scope="module")
 def replay_server(tmp_path_factory, pb2):
     server = start_server(
-        tmp_path_factory.mktemp("books"), pb2, feed="tcp", extra=["--replay-dir", str(BINANCE), "--max-replay-sessions", "16"]
+        tmp_path_factory.mktemp("books"), pb2, feed="tcp", extra=["--replay-dir", str(BINANCE), "--max-replay-sessions", "16", *QUIET_HEARTBEAT]
     )
     yield server
     server.stop()
@@ -634,10 +639,11 @@ def start_live(tickcast, ref: Reference, extra=(), end: float = LIVE_END) -> tup
     first event to ``end`` of its book updates (no --from, no --loop: its
     seqs are the recording's, which the followers check message by
     message). Returns it and the last seq it publishes."""
+    heartbeat = [] if "--ping-interval" in extra else QUIET_HEARTBEAT
     window = []
     if end < 1:
         window = ["--to", str(ref.book_ts(end))]
-    server = tickcast(feed=f"replay:{BINANCE / ref.capture}", extra=["--speed", LIVE_SPEED, *window, *extra])
+    server = tickcast(feed=f"replay:{BINANCE / ref.capture}", extra=["--speed", LIVE_SPEED, *window, *heartbeat, *extra])
     server.wait_symbols(ref.sym, timeout=10)
     return server, ref.last_seq_to(int(window[1])) if window else ref.last_seq
 
@@ -797,7 +803,7 @@ def test_loop_passes_keep_the_exact_book_at_every_depth(tickcast, references, ca
     to = ref.book_ts(LOOP_END)
     events = ref.last_seq_to(to)
     server = tickcast(
-        feed=f"replay:{BINANCE / capture}", extra=["--speed", LIVE_SPEED, "--loop", "--to", str(to), *NO_CONFLATION]
+        feed=f"replay:{BINANCE / capture}", extra=["--speed", LIVE_SPEED, "--loop", "--to", str(to), *NO_CONFLATION, *QUIET_HEARTBEAT]
     )
     server.wait_symbols(ref.sym, timeout=10)
     server.wait_published(events // 3, timeout=20)
