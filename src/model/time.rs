@@ -15,7 +15,9 @@ pub fn now_ns() -> u64 {
 pub struct EventTimeError(pub String);
 
 /// Parses an event time: integer ns since the Unix epoch, or RFC 3339
-/// (`2024-08-08T23:55:00Z`, fractions allowed).
+/// (`2024-08-08T23:55:00Z`, fractions allowed). Times before 1970 or past
+/// what a `u64` of ns holds (2554-07-21T23:34:33.709551615Z) are refused,
+/// never wrapped into another century.
 pub fn parse_event_time(s: &str) -> Result<u64, EventTimeError> {
     let s = s.trim();
     if let Ok(ns) = s.parse::<u64>() {
@@ -24,7 +26,7 @@ pub fn parse_event_time(s: &str) -> Result<u64, EventTimeError> {
     humantime::parse_rfc3339_weak(s)
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos() as u64)
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
         .ok_or_else(|| EventTimeError(s.chars().take(64).collect()))
 }
 
@@ -38,5 +40,16 @@ mod tests {
         assert_eq!(parse_event_time("2024-08-08T23:55:00Z"), Ok(1_723_161_300_000_000_000));
         assert_eq!(parse_event_time("2024-08-08T23:55:00.5Z"), Ok(1_723_161_300_500_000_000));
         assert!(parse_event_time("yesterday").unwrap_err().to_string().contains("RFC 3339"));
+    }
+
+    /// Found by the `event_time` fuzz target: a time past 2554 wrapped
+    /// silently into the past (`as u64` on the u128 of ns).
+    #[test]
+    fn times_past_u64_ns_are_refused_not_wrapped() {
+        assert_eq!(parse_event_time("2554-07-21T23:34:33.709551615Z"), Ok(u64::MAX));
+        assert!(parse_event_time("2554-07-21T23:34:33.709551616Z").is_err());
+        assert!(parse_event_time("4202-08-08T23:55:00.00000000123456789Z").is_err());
+        assert!(parse_event_time("9999-12-31T23:59:59Z").is_err());
+        assert!(parse_event_time("1969-12-31T23:59:59Z").is_err());
     }
 }
