@@ -118,6 +118,32 @@ impl ReplayRequest {
         let Some(dir) = replay_dir else {
             return Err(Refusal::Off);
         };
+        let mut request = ReplayRequest::parse_query(query)?;
+        let bad = Refusal::BadRequest;
+        let name = &request.name;
+        let path = dir.join(name);
+        // A symlink inside the directory must not lead out of it.
+        let inside = match (path.canonicalize(), dir.canonicalize()) {
+            (Ok(p), Ok(d)) => p.starts_with(d),
+            _ => return Err(Refusal::NotFound(request.name)),
+        };
+        if !inside {
+            return Err(bad(format!("source {name:?} leads outside the replay directory")));
+        }
+        if let Err(e) = recorded::detect(&path) {
+            return Err(bad(format!("source {name:?}: {e}")));
+        }
+        request.path = path;
+        Ok(request)
+    }
+
+    /// Parses and validates a `/replay` query without touching the
+    /// filesystem: every parameter, and that `source` is a plain name (no
+    /// path, no `..`). `path` is that bare name; [`from_query`] resolves it
+    /// in `--replay-dir` and checks the file.
+    ///
+    /// [`from_query`]: ReplayRequest::from_query
+    pub fn parse_query(query: Option<&str>) -> Result<ReplayRequest, Refusal> {
         let bad = Refusal::BadRequest;
         let (mut name, mut from, mut to, mut speed, mut symbols) = (None, None, None, Speed::Times(1.0), None);
         let mut depth = None;
@@ -163,18 +189,7 @@ impl ReplayRequest {
                 return Err(bad(format!("from {f} is after to {t}")));
             }
         }
-        let path = dir.join(&name);
-        // A symlink inside the directory must not lead out of it.
-        let inside = match (path.canonicalize(), dir.canonicalize()) {
-            (Ok(p), Ok(d)) => p.starts_with(d),
-            _ => return Err(Refusal::NotFound(name)),
-        };
-        if !inside {
-            return Err(bad(format!("source {name:?} leads outside the replay directory")));
-        }
-        if let Err(e) = recorded::detect(&path) {
-            return Err(bad(format!("source {name:?}: {e}")));
-        }
+        let path = PathBuf::from(&name);
         Ok(ReplayRequest { name, path, from, to, speed, symbols, depth })
     }
 }
