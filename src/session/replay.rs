@@ -128,6 +128,43 @@ impl ReplayRequest {
         let Some(dir) = replay_dir else {
             return Err(Refusal::Off);
         };
+        let mut request = ReplayRequest::parse_query(query)?;
+        let bad = Refusal::BadRequest;
+        let name = &request.name;
+        let path = dir.join(name);
+        // A symlink inside the directory must not lead out of it.
+        let inside = match (path.canonicalize(), dir.canonicalize()) {
+            (Ok(p), Ok(d)) => p.starts_with(d),
+            _ => return Err(Refusal::NotFound(request.name)),
+        };
+        if !inside {
+            return Err(bad(format!("source {name:?} leads outside the replay directory")));
+        }
+        // The type first, from a stat (which never blocks on a FIFO, where
+        // an open would): only regular files and tick-log directories.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() || meta.is_dir() => {}
+            Ok(_) => {
+                return Err(bad(format!(
+                    "source {name:?} is not a regular file or a tick-log directory (a FIFO, socket or device)"
+                )))
+            }
+            Err(_) => return Err(Refusal::NotFound(request.name)),
+        }
+        if let Err(e) = recorded::detect(&path) {
+            return Err(bad(format!("source {name:?}: {e}")));
+        }
+        request.path = path;
+        Ok(request)
+    }
+
+    /// Parses and validates a `/replay` query without touching the
+    /// filesystem: every parameter, and that `source` is a plain name (no
+    /// path, no `..`). `path` is that bare name; [`from_query`] resolves it
+    /// in `--replay-dir` and checks the file.
+    ///
+    /// [`from_query`]: ReplayRequest::from_query
+    pub fn parse_query(query: Option<&str>) -> Result<ReplayRequest, Refusal> {
         let bad = Refusal::BadRequest;
         let (mut name, mut from, mut to, mut speed, mut symbols) = (None, None, None, Speed::Times(1.0), None);
         let mut depth = None;
@@ -173,29 +210,7 @@ impl ReplayRequest {
                 return Err(bad(format!("from {f} is after to {t}")));
             }
         }
-        let path = dir.join(&name);
-        // A symlink inside the directory must not lead out of it.
-        let inside = match (path.canonicalize(), dir.canonicalize()) {
-            (Ok(p), Ok(d)) => p.starts_with(d),
-            _ => return Err(Refusal::NotFound(name)),
-        };
-        if !inside {
-            return Err(bad(format!("source {name:?} leads outside the replay directory")));
-        }
-        // The type first, from a stat (which never blocks on a FIFO, where
-        // an open would): only regular files and tick-log directories.
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() || meta.is_dir() => {}
-            Ok(_) => {
-                return Err(bad(format!(
-                    "source {name:?} is not a regular file or a tick-log directory (a FIFO, socket or device)"
-                )))
-            }
-            Err(_) => return Err(Refusal::NotFound(name)),
-        }
-        if let Err(e) = recorded::detect(&path) {
-            return Err(bad(format!("source {name:?}: {e}")));
-        }
+        let path = PathBuf::from(&name);
         Ok(ReplayRequest { name, path, from, to, speed, symbols, depth })
     }
 }

@@ -46,10 +46,19 @@ pub struct BinanceReader {
 impl BinanceReader {
     /// Opens the file, telling gzip from plain text by its first two bytes.
     pub fn open(path: &Path) -> Result<BinanceReader, SourceError> {
+        let file = File::open(path).map_err(|source| SourceError::Io { path: path.to_owned(), source })?;
+        BinanceReader::from_reader(path, file)
+    }
+
+    /// Reads a capture from `input` (plain or gzip, as [`open`] tells them
+    /// apart); `path` only names it in errors. For captures that are not
+    /// files, and for fuzzing the reader in memory.
+    ///
+    /// [`open`]: BinanceReader::open
+    pub fn from_reader(path: &Path, input: impl Read + Send + 'static) -> Result<BinanceReader, SourceError> {
         let io_err = |source| SourceError::Io { path: path.to_owned(), source };
         let file_failed = Arc::new(AtomicBool::new(false));
-        let file = File::open(path).map_err(io_err)?;
-        let mut raw = BufReader::with_capacity(READ_BUFFER, Watched { inner: file, failed: file_failed.clone() });
+        let mut raw = BufReader::with_capacity(READ_BUFFER, Watched { inner: input, failed: file_failed.clone() });
         let gzip = raw.fill_buf().map_err(io_err)?.starts_with(&[0x1f, 0x8b]);
         let input: Box<dyn BufRead + Send> = if gzip {
             Box::new(BufReader::with_capacity(READ_BUFFER, flate2::bufread::MultiGzDecoder::new(raw)))

@@ -613,7 +613,7 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
-type Input = Checked<DynReader<'static, BufReader<Watched<File>>>>;
+type Input = Checked<DynReader<'static, BufReader<Watched<Box<dyn Read + Send>>>>>;
 
 /// Reader of one DBN file (plain or zstd), yielding the events of
 /// [`DbnNormalizer`] with errors that name the file, record and offset.
@@ -635,9 +635,18 @@ impl DbnReader {
     /// and 2 are read as they are: the market records have one layout in
     /// all three versions.
     pub fn open(path: &Path) -> Result<DbnReader, SourceError> {
-        let file_failed = Arc::new(AtomicBool::new(false));
         let file = File::open(path).map_err(|source| SourceError::Io { path: path.to_owned(), source })?;
-        let watched = BufReader::new(Watched { inner: file, failed: file_failed.clone() });
+        DbnReader::from_reader(path, Box::new(file))
+    }
+
+    /// Reads a DBN stream (plain or zstd) from `input`, as [`open`] reads a
+    /// file; `path` only names it in errors. For streams that are not
+    /// files, and for fuzzing the reader in memory.
+    ///
+    /// [`open`]: DbnReader::open
+    pub fn from_reader(path: &Path, input: Box<dyn Read + Send>) -> Result<DbnReader, SourceError> {
+        let file_failed = Arc::new(AtomicBool::new(false));
+        let watched = BufReader::new(Watched { inner: input, failed: file_failed.clone() });
         let failure = |e: dbn::Error, cut: bool| -> SourceError {
             if file_failed.load(Ordering::Relaxed) {
                 return SourceError::Io { path: path.to_owned(), source: into_io(e) };
