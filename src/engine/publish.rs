@@ -6,7 +6,6 @@
 //! session that is conflating it. [`stage`] is also how snapshots and
 //! recovery frames are queued.
 
-use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -61,15 +60,7 @@ impl Engine {
                         if subscribers.is_empty() {
                             continue;
                         }
-                        let msg = ServerMessage::Book {
-                            sym: Cow::Borrowed(&topic.sym),
-                            seq,
-                            ts_event: tick.ts_event,
-                            ts_ingest: tick.ts_ingest,
-                            bids: Cow::Borrowed(&view.bids),
-                            asks: Cow::Borrowed(&view.asks),
-                            checksum,
-                        };
+                        let msg = ServerMessage::book(&*topic.sym, seq, tick.ts_event, tick.ts_ingest, view, checksum);
                         let frame = encode_frame(encoding, &msg, &mut self.scratch);
                         encoded[encoding.index()] += 1;
                         fan.stage_all(subscribers, audience.depth, &frame);

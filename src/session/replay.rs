@@ -38,7 +38,6 @@
 //! recording (or past `to`) the client gets `replay_end`; the session stays
 //! open so the client can seek again, or close.
 
-use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -577,15 +576,8 @@ impl Producer {
                     self.diff.before(&topic.book, self.depth);
                     let seq = topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
                     let view = self.diff.view(&topic.book, raw, self.depth);
-                    let msg = ServerMessage::Book {
-                        sym: Cow::Borrowed(&topic.sym),
-                        seq,
-                        ts_event: ev.ts_event,
-                        ts_ingest: ev.ts_recv,
-                        bids: Cow::Borrowed(&view.bids),
-                        asks: Cow::Borrowed(&view.asks),
-                        checksum: topic.book.checksum(self.depth),
-                    };
+                    let checksum = topic.book.checksum(self.depth);
+                    let msg = ServerMessage::book(&*topic.sym, seq, ev.ts_event, ev.ts_recv, view, checksum);
                     encode_frame(self.encoding, &msg, &mut self.scratch)
                 }
                 update => {

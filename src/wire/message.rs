@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Level, Quote, Side, Trade, Update};
+use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
 
 /// The book part of a snapshot: levels to the subscription's depth, bids
 /// best (highest) first, asks best (lowest) first, and their checksum.
@@ -191,15 +191,30 @@ impl<'a> ServerMessage<'a> {
                 ask: q.ask,
                 ask_sz: q.ask_sz,
             },
-            Update::Book(b) => ServerMessage::Book {
-                sym,
-                seq,
-                ts_event,
-                ts_ingest,
-                bids: Cow::Borrowed(&b.bids),
-                asks: Cow::Borrowed(&b.asks),
-                checksum,
-            },
+            Update::Book(b) => ServerMessage::book(sym, seq, ts_event, ts_ingest, b, checksum),
+        }
+    }
+
+    /// The `book` message of one update as a subscriber at some depth sees
+    /// it: `view` is that depth's delta (see
+    /// [`DepthDiff`](crate::model::DepthDiff)), `checksum` the subscriber's
+    /// book checksum after it.
+    pub fn book(
+        sym: impl Into<Cow<'a, str>>,
+        seq: u64,
+        ts_event: u64,
+        ts_ingest: u64,
+        view: &'a BookDelta,
+        checksum: u32,
+    ) -> Self {
+        ServerMessage::Book {
+            sym: sym.into(),
+            seq,
+            ts_event,
+            ts_ingest,
+            bids: Cow::Borrowed(&view.bids),
+            asks: Cow::Borrowed(&view.asks),
+            checksum,
         }
     }
 
