@@ -40,7 +40,7 @@ fn server_examples_decode_and_survive_every_encoding() {
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(ours, doc, "documented example differs from what the server sends");
     }
-    for kind in ["trade", "quote", "book", "snapshot", "ack", "error", "conflated", "replay_end"] {
+    for kind in ["trade", "quote", "book", "snapshot", "ack", "error", "conflated", "reset", "replay_end"] {
         assert!(kinds.contains(kind), "no example of {kind}");
     }
 }

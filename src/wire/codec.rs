@@ -28,6 +28,15 @@ pub enum DecodeError {
     /// A protobuf message whose body does not match a known type.
     #[error("protobuf: missing or mismatched body for type {0:?}")]
     ProtobufBody(String),
+    /// A protobuf enum field holding a value this build does not know, or
+    /// the `..._UNSPECIFIED` zero, which the server never sends.
+    #[error("protobuf: {field} {value} is not a known value")]
+    ProtobufEnum {
+        /// The field, e.g. `Reset.reason`.
+        field: &'static str,
+        /// The value received.
+        value: i32,
+    },
 }
 
 /// Encodes `msg` in `encoding` and frames it: one allocation, shared by
@@ -69,7 +78,7 @@ mod tests {
     use super::*;
     use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
     use crate::wire::frame::tests::strip_header;
-    use crate::wire::{BookLevels, Skipped};
+    use crate::wire::{BookLevels, ResetReason, Skipped};
 
     fn samples() -> Vec<ServerMessage<'static>> {
         let awkward = [0.1, 189.51, 1e-9, 123_456_789.123_456_79, f64::MIN_POSITIVE, 0.30000000000000004, 5e-324];
@@ -113,6 +122,13 @@ mod tests {
                 Skipped { sym: "MSFT".into(), from_seq: 1, to_seq: 1, trades: 0, quotes: 1, books: 0 },
             ],
         });
+        for (i, reason) in ResetReason::ALL.into_iter().enumerate() {
+            // Any seq, even below the last one sent (an epoch change), and
+            // the extremes of the range.
+            let seq = [1500, 0, u64::MAX, 1][i];
+            out.push(ServerMessage::reset(if i % 2 == 0 { "AAPL" } else { "BTC-USDT-PERP" }, seq, reason).into_owned());
+        }
+        out.push(ServerMessage::TokenExpiring { expires_at: 1_767_225_600 });
         out.push(ServerMessage::ReplayEnd {
             source: "btcusdt_20240808.gz".into(),
             reason: "end".into(),
@@ -150,5 +166,27 @@ mod tests {
         assert_eq!(value["sym"], "AAPL");
         assert_eq!(value["seq"], 7);
         assert_eq!(value["side"], "buy");
+    }
+
+    #[test]
+    fn reset_has_the_documented_shape_in_json_and_msgpack() {
+        let msg = ServerMessage::reset("AAPL", 1500, ResetReason::Gap);
+        let mut scratch = Vec::new();
+        encode_payload(Encoding::Json, &msg, &mut scratch);
+        assert_eq!(
+            std::str::from_utf8(&scratch).unwrap(),
+            r#"{"type":"reset","sym":"AAPL","seq":1500,"reason":"gap"}"#
+        );
+        for reason in ResetReason::ALL {
+            let msg = ServerMessage::reset("AAPL", 7, reason);
+            assert_eq!(msg.kind(), "reset");
+            assert_eq!(msg.sym_seq(), None, "a reset is not a market message");
+            scratch.clear();
+            encode_payload(Encoding::Msgpack, &msg, &mut scratch);
+            let value: serde_json::Value = rmp_serde::from_slice(&scratch).unwrap();
+            assert_eq!(value, serde_json::json!({"type": "reset", "sym": "AAPL", "seq": 7, "reason": reason.name()}));
+        }
+        let unknown = br#"{"type":"reset","sym":"AAPL","seq":1,"reason":"nope"}"#;
+        assert!(decode(Encoding::Json, unknown).is_err(), "an unknown reason is rejected");
     }
 }

@@ -48,6 +48,38 @@ impl Skipped<'_> {
     }
 }
 
+/// Why a [`ServerMessage::Reset`] replaced a symbol's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetReason {
+    /// Updates were lost upstream, between the sequencer and this node.
+    Gap,
+    /// The sequencer restarted without its state (a new epoch): the
+    /// snapshot's seq may be lower than the last seq the client saw.
+    Epoch,
+    /// This node lost its connection to the message bus and re-synced.
+    Reconnect,
+    /// Reserved for resume: the requested seq is no longer in history.
+    History,
+}
+
+impl ResetReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [ResetReason; 4] =
+        [ResetReason::Gap, ResetReason::Epoch, ResetReason::Reconnect, ResetReason::History];
+
+    /// The name on the wire (JSON and msgpack `reason`), e.g. for metrics
+    /// labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResetReason::Gap => "gap",
+            ResetReason::Epoch => "epoch",
+            ResetReason::Reconnect => "reconnect",
+            ResetReason::History => "history",
+        }
+    }
+}
+
 /// Every message the server sends. Borrowed when the engine encodes it,
 /// owned (`'static`) when a client decodes it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +182,18 @@ pub enum ServerMessage<'a> {
         /// One entry per affected symbol.
         symbols: Vec<Skipped<'a>>,
     },
+    /// The symbol's state was replaced upstream: the client must discard
+    /// what it holds of `sym`. The next message of `sym` is its snapshot at
+    /// `seq` (which may be lower than the last seq the client saw), then
+    /// updates from `seq + 1`.
+    Reset {
+        /// Symbol.
+        sym: Cow<'a, str>,
+        /// The seq of the snapshot that follows.
+        seq: u64,
+        /// Why the state was replaced.
+        reason: ResetReason,
+    },
     /// A replay session's stream ended (`/replay` only); `ts_event` is the
     /// event time of the last market message sent (0 if none).
     ReplayEnd {
@@ -223,6 +267,11 @@ impl<'a> ServerMessage<'a> {
         ServerMessage::Error { code: Cow::Borrowed(code), message: message.into(), symbols: Vec::new() }
     }
 
+    /// A `reset` of `sym`: its snapshot at `seq` follows.
+    pub fn reset(sym: impl Into<Cow<'a, str>>, seq: u64, reason: ResetReason) -> Self {
+        ServerMessage::Reset { sym: sym.into(), seq, reason }
+    }
+
     /// Detaches the message from the buffers it borrows.
     pub fn into_owned(self) -> ServerMessage<'static> {
         fn own(s: Cow<'_, str>) -> Cow<'static, str> {
@@ -274,6 +323,7 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Conflated { symbols } => {
                 ServerMessage::Conflated { symbols: symbols.into_iter().map(Skipped::into_owned).collect() }
             }
+            ServerMessage::Reset { sym, seq, reason } => ServerMessage::Reset { sym: own(sym), seq, reason },
             ServerMessage::ReplayEnd { source, reason, events, ts_event } => {
                 ServerMessage::ReplayEnd { source: own(source), reason: own(reason), events, ts_event }
             }
@@ -291,12 +341,14 @@ impl<'a> ServerMessage<'a> {
             ServerMessage::Ack { .. } => "ack",
             ServerMessage::Error { .. } => "error",
             ServerMessage::Conflated { .. } => "conflated",
+            ServerMessage::Reset { .. } => "reset",
             ServerMessage::ReplayEnd { .. } => "replay_end",
             ServerMessage::TokenExpiring { .. } => "token_expiring",
         }
     }
 
-    /// `(sym, seq)` of a market message or snapshot.
+    /// `(sym, seq)` of a market message or snapshot; not of a `reset`,
+    /// whose seq is that of the snapshot it announces.
     pub fn sym_seq(&self) -> Option<(&str, u64)> {
         match self {
             ServerMessage::Trade { sym, seq, .. }

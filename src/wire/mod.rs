@@ -34,7 +34,7 @@ use fastwebsockets::OpCode;
 pub use codec::{decode, encode_frame, encode_payload, DecodeError};
 pub use codes::{close_code, ErrorCode};
 pub use frame::{close_frame, frame};
-pub use message::{BookLevels, ServerMessage, Skipped};
+pub use message::{BookLevels, ResetReason, ServerMessage, Skipped};
 pub use protobuf::pb;
 
 /// A wire encoding a client can ask for.

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::codec::DecodeError;
-use super::message::{BookLevels, ServerMessage, Skipped};
+use super::message::{BookLevels, ResetReason, ServerMessage, Skipped};
 use crate::model::{Level, Quote, Side, Trade};
 
 /// Protobuf types generated from `proto/tickcast.proto` at build time.
@@ -28,6 +28,29 @@ fn side_from_pb(side: i32) -> Side {
         Ok(pb::Side::Buy) => Side::Buy,
         Ok(pb::Side::Sell) => Side::Sell,
         _ => Side::Unknown,
+    }
+}
+
+fn pb_reset_reason(reason: ResetReason) -> i32 {
+    match reason {
+        ResetReason::Gap => pb::ResetReason::Gap as i32,
+        ResetReason::Epoch => pb::ResetReason::Epoch as i32,
+        ResetReason::Reconnect => pb::ResetReason::Reconnect as i32,
+        ResetReason::History => pb::ResetReason::History as i32,
+    }
+}
+
+/// A reset's reason; `UNSPECIFIED` (never sent) and values this build does
+/// not know are errors, as an unknown `reason` string is in JSON.
+fn reset_reason_from_pb(reason: i32) -> Result<ResetReason, DecodeError> {
+    match pb::ResetReason::try_from(reason) {
+        Ok(pb::ResetReason::Gap) => Ok(ResetReason::Gap),
+        Ok(pb::ResetReason::Epoch) => Ok(ResetReason::Epoch),
+        Ok(pb::ResetReason::Reconnect) => Ok(ResetReason::Reconnect),
+        Ok(pb::ResetReason::History) => Ok(ResetReason::History),
+        Ok(pb::ResetReason::Unspecified) | Err(_) => {
+            Err(DecodeError::ProtobufEnum { field: "Reset.reason", value: reason })
+        }
     }
 }
 
@@ -114,6 +137,13 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
                     })
                     .collect(),
             }));
+            return out;
+        }
+        ServerMessage::Reset { sym, seq, reason } => {
+            // Symbol and seq in the envelope, as for a snapshot; no times.
+            out.sym = sym.to_string();
+            out.seq = *seq;
+            out.body = Some(Body::Reset(pb::Reset { reason: pb_reset_reason(*reason) }));
             return out;
         }
         ServerMessage::ReplayEnd { source, reason, events, ts_event } => {
@@ -205,6 +235,7 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
                 })
                 .collect(),
         },
+        ("reset", Some(Body::Reset(r))) => ServerMessage::Reset { sym, seq, reason: reset_reason_from_pb(r.reason)? },
         ("replay_end", Some(Body::ReplayEnd(r))) => ServerMessage::ReplayEnd {
             source: Cow::Owned(r.source),
             reason: Cow::Owned(r.reason),
@@ -215,4 +246,53 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
         (other, _) => return Err(DecodeError::ProtobufBody(other.to_owned())),
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn reset_puts_sym_and_seq_in_the_envelope_and_round_trips() {
+        let expected = [
+            (ResetReason::Gap, pb::ResetReason::Gap),
+            (ResetReason::Epoch, pb::ResetReason::Epoch),
+            (ResetReason::Reconnect, pb::ResetReason::Reconnect),
+            (ResetReason::History, pb::ResetReason::History),
+        ];
+        for (reason, pb_reason) in expected {
+            let msg = ServerMessage::reset("AAPL", 1500, reason);
+            let out = to_protobuf(&msg);
+            assert_eq!((out.r#type.as_str(), out.sym.as_str(), out.seq), ("reset", "AAPL", 1500));
+            assert_eq!((out.ts_event, out.ts_ingest), (0, 0));
+            assert_eq!(out.body, Some(pb::server_message::Body::Reset(pb::Reset { reason: pb_reason as i32 })));
+            let bytes = out.encode_to_vec();
+            let back = from_protobuf(pb::ServerMessage::decode(&bytes[..]).unwrap()).unwrap();
+            assert_eq!(back, msg.into_owned());
+        }
+    }
+
+    #[test]
+    fn reset_without_a_known_reason_is_rejected() {
+        for value in [pb::ResetReason::Unspecified as i32, 99, -1] {
+            let msg = pb::ServerMessage {
+                r#type: "reset".into(),
+                sym: "AAPL".into(),
+                seq: 1,
+                body: Some(pb::server_message::Body::Reset(pb::Reset { reason: value })),
+                ..Default::default()
+            };
+            let err = from_protobuf(msg).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::ProtobufEnum { field: "Reset.reason", value: v } if v == value),
+                "{err}"
+            );
+        }
+        // A reset type with another body, or none, is a mismatch as for
+        // every type.
+        let msg = pb::ServerMessage { r#type: "reset".into(), ..Default::default() };
+        assert!(matches!(from_protobuf(msg), Err(DecodeError::ProtobufBody(t)) if t == "reset"));
+    }
 }

@@ -55,6 +55,7 @@ from websockets.exceptions import InvalidStatus
 from tickcast_client import (
     FULL_DEPTH,
     REPO_ROOT,
+    RESET_REASONS,
     DepthBook,
     Server,
     WsClient,
@@ -137,6 +138,72 @@ def test_depth_book_helper_by_hand():
         DepthBook.from_snapshot({"bids": [[1.0, 1.0], [2.0, 1.0]], "asks": []}, 10)
     with pytest.raises(AssertionError):
         DepthBook.from_snapshot({"bids": [[2.0, 1.0], [1.0, 1.0]], "asks": []}, 1)
+
+
+def test_follower_takes_a_reset_then_exactly_its_snapshot():
+    """The checker's ``reset`` rule, on a hand-made reference: the state is
+    dropped and the very next message must be the symbol's snapshot at the
+    reset's seq, even one below the last seq (an epoch change); updates then
+    follow it. Anything else after a reset is a failure. (The server does
+    not send ``reset`` yet.)"""
+    ref = Reference("hand", "AAPL")
+    full = DepthBook("full")
+    deltas = [
+        {"bids": [[100.0, 1.0]], "asks": []},
+        {"bids": [], "asks": [[101.0, 2.0]]},
+        {"bids": [[99.0, 3.0]], "asks": [[102.0, 1.0]]},
+        {"bids": [[100.0, 0.0]], "asks": []},
+    ]
+    for seq, delta in enumerate(deltas, 1):
+        ref.kinds.append("book")
+        ref.ts.append(1_700_000_000_000_000_000 + seq)
+        ref.deltas[seq] = delta
+        ref.book_seqs.append(seq)
+        full.apply(delta)
+        ref.tops.append(full.top(TOP_CACHED))
+
+    def top(seq):
+        bids, asks = RefCursor(ref).at(seq).top(10)
+        return [list(l) for l in bids], [list(l) for l in asks], book_checksum(bids, asks, 10)
+
+    def snapshot(seq):
+        bids, asks, crc = top(seq)
+        book = {"bids": bids, "asks": asks, "checksum": crc}
+        return {"type": "snapshot", "sym": "AAPL", "seq": seq, "ts_event": ref.ts[seq - 1], "ts_ingest": 1,
+                "quote": None, "trade": None, "depth": 10, "book": book}
+
+    def update(seq):
+        crc = top(seq)[2]
+        return {"type": "book", "sym": "AAPL", "seq": seq, "ts_event": ref.ts[seq - 1], "ts_ingest": 1, **ref.deltas[seq],
+                "checksum": crc}
+
+    def reset(seq, reason="epoch"):
+        return {"type": "reset", "sym": "AAPL", "seq": seq, "reason": reason}
+
+    f = Follower(ref, 10, "hand")
+    for m in (snapshot(2), update(3), update(4), reset(1), snapshot(1), update(2), reset(3, "gap"), snapshot(3), update(4)):
+        f.take(m)
+    assert (f.last, f.stats["resets"], f.stats["snapshots"]) == (4, 2, 3), dict(f.stats)
+    assert f.book.top() == RefCursor(ref).at(4).top(10)
+
+    broken = {
+        "an update after a reset": [reset(1), update(2)],
+        "a snapshot at another seq": [reset(1), snapshot(2)],
+        "another symbol's message": [reset(1), {**snapshot(1), "sym": "MSFT"}],
+        "a second reset": [reset(1), reset(1)],
+        "an unknown reason": [reset(1, "oops")],
+        "a reset inside a conflated range": [
+            {"type": "conflated", "symbols": [{"sym": "AAPL", "from_seq": 3, "to_seq": 3, "trades": 0, "quotes": 0, "books": 1}]},
+            reset(3),
+        ],
+    }
+    for what, msgs in broken.items():
+        f = Follower(ref, 10, "hand")
+        f.take(snapshot(2))
+        with pytest.raises(AssertionError):
+            for m in msgs:
+                f.take(m)
+            pytest.fail(f"accepted {what}")  # not an AssertionError: escapes pytest.raises
 
 
 # --------------------------------------------------------------------------
@@ -307,6 +374,7 @@ class Follower:
         self.book: DepthBook | None = None
         self.last: int | None = None  # last seq applied; None until a snapshot
         self.pending_to: int | None = None  # a conflated range awaiting its snapshot
+        self.reset_to: int | None = None  # a reset's seq: its snapshot must be the next message
         self.next_depth: int | str | None = None  # a re-subscribe awaiting its snapshot
         self.checksum: int | None = None
         self.stats: Counter = Counter()
@@ -331,10 +399,16 @@ class Follower:
     # -- messages
     def take(self, m: dict) -> None:
         kind = m["type"]
+        if self.reset_to is not None:
+            assert (kind, m.get("sym"), m.get("seq")) == ("snapshot", self.ref.sym, self.reset_to), (
+                f"{self.label}: a reset to seq {self.reset_to} not followed at once by that snapshot: {_short(m)}"
+            )
         if kind == "conflated":
             return self._conflated(m)
         assert m.get("sym") == self.ref.sym, f"{self.label}: unexpected {m!r}"
-        if kind == "snapshot":
+        if kind == "reset":
+            self._reset(m)
+        elif kind == "snapshot":
             self._snapshot(m)
         elif kind in ("book", "trade", "quote"):
             self._update(m)
@@ -349,6 +423,7 @@ class Follower:
         if self.pending_to is not None:
             assert seq == self.pending_to, f"{self.label}: snapshot at seq {seq}, the conflated range ended at {self.pending_to}"
             self.pending_to = None
+        self.reset_to = None  # `take` checked its seq
         k = self.recorded(seq)
         assert 0 <= k <= self.ref.last_seq, f"{self.label}: snapshot seq {seq} beyond the recording"
         if k:
@@ -433,6 +508,17 @@ class Follower:
             assert got == self.ref.counts(e["from_seq"], e["to_seq"]), f"{self.label}: conflated counts {e!r}"
         self.pending_to, self.last = e["to_seq"], None
         self.stats["conflated"] += 1
+
+    def _reset(self, m: dict) -> None:
+        """Drops the symbol's state: its snapshot at the reset's seq (which
+        may be below the last one) must be the next message."""
+        assert set(m) == {"type", "sym", "seq", "reason"}, f"{self.label}: bad reset {m!r}"
+        assert m["reason"] in RESET_REASONS, f"{self.label}: reset reason {m['reason']!r}"
+        assert isinstance(m["seq"], int) and not isinstance(m["seq"], bool) and m["seq"] >= 0, f"{self.label}: {m!r}"
+        assert self.pending_to is None, f"{self.label}: reset before the snapshot ending a conflated range: {m!r}"
+        self.book, self.last, self.checksum = None, None, None
+        self.reset_to = m["seq"]
+        self.stats["resets"] += 1
 
     # -- the check
     def _compare(self, seq: int, m: dict) -> None:

@@ -8,17 +8,20 @@ proto/tickcast.proto, json). Most tests run once per encoding.
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import signal
 import socket
 import subprocess
 import time
 
+import msgpack
 import pytest
 from websockets.exceptions import InvalidStatus
 
 from tickcast_client import (
     ENCODINGS,
+    RESET_REASONS,
     TIMEOUT,
     RawWs,
     Server,
@@ -26,6 +29,7 @@ from tickcast_client import (
     WsClient,
     assert_same_float,
     book,
+    decode_frame,
     free_port,
     http_request,
     parse_metrics,
@@ -388,6 +392,41 @@ def test_synthetic_feed_wildcard_snapshots_then_live_updates(tickcast):
     for m in updates:
         if m["type"] == "quote":
             assert m["bid"] < m["ask"], m
+
+
+def test_reset_decodes_to_the_same_message_in_every_encoding(pb2):
+    """``reset`` as docs/PROTOCOL.md and proto/tickcast.proto define it: a
+    map/object with type, sym, seq, reason; in protobuf, sym and seq in the
+    envelope and the reason as ``ResetReason``. (The server does not send it
+    yet: the frames are built here, from the documents alone.)"""
+    for reason in RESET_REASONS:
+        for seq in (1500, 0, 2**64 - 1):
+            want = {"type": "reset", "sym": "AAPL", "seq": seq, "reason": reason}
+            pb = pb2.ServerMessage(type="reset", sym="AAPL", seq=seq)
+            pb.reset.reason = pb2.ResetReason.Value(f"RESET_REASON_{reason.upper()}")
+            frames = {
+                "json": json.dumps(want, separators=(",", ":")),
+                "msgpack": msgpack.packb(want),
+                "protobuf": pb.SerializeToString(),
+            }
+            for encoding, data in frames.items():
+                assert decode_frame(encoding, data, pb2) == want, (encoding, reason, seq)
+    # The documented example, as the server's JSON writes it.
+    assert decode_frame("json", '{"type":"reset","sym":"AAPL","seq":1500,"reason":"gap"}', pb2)["reason"] == "gap"
+    # UNSPECIFIED (never sent), an unknown reason, a body that is not the
+    # type's, or times on a reset: not a valid reset.
+    bad = []
+    for reason in (pb2.RESET_REASON_UNSPECIFIED, 99):
+        m = pb2.ServerMessage(type="reset", sym="AAPL", seq=1)
+        m.reset.reason = reason
+        bad.append(m)
+    bad.append(pb2.ServerMessage(type="reset", sym="AAPL", seq=1, ack=pb2.Ack(op="subscribe")))
+    timed = pb2.ServerMessage(type="reset", sym="AAPL", seq=1, ts_event=5)
+    timed.reset.reason = pb2.RESET_REASON_GAP
+    bad.append(timed)
+    for m in bad:
+        with pytest.raises(AssertionError):
+            decode_frame("protobuf", m.SerializeToString(), pb2)
 
 
 # --------------------------------------------------------------------------

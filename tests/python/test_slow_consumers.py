@@ -30,6 +30,7 @@ from websockets.exceptions import InvalidStatus
 
 from tickcast_client import (
     ENCODINGS,
+    RESET_REASONS,
     Server,
     WsClient,
     book,
@@ -271,13 +272,17 @@ class Rebuilder:
     and carry what the feed sent; a ``conflated`` entry starts right after
     the last seq received and counts its range by kind, exactly as the feed
     lines do; until its snapshot (seq == to_seq, equal to the feed's state)
-    arrives, no update of that symbol may."""
+    arrives, no update of that symbol may. A ``reset`` drops its symbol's
+    state: the very next message must be that symbol's snapshot at the
+    reset's seq (which may be below the last one), taken as the new state."""
 
     def __init__(self, client: WsClient, market: Market, snaps: dict[str, dict]):
         self.client, self.market = client, market
         self.states = {s: check_snapshot(snap, market) for s, snap in snaps.items()}
         self.last = {s: snap["seq"] for s, snap in snaps.items()}
         self.pending: dict[str, int] = {}  # sym -> to_seq, until its snapshot
+        self.reset_due: tuple[str, int] | None = None  # (sym, seq) of a reset: its snapshot comes next
+        self.resets: list[dict] = []
         self.conflated: list[dict] = []
         self.entries: list[dict] = []
         self.read = 0
@@ -285,6 +290,11 @@ class Rebuilder:
     def take(self, msg: dict, raw: str | bytes) -> None:
         self.read += 1
         kind = msg["type"]
+        if self.reset_due is not None:
+            sym, seq = self.reset_due
+            assert (kind, msg.get("sym"), msg.get("seq")) == ("snapshot", sym, seq), (
+                f"a reset of {sym} to seq {seq} not followed at once by that snapshot: {msg!r}"
+            )
         if kind in KINDS:
             sym = msg["sym"]
             assert sym in self.last, f"update of a symbol never subscribed: {msg!r}"
@@ -295,15 +305,33 @@ class Rebuilder:
             self.last[sym] = msg["seq"]
         elif kind == "conflated":
             self._conflated(msg, raw)
+        elif kind == "reset":
+            self._reset(msg)
         elif kind == "snapshot":
             sym = msg["sym"]
-            assert sym in self.pending, f"snapshot of {sym} not announced by a conflated entry: {msg!r}"
-            to_seq = self.pending.pop(sym)
-            assert msg["seq"] == to_seq, f"{sym}: snapshot seq {msg['seq']} != conflated to_seq {to_seq}"
+            if self.reset_due is not None:
+                self.reset_due = None  # checked above: this symbol, the reset's seq
+            else:
+                assert sym in self.pending, f"snapshot of {sym} not announced by a conflated entry or a reset: {msg!r}"
+                to_seq = self.pending.pop(sym)
+                assert msg["seq"] == to_seq, f"{sym}: snapshot seq {msg['seq']} != conflated to_seq {to_seq}"
             self.states[sym] = check_snapshot(msg, self.market)
             self.last[sym] = msg["seq"]
         else:
             raise AssertionError(f"unexpected message while recovering: {msg!r}")
+
+    def _reset(self, msg: dict) -> None:
+        assert set(msg) == {"type", "sym", "seq", "reason"}, f"bad reset {msg!r}"
+        assert msg["reason"] in RESET_REASONS, f"reset reason {msg['reason']!r}"
+        seq = msg["seq"]
+        assert isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0, f"reset seq {msg!r}"
+        sym = msg["sym"]
+        assert sym in self.last, f"reset of a symbol never subscribed: {msg!r}"
+        assert sym not in self.pending, f"{sym}: reset before the snapshot that ends its conflated range: {msg!r}"
+        # The state is dropped; the snapshot, next, replaces it.
+        self.states.pop(sym, None)
+        self.reset_due = (sym, seq)
+        self.resets.append(msg)
 
     def _conflated(self, msg: dict, raw: str | bytes) -> None:
         enc = self.client.encoding
@@ -348,6 +376,83 @@ class Rebuilder:
 
     def caught_up(self) -> bool:
         return not self.pending and all(self.last[s] == self.market.seq(s) for s in self.last)
+
+
+class HandMarket(Market):
+    """A `Market` whose lines are recorded, not sent: for the checker's own
+    tests."""
+
+    def __init__(self):  # no server, no feed
+        self.lines, self.sent, self.ts = {}, 0, T0
+
+    def record(self, *ticks: dict) -> None:
+        for t in ticks:
+            self.ts += 1
+            t["ts_event"] = self.ts
+            self.lines.setdefault(t["sym"], []).append(t)
+
+
+def test_rebuilder_takes_a_reset_then_exactly_its_snapshot():
+    """The checker's ``reset`` rule, on hand-made messages: the symbol's
+    state is dropped and the very next message must be its snapshot at the
+    reset's seq, even below the last one; anything else fails. (The server
+    does not send ``reset`` yet.)"""
+    market = HandMarket()
+    market.record(
+        quote("AAPL", 10.0, 1.0, 10.01, 2.0),
+        quote("MSFT", 20.0, 1.0, 20.01, 2.0),
+        trade("AAPL", 10.0, 5.0),
+        book("AAPL", bids=[[9.99, 1.0]], asks=[[10.02, 3.0]]),
+        trade("MSFT", 20.0, 1.0, side="sell"),
+    )
+
+    def snapshot(sym, seq):
+        st = market.state(sym, seq)
+        book_ = {"bids": [[p, z] for p, z in sorted(st.bids.items(), reverse=True)],
+                 "asks": [[p, z] for p, z in sorted(st.asks.items())], "checksum": 0}
+        return {"type": "snapshot", "sym": sym, "seq": seq, "ts_event": market.line(sym, seq)["ts_event"], "ts_ingest": 1,
+                "quote": st.quote, "trade": st.trade, "depth": FULL_DEPTH, "book": book_}
+
+    def update(sym, seq):
+        return {**market.line(sym, seq), "seq": seq, "ts_ingest": 1}
+
+    def reset(sym, seq, reason="epoch"):
+        return {"type": "reset", "sym": sym, "seq": seq, "reason": reason}
+
+    client = WsClient(None, "json", None)
+
+    def rebuilder():
+        return Rebuilder(client, market, {"AAPL": snapshot("AAPL", 1), "MSFT": snapshot("MSFT", 1)})
+
+    r = rebuilder()
+    good = [update("AAPL", 2), update("MSFT", 2), reset("AAPL", 1), snapshot("AAPL", 1), update("AAPL", 2),
+            update("AAPL", 3), reset("AAPL", 3, "gap"), snapshot("AAPL", 3), reset("MSFT", 2, "reconnect"),
+            snapshot("MSFT", 2)]
+    for m in good:
+        r.take(m, "")
+    assert r.last == {"AAPL": 3, "MSFT": 2} and len(r.resets) == 3 and r.reset_due is None
+    for sym in ("AAPL", "MSFT"):
+        assert r.states[sym].view() == market.state(sym, r.last[sym]).view(), sym
+
+    broken = {
+        "an update after a reset": [reset("AAPL", 1), update("AAPL", 2)],
+        "another symbol's update after a reset": [reset("AAPL", 1), update("MSFT", 2)],
+        "a snapshot at another seq": [reset("AAPL", 1), snapshot("AAPL", 2)],
+        "another symbol's snapshot": [reset("AAPL", 1), snapshot("MSFT", 1)],
+        "an unknown reason": [reset("AAPL", 1, "oops")],
+        "a symbol never subscribed": [reset("NOPE", 1)],
+        "another field": [{**reset("AAPL", 1), "ts_event": 1}],
+        "a reset inside a conflated range": [
+            {"type": "conflated", "symbols": [{"sym": "AAPL", "from_seq": 2, "to_seq": 2, "trades": 1, "quotes": 0, "books": 0}]},
+            reset("AAPL", 2),
+        ],
+    }
+    for what, msgs in broken.items():
+        r = rebuilder()
+        with pytest.raises(AssertionError):
+            for m in msgs:
+                r.take(m, "")
+            pytest.fail(f"accepted {what}")  # not an AssertionError: escapes pytest.raises
 
 
 # --------------------------------------------------------------------------

@@ -52,6 +52,9 @@ _CONNECT_EXTRA = {"legacy": True} if "legacy" in inspect.signature(ws_connect).p
 ENCODINGS = ("msgpack", "protobuf", "json")
 SIDES = {0: "unknown", 1: "buy", 2: "sell"}
 MARKET_TYPES = ("trade", "quote", "book", "snapshot")
+# A reset's `reason` on the wire (JSON/msgpack); protobuf's ResetReason is
+# RESET_REASON_ + the upper-case name (0, UNSPECIFIED, is never sent).
+RESET_REASONS = ("gap", "epoch", "reconnect", "history")
 
 # Generous default for one awaited event: debug builds on a loaded 2-core CI
 # box are slow, but nothing legitimate takes seconds.
@@ -130,6 +133,14 @@ def pb_to_dict(msg) -> dict:
                 for e in b.symbols
             ],
         }
+    if msg.type == "reset":
+        # sym and seq (of the snapshot that follows) are the envelope's.
+        assert (msg.ts_event, msg.ts_ingest) == (0, 0), msg
+        name = b.DESCRIPTOR.fields_by_name["reason"].enum_type.values_by_number.get(b.reason)
+        assert name is not None and name.name.startswith("RESET_REASON_"), f"reset with unknown reason {b.reason}: {msg}"
+        reason = name.name.removeprefix("RESET_REASON_").lower()
+        assert reason in RESET_REASONS, f"reset reason {name.name} ({b.reason}): {msg}"
+        return {"type": "reset", "sym": msg.sym, "seq": msg.seq, "reason": reason}
     if msg.type == "token_expiring":
         return {"type": "token_expiring", "expires_at": msg.token_expiring.expires_at}
     if msg.type == "replay_end":

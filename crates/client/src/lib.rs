@@ -11,7 +11,7 @@
 //! - [`frame_reader`]: reads many frames per socket read, for clients that
 //!   must outrun the server (the load generator).
 //! - [`seq`]: the per-symbol sequence tracker that tells a client about
-//!   gaps, announced (`conflated`) or not.
+//!   gaps, announced (`conflated`) or not, and resets.
 //! - [`http`]: a plain `GET` for `/metrics`, `/symbols` and `/healthz`.
 //! - [`prometheus`]: one sample out of `/metrics` text.
 //! - [`error`]: the one error type of this crate.

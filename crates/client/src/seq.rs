@@ -6,7 +6,11 @@
 //! update follows it. A client that falls behind gets a `conflated` entry
 //! per symbol, `from_seq..=to_seq`, starting right after the last seq it
 //! received, and then a snapshot at `to_seq`; after that, updates follow
-//! the snapshot again (`docs/PROTOCOL.md`, "Slow consumers").
+//! the snapshot again (`docs/PROTOCOL.md`, "Slow consumers"). A `reset`
+//! of a symbol (its state was replaced upstream) drops what the client
+//! knows of it: the snapshot that follows, at the reset's seq, is the new
+//! baseline even when its seq is lower than the last one (`docs/PROTOCOL.md`,
+//! "Resets").
 //!
 //! [`SeqTracker`] checks each message against those rules and says what
 //! it was ([`SeqEvent`]); what counts as an error is the caller's choice (a
@@ -38,7 +42,7 @@ pub enum SeqEvent {
         got: u64,
     },
     /// An update while a recovery snapshot is due (after a `conflated`
-    /// entry, before its snapshot). The seq is not taken.
+    /// entry or a `reset`, before its snapshot). The seq is not taken.
     BeforeRecovery,
     /// A `conflated` entry that starts right after the last seq: the gap is
     /// announced, and a snapshot at its `to_seq` is due.
@@ -47,12 +51,22 @@ pub enum SeqEvent {
     /// ends before it starts, names a symbol never seen, or comes while a
     /// recovery snapshot is still due. Nothing is taken.
     BadAnnouncement,
-    /// The snapshot a `conflated` entry promised, at its `to_seq`.
+    /// A `reset`: the symbol's state is dropped, whatever its last seq,
+    /// and a snapshot at the reset's seq is due. A symbol never seen may be
+    /// reset too: its snapshot is then its first message.
+    Reset,
+    /// A `reset` while a recovery snapshot is still due (after a
+    /// `conflated` entry or another `reset`): the snapshot promised did not
+    /// come. The reset is taken all the same: its snapshot is now the one
+    /// due.
+    BadReset,
+    /// The snapshot a `conflated` entry promised, at its `to_seq`, or the
+    /// one a `reset` promised, at its seq.
     Recovered,
     /// A recovery snapshot at another seq than the `conflated` entry's
-    /// `to_seq`. Its seq is taken as the new baseline.
+    /// `to_seq` or the `reset`'s seq. Its seq is taken as the new baseline.
     WrongRecovery {
-        /// The `to_seq` announced.
+        /// The `to_seq` or seq announced.
         expected: u64,
         /// The snapshot's seq.
         got: u64,
@@ -71,9 +85,11 @@ struct Entry {
     /// [`sym_tag`] of `sym`.
     tag: u64,
     sym: Box<str>,
-    /// Last seq received (or announced by a `conflated` entry).
+    /// Last seq received (or announced by a `conflated` entry or a
+    /// `reset`).
     last: u64,
-    /// A `conflated` entry was received and its snapshot has not come.
+    /// A `conflated` entry or a `reset` was received and its snapshot has
+    /// not come.
     recovery_due: bool,
 }
 
@@ -104,7 +120,7 @@ impl SeqTracker {
                 }
             }
             None => {
-                self.insert(sym, seq);
+                self.insert(sym, seq, false);
                 SeqEvent::First
             }
         }
@@ -125,7 +141,7 @@ impl SeqTracker {
                 event
             }
             None => {
-                self.insert(sym, seq);
+                self.insert(sym, seq, false);
                 SeqEvent::First
             }
         }
@@ -144,8 +160,26 @@ impl SeqTracker {
         }
     }
 
+    /// Checks a `reset` of `sym`: its snapshot at `seq` comes next, and
+    /// becomes the baseline even if `seq` is not above the last seq (the
+    /// sequencer may have restarted).
+    pub fn reset(&mut self, sym: &str, seq: u64) -> SeqEvent {
+        match self.find(sym) {
+            Some(entry) => {
+                let event = if entry.recovery_due { SeqEvent::BadReset } else { SeqEvent::Reset };
+                entry.last = seq;
+                entry.recovery_due = true;
+                event
+            }
+            None => {
+                self.insert(sym, seq, true);
+                SeqEvent::Reset
+            }
+        }
+    }
+
     /// The last seq of `sym` (received, or announced by a `conflated`
-    /// entry whose snapshot is due), if it was seen.
+    /// entry or a `reset` whose snapshot is due), if it was seen.
     pub fn last(&self, sym: &str) -> Option<u64> {
         let tag = sym_tag(sym);
         self.entries.iter().find(|e| same(e, tag, sym)).map(|e| e.last)
@@ -168,8 +202,8 @@ impl SeqTracker {
         self.entries.iter_mut().find(|e| same(e, tag, sym))
     }
 
-    fn insert(&mut self, sym: &str, seq: u64) {
-        self.entries.push(Entry { tag: sym_tag(sym), sym: sym.into(), last: seq, recovery_due: false });
+    fn insert(&mut self, sym: &str, seq: u64, recovery_due: bool) {
+        self.entries.push(Entry { tag: sym_tag(sym), sym: sym.into(), last: seq, recovery_due });
     }
 }
 
@@ -240,5 +274,38 @@ mod tests {
         assert_eq!(seqs.conflated("AAPL", 21, 25), SeqEvent::Announced);
         assert_eq!(seqs.snapshot("AAPL", 24), SeqEvent::WrongRecovery { expected: 25, got: 24 });
         assert_eq!(seqs.update("AAPL", 25), SeqEvent::InOrder, "the snapshot is the new baseline");
+    }
+
+    #[test]
+    fn a_reset_makes_its_snapshot_the_baseline_even_below_the_last_seq() {
+        let mut seqs = SeqTracker::default();
+        assert_eq!(seqs.snapshot("AAPL", 2), SeqEvent::First);
+        assert_eq!(seqs.update("AAPL", 3), SeqEvent::InOrder);
+        // An epoch change: the sequencer restarted and counts from 1 again.
+        assert_eq!(seqs.reset("AAPL", 1), SeqEvent::Reset);
+        assert_eq!(seqs.last("AAPL"), Some(1));
+        assert_eq!(seqs.update("AAPL", 2), SeqEvent::BeforeRecovery, "no update before the snapshot");
+        assert_eq!(seqs.conflated("AAPL", 2, 5), SeqEvent::BadAnnouncement, "nor a conflated entry");
+        assert_eq!(seqs.snapshot("AAPL", 1), SeqEvent::Recovered);
+        assert_eq!(seqs.update("AAPL", 2), SeqEvent::InOrder);
+        // A gap upstream: the snapshot is ahead of the last seq.
+        assert_eq!(seqs.reset("AAPL", 1500), SeqEvent::Reset);
+        assert_eq!(seqs.snapshot("AAPL", 1499), SeqEvent::WrongRecovery { expected: 1500, got: 1499 });
+        assert_eq!(seqs.update("AAPL", 1500), SeqEvent::InOrder, "the snapshot is the new baseline");
+        // A reset whose snapshot has not come, reset again: the promise was
+        // broken, the second reset's snapshot is the one due.
+        assert_eq!(seqs.reset("AAPL", 7), SeqEvent::Reset);
+        assert_eq!(seqs.reset("AAPL", 9), SeqEvent::BadReset);
+        assert_eq!(seqs.snapshot("AAPL", 9), SeqEvent::Recovered);
+        // So is a reset while a conflated entry's snapshot is due.
+        assert_eq!(seqs.conflated("AAPL", 10, 12), SeqEvent::Announced);
+        assert_eq!(seqs.reset("AAPL", 3), SeqEvent::BadReset);
+        assert_eq!(seqs.snapshot("AAPL", 3), SeqEvent::Recovered);
+        // A symbol never seen: its reset's snapshot is its first message.
+        assert_eq!(seqs.reset("MSFT", 40), SeqEvent::Reset);
+        assert_eq!(seqs.update("MSFT", 41), SeqEvent::BeforeRecovery);
+        assert_eq!(seqs.snapshot("MSFT", 40), SeqEvent::Recovered);
+        assert_eq!(seqs.update("MSFT", 41), SeqEvent::InOrder);
+        assert_eq!(seqs.last("AAPL"), Some(3), "one symbol's reset leaves the other alone");
     }
 }

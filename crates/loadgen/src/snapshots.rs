@@ -96,6 +96,13 @@ async fn storm(args: &BenchArgs, count: usize) -> anyhow::Result<SnapshotFigures
                     recovering.insert(s.sym.into_owned());
                 }
             }
+            // A symbol replaced upstream: its next snapshot (at any seq,
+            // even a lower one) is a recovery, not a second first snapshot.
+            ServerMessage::Reset { sym, .. } => {
+                if last.contains_key(&*sym) {
+                    recovering.insert(sym.into_owned());
+                }
+            }
             ServerMessage::Snapshot { sym, seq, .. } => {
                 first_snapshot.get_or_insert_with(|| t0.elapsed());
                 if recovering.remove(&*sym) {

@@ -61,6 +61,9 @@ pub async fn run(mut client: Client, encoding: Encoding, rate: u64, shared: Arc<
                     // `conflated` entry promised.
                     matches!(seqs.snapshot(&light.sym, light.seq), SeqEvent::First | SeqEvent::Recovered)
                 }
+                // The symbol's state was replaced upstream: its snapshot at
+                // this seq comes next, whatever seq came before.
+                "reset" => seqs.reset(&light.sym, light.seq) == SeqEvent::Reset,
                 "conflated" => {
                     stats.conflated.fetch_add(1, Ordering::Relaxed);
                     conflated(encoding, &payload, &mut seqs, stats)
@@ -132,7 +135,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickcast::wire::{encode_payload, Skipped};
+    use tickcast::wire::{encode_payload, ResetReason, Skipped};
 
     #[test]
     fn conflated_messages_are_read_and_checked() {
@@ -153,6 +156,17 @@ mod tests {
             assert!(!conflated(encoding, &buf, &mut seqs, &stats), "{encoding:?}");
             assert!(!conflated(encoding, b"\x00garbage", &mut seqs, &stats), "{encoding:?}");
             assert_eq!(seqs.snapshot("AAPL", 9), SeqEvent::Recovered, "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn reset_messages_are_read_light() {
+        let msg = ServerMessage::reset("AAPL", 1500, ResetReason::Epoch);
+        for encoding in Encoding::ALL {
+            let mut buf = Vec::new();
+            encode_payload(encoding, &msg, &mut buf);
+            let light = decode_light(encoding, &buf).unwrap_or_else(|| panic!("{encoding:?} light reader failed"));
+            assert_eq!((&*light.kind, &*light.sym, light.seq), ("reset", "AAPL", 1500), "{encoding:?}");
         }
     }
 
