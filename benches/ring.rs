@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use tickcast::model::{Quote, Tick, Update};
-use tickcast::ring::TickRing;
+use tickcast::ring::{Input, TickRing};
 
 // The server's allocator (the channel allocates its buffer through it).
 #[global_allocator]
@@ -89,10 +89,11 @@ fn tickring_run(ring: &Arc<TickRing>) -> Duration {
     let mut next = 0;
     while next < N {
         match ring.pop() {
-            Some(t) => {
+            Some(Input::Tick(t)) => {
                 check(&t, next);
                 next += 1;
             }
+            Some(other) => panic!("only ticks are pushed: {other:?}"),
             None => ring.park_consumer(PARK, || false),
         }
     }
@@ -128,7 +129,7 @@ fn channel_run(capacity: usize) -> Duration {
 fn tickring_same_thread(ring: &TickRing) {
     for n in 0..N {
         ring.push(tick(n)).expect("the ring is never closed here");
-        let t = ring.pop().expect("just pushed");
+        let Some(Input::Tick(t)) = ring.pop() else { panic!("just pushed a tick") };
         check(&t, n);
     }
 }

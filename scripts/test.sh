@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of tickcast, on a fresh machine or a warm one:
 #
-#   1. Python venv (.venv) with tests/python/requirements.txt
+#   1. Python venv (.venv) with tests/python/requirements.txt, and
+#      nats-server from Debian's packages (the cluster tests run one)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace --all-targets (the server, crates/client and
@@ -71,6 +72,19 @@ fi
 echo "using $("$VENV_PY" --version 2>&1) in $VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VENV_PY" -m pip install --quiet -r tests/python/requirements.txt
+
+# ---------------------------------------------------------------------------
+section "nats-server (the cluster tests run a real one)"
+if ! command -v nats-server >/dev/null 2>&1 && [[ ! -x /usr/sbin/nats-server ]]; then
+    if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+        echo "installing nats-server with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+    else
+        die "nats-server not found (on Debian/Ubuntu: apt-get install nats-server)"
+    fi
+fi
+export PATH="$PATH:/usr/sbin"
+echo "using $(nats-server --version 2>&1)"
 
 # ---------------------------------------------------------------------------
 # rustfmt and clippy are rustup components a minimal toolchain may lack.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tickcast::auth::Verifier;
+use tickcast::cluster::{NatsSettings, NatsUrl};
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::tcp::{FeedAccess, FeedToken, IpNet};
@@ -160,6 +161,53 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_FEED_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub feed_idle_timeout: Duration,
     // -- End of the tcp feed's doors.
+
+    // -- NATS scale-out (`--publish`, `--feed nats://`): see docs/CLUSTER.md.
+    /// Sequencer: publish every sequenced tick to NATS at this URL
+    /// (`nats://HOST:PORT` or `tls://HOST:PORT`) and answer edges' snapshot
+    /// requests, for edges (`--feed nats://`) to follow. [default: off]
+    #[arg(long, env = "TICKCAST_PUBLISH", value_parser = clap::value_parser!(NatsUrl))]
+    pub publish: Option<NatsUrl>,
+
+    /// NATS: subject prefix (subjects are PREFIX.tick.SYM, PREFIX.snap.SYM,
+    /// PREFIX.universe); one per cluster sharing a NATS server.
+    #[arg(long, env = "TICKCAST_NATS_PREFIX", default_value = tickcast::cluster::DEFAULT_PREFIX)]
+    pub nats_prefix: String,
+
+    /// NATS: a credentials file (JWT and NKey seed) to authenticate with.
+    #[arg(long, env = "TICKCAST_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS: user name (with --nats-password).
+    #[arg(long, env = "TICKCAST_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS: password (with --nats-user). Prefer the environment variable:
+    /// flags show in `ps`.
+    #[arg(long, env = "TICKCAST_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS: auth token. Prefer the environment variable.
+    #[arg(long, env = "TICKCAST_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// NATS: CA certificate (PEM) to verify the server with; requires TLS.
+    #[arg(long, env = "TICKCAST_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+
+    /// NATS: client certificate (PEM), with --nats-key.
+    #[arg(long, env = "TICKCAST_NATS_CERT")]
+    pub nats_cert: Option<PathBuf>,
+
+    /// NATS: client private key (PEM), with --nats-cert.
+    #[arg(long, env = "TICKCAST_NATS_KEY")]
+    pub nats_key: Option<PathBuf>,
+
+    /// Sequencer: put a symbol's records of one engine batch in one NATS
+    /// message (`true`), or send one message per record (`false`).
+    #[arg(long, env = "TICKCAST_NATS_BATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub nats_batch: bool,
+    // -- End of NATS.
     /// Replay feed: pace, as a factor of real time (`1`, `10`, `0.5`) or
     /// `max` for as fast as the pipeline goes [default: 1].
     #[arg(long, env = "TICKCAST_SPEED")]
@@ -406,6 +454,7 @@ impl ServeArgs {
         let replay = self.replay_options(feed.as_ref(), &mut errors);
         let record = self.record_settings(&mut errors);
         let tcp_feed = self.tcp_feed_settings(feed.as_ref(), &mut errors);
+        let nats = self.nats_settings(feed.as_ref(), &mut errors);
         let auth = self.auth_verifier(&mut errors);
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => tickcast::server::tls::server_config(cert, key)
@@ -436,6 +485,8 @@ impl ServeArgs {
                 synthetic: SyntheticSettings { symbols: self.symbols, rate: self.rate, seed: self.seed },
                 replay,
                 record,
+                publish: self.publish.map(|u| u.0),
+                nats,
                 replay_dir: self.replay_dir,
                 max_replay_sessions: self.max_replay_sessions,
                 ring_capacity: self.ring_capacity,
@@ -654,6 +705,53 @@ impl ServeArgs {
     /// The tcp feed's doors: `--max-feed-connections`, `--feed-token`,
     /// `--feed-allow`, `--feed-idle-timeout`, and the rule that a feed
     /// port off loopback needs a token or an allow-list.
+    /// The NATS options, checked: pairs given together, files present, a
+    /// prefix NATS accepts, and no `--publish` on an edge.
+    fn nats_settings(&self, feed: Option<&FeedSpec>, errors: &mut Vec<String>) -> NatsSettings {
+        let mut nats = NatsSettings::new(self.publish.as_ref().map(|u| u.0.clone()).unwrap_or_default());
+        let prefix_ok = !self.nats_prefix.is_empty()
+            && self.nats_prefix.len() <= 64
+            && self.nats_prefix.split('.').all(|t| !t.is_empty())
+            && self.nats_prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'*' && b != b'>');
+        if !prefix_ok {
+            errors.push(format!(
+                "--nats-prefix {:?}: 1 to 64 printable characters, dot-separated non-empty tokens, no '*' or '>'",
+                self.nats_prefix
+            ));
+        }
+        if self.publish.is_some() && matches!(feed, Some(FeedSpec::Nats(_))) {
+            errors.push("--publish with --feed nats://: an edge follows a sequencer and cannot be one".into());
+        }
+        match (&self.nats_user, &self.nats_password) {
+            (Some(u), Some(p)) => nats.user = Some((u.clone(), p.clone())),
+            (None, None) => {}
+            _ => errors.push("--nats-user and --nats-password go together".into()),
+        }
+        match (&self.nats_cert, &self.nats_key) {
+            (Some(c), Some(k)) => nats.tls_client = Some((c.clone(), k.clone())),
+            (None, None) => {}
+            _ => errors.push("--nats-cert and --nats-key go together".into()),
+        }
+        for (flag, path) in [
+            ("--nats-creds", &self.nats_creds),
+            ("--nats-ca", &self.nats_ca),
+            ("--nats-cert", &self.nats_cert),
+            ("--nats-key", &self.nats_key),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    errors.push(format!("{flag} {}: not a readable file", p.display()));
+                }
+            }
+        }
+        nats.prefix = self.nats_prefix.clone();
+        nats.creds = self.nats_creds.clone();
+        nats.token = self.nats_token.clone();
+        nats.tls_ca = self.nats_ca.clone();
+        nats.batch = self.nats_batch;
+        nats
+    }
+
     fn tcp_feed_settings(&self, feed: Option<&FeedSpec>, errors: &mut Vec<String>) -> TcpFeedSettings {
         let settings = TcpFeedSettings {
             max_connections: self.max_feed_connections,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Verifier;
+use crate::cluster::NatsSettings;
 use crate::engine::SlowConsumerPolicy;
 use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings, TcpFeedSettings};
 use crate::record::RecordSettings;
@@ -35,6 +36,12 @@ pub struct Config {
     pub replay: ReplayOptions,
     /// Where and how to record, with `--record`.
     pub record: Option<RecordSettings>,
+    /// `--publish nats://`: this node is a sequencer and publishes every
+    /// sequenced tick there.
+    pub publish: Option<String>,
+    /// NATS options shared by `--publish` and `--feed nats://` (prefix,
+    /// auth, TLS, batching); their `url` is taken from those flags.
+    pub nats: NatsSettings,
     /// Recordings `/replay` may open.
     pub replay_dir: Option<PathBuf>,
     /// Concurrent `/replay` session bound.
@@ -116,6 +123,8 @@ impl Default for Config {
             synthetic: SyntheticSettings { symbols: 100, rate: 10_000.0, seed: 1 },
             replay: ReplayOptions::default(),
             record: None,
+            publish: None,
+            nats: NatsSettings::new(""),
             replay_dir: None,
             max_replay_sessions: 16,
             ring_capacity: crate::ring::DEFAULT_CAPACITY,

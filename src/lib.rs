@@ -50,13 +50,14 @@
 //! | [`metrics`] | counters and gauges, the `/metrics` text | model, wire, sys |
 //! | [`ring`] | the bounded lock-free ring from feeds to the engine | model |
 //! | [`recorded`] | recordings read as events (tick log, Binance, DBN); the tick-log format | model |
-//! | [`feed`] | sources (synthetic, tcp, replay), pacing, the ring's producer side | model, ring, recorded, metrics |
+//! | [`cluster`] | NATS scale-out: subjects, the sequencer's publisher and responder | model, metrics |
+//! | [`feed`] | sources (synthetic, tcp, replay, nats edge), pacing, the ring's producer side | model, ring, recorded, metrics, cluster |
 //! | [`record`] | `--record`: the directory's lock, sequenced ticks to the tick log, off the hot path | model, recorded, metrics, sys |
 //! | [`outbox`] | one session's queue, its byte count, its slow mode | model, wire |
-//! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder | model, wire, ring, outbox, record, metrics, auth |
+//! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder, images | model, wire, ring, outbox, record, metrics, auth, cluster |
 //! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth |
-//! | [`config`] | the validated settings the server runs with | feed, record, outbox, engine, ring, auth |
-//! | [`server`] | bind, routes, upgrade, lifecycle; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, feed, record, outbox, engine, session, config, auth |
+//! | [`config`] | the validated settings the server runs with | feed, record, outbox, engine, ring, auth, cluster |
+//! | [`server`] | bind, routes, upgrade, lifecycle; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, feed, record, outbox, engine, session, config, auth, cluster |
 //! | [`tools`] | `tickcast convert` and `tickcast inspect` | model, recorded |
 //! <!-- /layers -->
 
@@ -64,6 +65,7 @@
 #![deny(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod feed;

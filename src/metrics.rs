@@ -93,6 +93,22 @@ pub struct Metrics {
     pub replay_rejected: AtomicU64,
     /// Client errors by kind.
     client_errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Sequencer (`--publish`): records handed to the NATS publisher.
+    pub cluster_published: AtomicU64,
+    /// Sequencer: records its publish queue had no room for (edges see a
+    /// seq gap and re-sync).
+    pub cluster_publish_dropped: AtomicU64,
+    /// Sequencer: snapshot requests answered.
+    pub cluster_snapshots_served: AtomicU64,
+    /// Edge (`--feed nats://`): records received from the sequencer.
+    pub cluster_received: AtomicU64,
+    /// Edge: records refused (malformed, foreign, wrong subject), never applied.
+    pub cluster_bad_records: AtomicU64,
+    /// Edge: records at or below a topic's seq, dropped.
+    pub cluster_duplicates: AtomicU64,
+    /// Topics whose state an edge replaced with a sequencer's image, by
+    /// [`Resync`](crate::model::Resync) cause.
+    pub cluster_resyncs: [AtomicU64; 4],
 }
 
 /// Why the tcp feed closed a connection itself (`--feed` doors), the label
@@ -349,6 +365,39 @@ const METRICS: &[Metric] = &[
         "Tick-log write failures (the batch is lost and a new segment is started).",
         |s| one(&s.metrics.record_errors),
     ),
+    counter("tickcast_cluster_published_total", "Sequencer: records handed to the NATS publisher (--publish).", |s| {
+        one(&s.metrics.cluster_published)
+    }),
+    counter(
+        "tickcast_cluster_publish_dropped_total",
+        "Sequencer: records the publish queue had no room for; edges see a seq gap and re-sync.",
+        |s| one(&s.metrics.cluster_publish_dropped),
+    ),
+    counter("tickcast_cluster_snapshots_served_total", "Sequencer: snapshot requests answered.", |s| {
+        one(&s.metrics.cluster_snapshots_served)
+    }),
+    counter("tickcast_cluster_received_total", "Edge: records received from the sequencer.", |s| {
+        one(&s.metrics.cluster_received)
+    }),
+    counter(
+        "tickcast_cluster_bad_records_total",
+        "Edge: records refused (malformed, foreign or on the wrong subject); never applied.",
+        |s| one(&s.metrics.cluster_bad_records),
+    ),
+    counter("tickcast_cluster_duplicates_total", "Edge: records at or below a topic's seq, dropped.", |s| {
+        one(&s.metrics.cluster_duplicates)
+    }),
+    counter("tickcast_cluster_resyncs_total", "Edge: topics re-synced from a sequencer snapshot, by cause.", |s| {
+        by(
+            "cause",
+            [
+                ("initial", &s.metrics.cluster_resyncs[0]),
+                ("gap", &s.metrics.cluster_resyncs[1]),
+                ("epoch", &s.metrics.cluster_resyncs[2]),
+                ("reconnect", &s.metrics.cluster_resyncs[3]),
+            ],
+        )
+    }),
     gauge("tickcast_replay_sessions", "Replay sessions (/replay) open now.", |s| one(&s.metrics.replay_sessions)),
     counter("tickcast_replay_rejected_total", "Replay sessions refused at --max-replay-sessions (HTTP 503).", |s| {
         one(&s.metrics.replay_rejected)
@@ -591,6 +640,15 @@ mod tests {
         m.record_dropped.store(61, r);
         m.record_bytes.store(67, r);
         m.record_errors.store(71, r);
+        m.cluster_published.store(401, r);
+        m.cluster_publish_dropped.store(409, r);
+        m.cluster_snapshots_served.store(419, r);
+        m.cluster_received.store(421, r);
+        m.cluster_bad_records.store(431, r);
+        m.cluster_duplicates.store(433, r);
+        for (i, v) in [439, 443, 449, 457].into_iter().enumerate() {
+            m.cluster_resyncs[i].store(v, r);
+        }
         m.replay_sessions.store(73, r);
         m.replay_rejected.store(79, r);
         for (i, c) in m.client_errors.iter().enumerate() {
@@ -715,6 +773,30 @@ tickcast_record_bytes_total 67
 # HELP tickcast_record_errors_total Tick-log write failures (the batch is lost and a new segment is started).
 # TYPE tickcast_record_errors_total counter
 tickcast_record_errors_total 71
+# HELP tickcast_cluster_published_total Sequencer: records handed to the NATS publisher (--publish).
+# TYPE tickcast_cluster_published_total counter
+tickcast_cluster_published_total 401
+# HELP tickcast_cluster_publish_dropped_total Sequencer: records the publish queue had no room for; edges see a seq gap and re-sync.
+# TYPE tickcast_cluster_publish_dropped_total counter
+tickcast_cluster_publish_dropped_total 409
+# HELP tickcast_cluster_snapshots_served_total Sequencer: snapshot requests answered.
+# TYPE tickcast_cluster_snapshots_served_total counter
+tickcast_cluster_snapshots_served_total 419
+# HELP tickcast_cluster_received_total Edge: records received from the sequencer.
+# TYPE tickcast_cluster_received_total counter
+tickcast_cluster_received_total 421
+# HELP tickcast_cluster_bad_records_total Edge: records refused (malformed, foreign or on the wrong subject); never applied.
+# TYPE tickcast_cluster_bad_records_total counter
+tickcast_cluster_bad_records_total 431
+# HELP tickcast_cluster_duplicates_total Edge: records at or below a topic's seq, dropped.
+# TYPE tickcast_cluster_duplicates_total counter
+tickcast_cluster_duplicates_total 433
+# HELP tickcast_cluster_resyncs_total Edge: topics re-synced from a sequencer snapshot, by cause.
+# TYPE tickcast_cluster_resyncs_total counter
+tickcast_cluster_resyncs_total{cause="initial"} 439
+tickcast_cluster_resyncs_total{cause="gap"} 443
+tickcast_cluster_resyncs_total{cause="epoch"} 449
+tickcast_cluster_resyncs_total{cause="reconnect"} 457
 # HELP tickcast_replay_sessions Replay sessions (/replay) open now.
 # TYPE tickcast_replay_sessions gauge
 tickcast_replay_sessions 73

@@ -37,7 +37,37 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::{Backoff, CachePadded};
 
-use crate::model::Tick;
+use crate::model::{Image, Resync, SymbolId, Tick};
+
+/// What the ring carries to the engine.
+///
+/// Almost always a [`Tick`] to sequence. A node following a sequencer (an
+/// edge, `--feed nats://`) sends ticks that already have their seq, and
+/// the sequencer's images of topics it (re-)syncs: an edge never assigns a
+/// seq of its own, and an image travels in the same queue as the ticks, so
+/// the engine applies it exactly between the ticks before and after it.
+#[derive(Debug)]
+pub enum Input {
+    /// A tick the engine sequences.
+    Tick(Tick),
+    /// A tick a sequencer already sequenced: published with this seq, which
+    /// the edge guarantees is the topic's next.
+    Sequenced(Tick, u64),
+    /// A sequencer's image of one topic: replaces the topic's state.
+    Image(Box<ImageInput>),
+}
+
+/// One topic's new state from a sequencer, and why it is installed.
+#[derive(Debug)]
+pub struct ImageInput {
+    /// The topic.
+    pub symbol: SymbolId,
+    /// Its state after update `image.seq`.
+    pub image: Image,
+    /// Why: the engine tells the topic's subscribers (a `reset` notice,
+    /// then a fresh snapshot).
+    pub cause: Resync,
+}
 
 /// Default ring capacity in ticks.
 pub const DEFAULT_CAPACITY: usize = 65_536;
@@ -49,7 +79,7 @@ pub struct Closed;
 
 /// Bounded multi-producer, single-consumer tick ring with a parking consumer.
 pub struct TickRing {
-    queue: ArrayQueue<Tick>,
+    queue: ArrayQueue<Input>,
     /// The engine thread, once it has registered; unparked by producers.
     consumer: OnceLock<Thread>,
     /// True while the consumer is (about to be) parked. Producers read it
@@ -80,9 +110,14 @@ impl TickRing {
 
     /// Pushes without waiting; gives the tick back if the ring is full.
     pub fn try_push(&self, tick: Tick) -> Result<(), Tick> {
-        self.queue.push(tick)?;
-        self.wake_consumer();
-        Ok(())
+        match self.queue.push(Input::Tick(tick)) {
+            Ok(()) => {
+                self.wake_consumer();
+                Ok(())
+            }
+            Err(Input::Tick(tick)) => Err(tick),
+            Err(_) => unreachable!("the queue gives back what it was given"),
+        }
     }
 
     /// Pushes, waiting while the ring is full (see the module doc for the
@@ -98,14 +133,20 @@ impl TickRing {
     /// consumer every few ticks and at [`end_burst`](Self::end_burst)
     /// instead of a fence (and maybe an unpark) per tick. The ring's full policy is the
     /// same, and a full ring still wakes the consumer.
-    pub fn push_quiet(&self, mut tick: Tick) -> Result<bool, Closed> {
+    pub fn push_quiet(&self, tick: Tick) -> Result<bool, Closed> {
+        self.push_input_quiet(Input::Tick(tick))
+    }
+
+    /// [`push_quiet`](Self::push_quiet) for any [`Input`]: an edge's
+    /// sequenced ticks and images. Same full policy.
+    pub fn push_input_quiet(&self, mut input: Input) -> Result<bool, Closed> {
         let mut waited = false;
         let backoff = Backoff::new();
         loop {
-            match self.queue.push(tick) {
+            match self.queue.push(input) {
                 Ok(()) => return Ok(waited),
                 Err(back) => {
-                    tick = back;
+                    input = back;
                     if !waited {
                         waited = true;
                         self.full_events.fetch_add(1, Ordering::Relaxed);
@@ -124,8 +165,8 @@ impl TickRing {
         }
     }
 
-    /// Takes the oldest tick, if any. Only the engine calls this.
-    pub fn pop(&self) -> Option<Tick> {
+    /// Takes the oldest input, if any. Only the engine calls this.
+    pub fn pop(&self) -> Option<Input> {
         self.queue.pop()
     }
 
@@ -246,11 +287,12 @@ mod tests {
         let mut next = 0;
         while next < 10_000 {
             match ring.pop() {
-                Some(t) => {
+                Some(Input::Tick(t)) => {
                     assert_eq!(t.ts_event, next, "ticks arrive in order, none lost");
                     next += 1;
                 }
                 None => ring.park_consumer(Duration::from_millis(1), || false),
+                Some(other) => panic!("only ticks were pushed: {other:?}"),
             }
         }
         let waited = producer.join().unwrap();

@@ -268,7 +268,7 @@ fn feed_round(symbols: &[&str], j: u64) -> String {
             "{{\"type\":\"trade\",\"sym\":\"{sym}\",\"px\":{},\"sz\":{},\"side\":\"{}\",\"ts_event\":{}}}\n",
             base + 0.5,
             1 + j % 13,
-            if j % 2 == 0 { "buy" } else { "sell" },
+            if j.is_multiple_of(2) { "buy" } else { "sell" },
             j + 1
         );
     }

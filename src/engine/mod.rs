@@ -95,6 +95,9 @@
 //!   use, staging the shared frame per subscriber.
 //! - `pacing.rs`: when each session is written ([`Coalescing`], the write
 //!   gate, `flush`), and which sessions are active for the write budget.
+//! - `resync.rs`: a cluster's topic images: installing a sequencer's
+//!   image on an edge (a `reset` notice, then fresh snapshots, to its
+//!   subscribers) and taking one for an edge's snapshot request.
 //! - `ladder.rs`: the slow-consumer ladder ([`SlowConsumerPolicy`]):
 //!   holding updates back, recovery, and closing with 1008.
 //!
@@ -111,6 +114,7 @@ pub mod topic;
 mod ladder;
 mod pacing;
 mod publish;
+mod resync;
 mod slot;
 mod subscriptions;
 
@@ -123,11 +127,12 @@ use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use crate::auth::Entitlements;
+use crate::cluster::PublishTap;
 use crate::metrics::Metrics;
-use crate::model::{DepthDiff, SymbolTable};
+use crate::model::{DepthDiff, Image, SymbolTable};
 use crate::outbox::Outbox;
 use crate::record::RecordTap;
-use crate::ring::TickRing;
+use crate::ring::{Input, TickRing};
 use crate::wire::Encoding;
 use ladder::STALL_SWEEP;
 use pacing::Pace;
@@ -181,6 +186,14 @@ pub enum Command {
     Deregister {
         /// Session id.
         id: u64,
+    },
+    /// A sequencer's snapshot request from an edge (`--publish`): the
+    /// topic's whole state, exactly as of its seq.
+    Image {
+        /// The symbol as the edge named it.
+        symbol: String,
+        /// The state, or `None` for a symbol this server does not know.
+        reply: oneshot::Sender<Option<Image>>,
     },
 }
 
@@ -247,6 +260,8 @@ pub struct Engine {
     scratch: Vec<u8>,
     /// The recorder's queue, with `--record`.
     record: Option<RecordTap>,
+    /// The NATS publisher's queue, on a sequencer (`--publish`).
+    cluster: Option<PublishTap>,
     /// Sessions that were active at their last flush.
     active: usize,
     /// The clock at the start of this pass of the loop.
@@ -294,6 +309,7 @@ impl Engine {
             skipped: [0; 3],
             scratch: Vec::with_capacity(4096),
             record: None,
+            cluster: None,
             active: 0,
             now: Instant::now(),
             look: false,
@@ -307,6 +323,14 @@ impl Engine {
     /// batch and without waiting (see [`crate::record`]).
     pub fn with_recorder(mut self, tap: RecordTap) -> Engine {
         self.record = Some(tap);
+        self
+    }
+
+    /// Hands every sequenced tick, as a binary record, to the sequencer's
+    /// NATS thread (`--publish`), once per batch and without waiting (see
+    /// [`crate::cluster`]).
+    pub fn with_publisher(mut self, tap: PublishTap) -> Engine {
+        self.cluster = Some(tap);
         self
     }
 
@@ -324,8 +348,12 @@ impl Engine {
             }
             let mut n = 0;
             while n < MAX_BATCH {
-                let Some(tick) = self.ring.pop() else { break };
-                self.publish(tick, &mut encoded);
+                match self.ring.pop() {
+                    Some(Input::Tick(tick)) => self.publish(tick, None, &mut encoded),
+                    Some(Input::Sequenced(tick, seq)) => self.publish(tick, Some(seq), &mut encoded),
+                    Some(Input::Image(image)) => self.install_image(*image),
+                    None => break,
+                }
                 n += 1;
             }
             if n > 0 {
@@ -333,6 +361,9 @@ impl Engine {
                 // input drains.
                 self.look = true;
                 if let Some(tap) = self.record.as_mut() {
+                    tap.end_batch();
+                }
+                if let Some(tap) = self.cluster.as_mut() {
                     tap.end_batch();
                 }
                 self.metrics.updates_published.fetch_add(n as u64, Ordering::Relaxed);
@@ -386,6 +417,9 @@ impl Engine {
                 let _ = done.send(());
             }
             Command::Deregister { id } => self.deregister(id),
+            Command::Image { symbol, reply } => {
+                let _ = reply.send(self.image_of(&symbol));
+            }
         }
     }
 }

@@ -18,9 +18,10 @@ use crate::model::{Tick, Update, UpdateKind};
 use crate::wire::{encode_frame, Encoding, ServerMessage};
 
 impl Engine {
-    /// Sequences one tick and stages its frames for every subscriber.
+    /// Sequences one tick (or takes the seq an upstream sequencer gave it)
+    /// and stages its frames for every subscriber.
     #[inline]
-    pub(super) fn publish(&mut self, tick: Tick, encoded: &mut [u64; 3]) {
+    pub(super) fn publish(&mut self, tick: Tick, given_seq: Option<u64>, encoded: &mut [u64; 3]) {
         let now = self.now;
         let index = tick.symbol as usize;
         if index >= self.topics.len() {
@@ -36,7 +37,10 @@ impl Engine {
                 self.diff.before(&topic.book, topic.deepest_partial_view());
             }
         }
-        let seq = topic.apply(&tick.update, tick.ts_event, tick.ts_ingest);
+        let seq = match given_seq {
+            None => topic.apply(&tick.update, tick.ts_event, tick.ts_ingest),
+            Some(seq) => topic.apply_sequenced(&tick.update, seq, tick.ts_event, tick.ts_ingest),
+        };
         let mut fan = Fan {
             slots: &mut self.slots,
             paces: &mut self.paces,
@@ -82,6 +86,9 @@ impl Engine {
                     }
                 }
             }
+        }
+        if let Some(tap) = self.cluster.as_mut() {
+            tap.push(&topic.sym, seq, &tick);
         }
         if let Some(tap) = self.record.as_mut() {
             tap.push(tick, seq);

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::model::{Book, Quote, Trade, Update, FULL_DEPTH};
+use crate::model::{Book, BookDelta, Image, Quote, Trade, Update, FULL_DEPTH};
 use crate::wire::{BookLevels, Encoding, ServerMessage};
 
 /// Index of a session in the engine's session slab.
@@ -86,6 +86,41 @@ impl Topic {
         self.ts_event = ts_event;
         self.ts_ingest = ts_ingest;
         self.seq
+    }
+
+    /// Applies one update a sequencer already sequenced, with its `seq`
+    /// (an edge: the ring's producer guarantees it is `self.seq + 1`, and
+    /// the topic takes it as given, so an edge never invents a seq).
+    pub fn apply_sequenced(&mut self, update: &Update, seq: u64, ts_event: u64, ts_ingest: u64) -> u64 {
+        self.apply(update, ts_event, ts_ingest);
+        self.seq = seq;
+        seq
+    }
+
+    /// Replaces the whole state with a sequencer's `image` of it. The book
+    /// is rebuilt through [`Book::apply`], so an image is held to the same
+    /// order, bound and zero-size rules as any delta.
+    pub fn install(&mut self, image: &Image) {
+        self.seq = image.seq;
+        self.ts_event = image.ts_event;
+        self.ts_ingest = image.ts_ingest;
+        self.last_quote = image.quote;
+        self.last_trade = image.trade;
+        self.book = Book::default();
+        self.book.apply(&BookDelta { bids: image.bids.clone(), asks: image.asks.clone() });
+    }
+
+    /// This topic's whole state now, for a snapshot request from an edge.
+    pub fn image(&self) -> Image {
+        Image {
+            seq: self.seq,
+            ts_event: self.ts_event,
+            ts_ingest: self.ts_ingest,
+            quote: self.last_quote,
+            trade: self.last_trade,
+            bids: self.book.bids(FULL_DEPTH).to_vec(),
+            asks: self.book.asks(FULL_DEPTH).to_vec(),
+        }
     }
 
     /// The snapshot of this topic now, with the book cut to `depth` levels

@@ -13,14 +13,15 @@
 //!
 //! Sources: `synthetic` (the default; see [`synthetic`]), `tcp://ADDR`
 //! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`])
-//! and `replay:PATH` (a recording played back; see [`replay`]). Further
-//! sources (NATS) plug in as new [`FeedSpec`] variants that drive a
-//! [`Publisher`].
+//! `replay:PATH` (a recording played back; see [`replay`]) and
+//! `nats://HOST:PORT` (an edge following a sequencer; see [`nats`]).
 //!
 //! Imports: [`crate::model`], [`crate::ring`], [`crate::recorded`] (the
-//! replay source) and [`crate::metrics`].
+//! replay source), [`crate::metrics`] and [`crate::cluster`] (the edge's
+//! NATS settings).
 
 pub mod json;
+pub mod nats;
 pub mod pacing;
 pub mod publisher;
 pub mod replay;
@@ -52,6 +53,8 @@ pub enum FeedSpec {
     Tcp(SocketAddr),
     /// Play back a recording (tick log, Binance capture or DBN file).
     Replay(PathBuf),
+    /// Follow a sequencer over NATS (an edge): `nats://HOST:PORT`.
+    Nats(String),
 }
 
 /// Why `--feed` could not be parsed; the message names the flag and shows
@@ -64,8 +67,11 @@ pub enum FeedSpecError {
     /// `replay:` with no path.
     #[error("--feed {0:?}: name the recording, e.g. replay:./ticks or replay:day.dbn.zst")]
     NoRecording(String),
+    /// `nats://` or `tls://` with no host.
+    #[error("--feed {0:?}: {1}")]
+    BadNats(String, String),
     /// Not one of the known forms.
-    #[error("--feed {0:?}: expected \"synthetic\", \"tcp://IP:PORT\" or \"replay:PATH\"")]
+    #[error("--feed {0:?}: expected \"synthetic\", \"tcp://IP:PORT\", \"replay:PATH\" or \"nats://HOST:PORT\"")]
     Unknown(String),
 }
 
@@ -78,6 +84,12 @@ impl FromStr for FeedSpec {
         }
         if let Some(addr) = s.strip_prefix("tcp://") {
             return addr.parse().map(FeedSpec::Tcp).map_err(|_| FeedSpecError::BadAddress(s.into(), addr.into()));
+        }
+        if s.starts_with("nats://") || s.starts_with("tls://") {
+            return s
+                .parse::<crate::cluster::NatsUrl>()
+                .map(|u| FeedSpec::Nats(u.0))
+                .map_err(|e| FeedSpecError::BadNats(s.chars().take(64).collect(), e));
         }
         if let Some(path) = s.strip_prefix("replay:") {
             if path.is_empty() {
@@ -95,6 +107,7 @@ impl fmt::Display for FeedSpec {
             FeedSpec::Synthetic => f.write_str("synthetic"),
             FeedSpec::Tcp(addr) => write!(f, "tcp://{addr}"),
             FeedSpec::Replay(path) => write!(f, "replay:{}", path.display()),
+            FeedSpec::Nats(url) => f.write_str(url),
         }
     }
 }
@@ -173,9 +186,11 @@ pub fn start(
     synthetic: &SyntheticSettings,
     replay_options: &ReplayOptions,
     tcp_settings: &TcpFeedSettings,
+    nats: &crate::cluster::NatsSettings,
     ctx: FeedContext,
 ) -> std::io::Result<FeedHandle> {
     match spec {
+        FeedSpec::Nats(url) => nats::start(crate::cluster::NatsSettings { url: url.clone(), ..nats.clone() }, ctx),
         FeedSpec::Synthetic => synthetic::start(synthetic.clone(), ctx),
         FeedSpec::Tcp(addr) => tcp::start(*addr, tcp_settings.clone(), ctx),
         FeedSpec::Replay(path) => {
@@ -199,5 +214,7 @@ mod tests {
         assert!("kafka://x".parse::<FeedSpec>().unwrap_err().to_string().contains("expected"));
         assert_eq!("replay:/data/day.tlog".parse(), Ok(FeedSpec::Replay("/data/day.tlog".into())));
         assert!("replay:".parse::<FeedSpec>().unwrap_err().to_string().contains("name the recording"));
+        assert_eq!("nats://127.0.0.1:4222".parse(), Ok(FeedSpec::Nats("nats://127.0.0.1:4222".into())));
+        assert!("nats://".parse::<FeedSpec>().unwrap_err().to_string().contains("NATS URL"));
     }
 }

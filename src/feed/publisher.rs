@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::FeedContext;
 use crate::metrics::Metrics;
 use crate::model::{now_ns, SymbolError, SymbolId, Tick, Update};
-use crate::ring::Closed;
+use crate::ring::{Closed, Input};
 
 /// Inside a burst, how many ticks a producer pushes between two wake-ups
 /// of the engine: it works on a burst while the rest is still arriving,
@@ -104,12 +104,33 @@ impl Publisher {
         }
     }
 
+    /// Pushes an input that is already stamped (and maybe sequenced) as
+    /// part of a burst: an edge forwarding a sequencer's ticks, with their
+    /// seq and `ts_ingest`, and its images. Same burst, wake and full
+    /// policy as [`publish_in_burst`](Self::publish_in_burst).
+    pub fn forward_in_burst(&mut self, input: Input) -> Result<(), Closed> {
+        if !self.in_burst {
+            self.ctx.ring.begin_burst();
+            self.in_burst = true;
+        }
+        self.push_input(input)?;
+        self.unwoken += 1;
+        if self.unwoken >= WAKE_EVERY {
+            self.unwoken = 0;
+            self.ctx.ring.wake_consumer();
+        }
+        Ok(())
+    }
+
     fn push(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+        self.push_input(Input::Tick(Tick { symbol, ts_event, ts_ingest: now_ns(), update }))
+    }
+
+    fn push_input(&mut self, input: Input) -> Result<(), Closed> {
         if self.ctx.ring.is_closed() {
             return Err(Closed);
         }
-        let tick = Tick { symbol, ts_event, ts_ingest: now_ns(), update };
-        if self.ctx.ring.push_quiet(tick)? {
+        if self.ctx.ring.push_input_quiet(input)? {
             self.full_since_log += 1;
             let due = self.last_full_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
             if due {

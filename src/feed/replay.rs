@@ -265,7 +265,7 @@ fn play(
             return Ok(None);
         }
         published += 1;
-        if published % MAX_BURST == 0 {
+        if published.is_multiple_of(MAX_BURST) {
             publisher.end_burst();
         }
     }

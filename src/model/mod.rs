@@ -21,7 +21,7 @@ pub mod time;
 pub mod universe;
 
 pub use book::{checksum, valid_depth, Book, DepthDiff, CHECKSUM_LEVELS, DEPTHS, FULL_DEPTH, MAX_BOOK_LEVELS};
-pub use record::{Image, RecordError};
+pub use record::{Image, RecordError, Resync};
 pub use symbol::{is_valid_symbol, SymbolError, SymbolId, SymbolTable, MAX_SYMBOL_LEN};
 pub use tick::{BookDelta, Level, Quote, Side, Tick, Trade, Update, UpdateKind};
 pub use time::{now_ns, parse_event_time, EventTimeError};

@@ -86,6 +86,20 @@ pub struct Image {
     pub asks: Vec<Level>,
 }
 
+/// Why a node following a sequencer replaces a topic's state with an
+/// [`Image`]; its clients are told with a `reset` notice naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resync {
+    /// The first image of a topic this node serves.
+    Initial,
+    /// A seq jumped: updates were lost between the sequencer and here.
+    Gap,
+    /// The sequencer restarted without its state: a new epoch.
+    Epoch,
+    /// This node lost its connection to the bus and came back.
+    Reconnect,
+}
+
 /// What a record carries besides its head.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Body {
@@ -247,9 +261,12 @@ fn levels(buf: &mut Vec<u8>, bids: &[Level], asks: &[Level]) {
     }
 }
 
+/// A frame's record and the input after it.
+pub type Split<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits the first frame off `input`: its record, and the rest. `Ok(None)`
 /// when `input` is empty.
-pub fn next_frame(input: &[u8]) -> Result<Option<(&[u8], &[u8])>, RecordError> {
+pub fn next_frame(input: &[u8]) -> Result<Option<Split<'_>>, RecordError> {
     if input.is_empty() {
         return Ok(None);
     }

@@ -99,6 +99,9 @@ pub enum ServerError {
     /// both first; this catches a [`Config`] built in code).
     #[error("cannot declare the symbol universe: {0}")]
     Universe(#[from] SymbolError),
+    /// `--publish` could not start its NATS thread.
+    #[error("cannot publish: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A thread could not be spawned.
     #[error("cannot start the engine thread: {0}")]
     Thread(std::io::Error),
@@ -239,8 +242,9 @@ impl Server {
             max_symbols: config.max_symbols,
             shutdown: stop_feed.clone(),
         };
-        let feed = feed::start(&config.feed, &config.synthetic, &config.replay, &config.tcp_feed, feed_ctx)
-            .map_err(|source| ServerError::Feed { feed: config.feed.to_string(), source })?;
+        let feed =
+            feed::start(&config.feed, &config.synthetic, &config.replay, &config.tcp_feed, &config.nats, feed_ctx)
+                .map_err(|source| ServerError::Feed { feed: config.feed.to_string(), source })?;
         let stop_early = || {
             stop_feed.store(true, Ordering::Relaxed);
             ring.close();
@@ -253,12 +257,27 @@ impl Server {
             engine = engine.with_recorder(tap);
             recorder = Some(r.thread);
         }
+        let mut sequencer = None;
+        if let Some(url) = &config.publish {
+            let settings = crate::cluster::NatsSettings { url: url.clone(), ..config.nats.clone() };
+            let epoch = crate::model::now_ns();
+            let handle = engine_handle.clone();
+            let images: crate::cluster::ImageSource =
+                Arc::new(move |symbol, reply| handle.send(crate::engine::Command::Image { symbol, reply }));
+            let (tap, s) = crate::cluster::start_sequencer(settings, epoch, symbols.clone(), metrics.clone(), images)
+                .inspect_err(|_| stop_early())?;
+            tracing::info!(url = %url, epoch, "sequencer: every sequenced tick is published to NATS");
+            engine = engine.with_publisher(tap);
+            sequencer = Some(s.thread);
+        }
         let (engine_thread, engine_watch) =
             spawn_watched("engine", move || engine.run()).inspect_err(|_| stop_early()).map_err(ServerError::Thread)?;
-        // The engine first, then the recorder it feeds: shutdown waits for
-        // these two (the recorder's last flush) before the feed threads.
+        // The engine first, then the recorder and the NATS publisher it
+        // feeds: shutdown waits for these (the recorder's last flush, the
+        // publisher's last flush) before the feed threads.
         let mut pipeline_threads = vec![engine_thread];
         pipeline_threads.extend(recorder);
+        pipeline_threads.extend(sequencer);
         // -- End of the start-up order.
         if let Some(declared) = feed.declared {
             // The feed declares its universe on its own thread (a replay
