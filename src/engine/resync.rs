@@ -66,6 +66,19 @@ impl Engine {
         }
     }
 
+    /// Seeds topics with the state restored from the tick log at start-up
+    /// (`--record` on a directory that already holds one), before any
+    /// session exists: seqs then continue from the log's, and the first
+    /// snapshots carry the restored state.
+    pub fn restore(&mut self, images: Vec<(crate::model::SymbolId, Image)>) {
+        self.sync_topics();
+        for (id, image) in images {
+            if let Some(topic) = self.topics.get_mut(id as usize) {
+                topic.install(&image);
+            }
+        }
+    }
+
     /// The whole state of `symbol` now, for an edge's snapshot request;
     /// `None` if this server does not know the symbol.
     pub(super) fn image_of(&mut self, symbol: &str) -> Option<Image> {

@@ -110,6 +110,13 @@ pub struct BenchArgs {
     /// optional for tickcast (use it there too for a like-for-like reading).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// More processes that serve the same clients (a cluster's sequencer,
+    /// other edges, nats-server), comma-separated PIDs: their CPU and RSS
+    /// are added to --server-pid's, so CPU per message is the whole
+    /// system's.
+    #[arg(long, value_delimiter = ',')]
+    pub extra_pids: Vec<u32>,
+
     /// Idle-memory mode: no publisher; connect this many subscribers on
     /// --per-sub symbols each, wait until all are subscribed, settle, and
     /// report the server's RSS growth per connection.

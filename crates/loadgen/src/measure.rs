@@ -33,11 +33,16 @@ pub struct Measure {
 /// its counters) and its counters, where it has them.
 pub async fn measure(args: &BenchArgs, target: &dyn Target, shared: &Shared) -> anyhow::Result<Measure> {
     let counters = target.counters().await?;
-    let (cpu, rss) = match (args.server_pid, &counters) {
+    let (mut cpu, mut rss) = match (args.server_pid, &counters) {
         (Some(pid), _) => proc_stats(pid)?,
         (None, Some(c)) => (c.cpu, c.rss),
         (None, None) => anyhow::bail!("--target {} needs --server-pid", target.kind().name()),
     };
+    for &pid in &args.extra_pids {
+        let (c, r) = proc_stats(pid)?;
+        cpu += c;
+        rss += r;
+    }
     Ok(Measure { cpu, rss, sent: shared.sent.load(Ordering::Relaxed), counters })
 }
 
