@@ -49,10 +49,10 @@
 //! | [`wire`] | messages, encodings, framing, close and error codes, client requests | model |
 //! | [`metrics`] | counters and gauges, the `/metrics` text | model, wire, sys |
 //! | [`ring`] | the bounded lock-free ring from feeds to the engine | model |
-//! | [`recorded`] | recordings read as events (tick log, Binance, DBN); the tick-log format | model |
+//! | [`recorded`] | recordings read as events (tick log, Binance, DBN); the tick-log format; restoring state from a tick log | model |
 //! | [`cluster`] | NATS scale-out: subjects, the sequencer's publisher and responder | model, metrics |
 //! | [`feed`] | sources (synthetic, tcp, replay, nats edge), pacing, the ring's producer side | model, ring, recorded, metrics, cluster |
-//! | [`record`] | `--record`: the directory's lock, sequenced ticks to the tick log, off the hot path | model, recorded, metrics, sys |
+//! | [`record`] | `--record`: the directory's lock and epoch file, sequenced ticks to the tick log, off the hot path | model, recorded, metrics, sys |
 //! | [`outbox`] | one session's queue, its byte count, its slow mode | model, wire |
 //! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder, images | model, wire, ring, outbox, record, metrics, auth, cluster |
 //! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth |

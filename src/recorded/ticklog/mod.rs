@@ -21,13 +21,15 @@
 //! | `writer.rs` | [`TickLogWriter`], its [`WriterOptions`] and [`Fsync`] policy |
 //! | `recover.rs` | cutting a crash's torn tail: [`recover_segment`] |
 //! | `reader.rs` | [`TickLogReader`], the [`Source`](crate::recorded::Source) of a log |
+//! | `restore.rs` | [`restore`]: every symbol's state at the end of a log, for a restarted server |
 //! | `error.rs` | [`TickLogError`], the writer's and recovery's error |
 //! | `tests.rs` | the log as a whole: round trips, rolling, recovery, damage |
 //!
 //! Imports flow one way: `format` imports only [`crate::model`]; `segment`
 //! imports `format`; `error` imports `format`; `recover` imports `error`,
 //! `format` and `segment`; `writer` imports all of those; `reader` imports
-//! `format` and `segment`. All may use `crate::recorded::source`; none
+//! `format` and `segment`; `restore` imports `format`, `recover` and
+//! `segment`. All may use `crate::recorded::source`; none
 //! imports this file. This file only declares them and re-exports what a
 //! user of the tick log needs.
 //!
@@ -54,6 +56,7 @@ mod error;
 mod format;
 mod reader;
 mod recover;
+mod restore;
 mod segment;
 mod writer;
 
@@ -64,5 +67,6 @@ pub use error::TickLogError;
 pub use format::{LogTick, Unencodable, HEADER_LEN, MAGIC, MAX_BODY_LEN, VERSION};
 pub use reader::TickLogReader;
 pub use recover::{recover_segment, Recovery, MAX_RECOVERY_CUT};
+pub use restore::{restore, RestoreError, Restored};
 pub use segment::{segment_file_name, segment_paths};
 pub use writer::{Fsync, ParseFsyncError, TickLogWriter, WriterOptions};

@@ -26,10 +26,10 @@ use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
 use crate::recorded::source::{Event, Format, Gap, Source, SourceError};
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
+    pub(super) fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
@@ -49,7 +49,7 @@ impl Drop for TempDir {
     }
 }
 
-fn opts() -> WriterOptions {
+pub(super) fn opts() -> WriterOptions {
     WriterOptions { segment_bytes: 64 << 20, segment_age: Duration::from_secs(3600), fsync: Fsync::Never }
 }
 

@@ -45,14 +45,36 @@
 //! [`start`]s the recorder (which creates the run's segment), so a failed
 //! start-up leaves the directory as it found it.
 //!
-//! Imports: [`crate::model`], [`crate::recorded`] (the tick log's writer),
-//! [`crate::metrics`] and [`crate::sys`] (`flock`). The engine hands it
-//! ticks through a [`RecordTap`]; it never calls the engine.
+//! # Restarting on the same directory
+//! A server restarted on a directory that already holds a tick log goes on
+//! from it, with two pieces run while it holds the lock, before it serves:
+//! - [`restore`] (the tick log's, re-exported here) folds the log into
+//!   every symbol's state and last seq, so seqs continue instead of
+//!   starting at 1 again, and snapshots are not empty.
+//! - The epoch file ([`EpochFile`], `DIR/epoch`, see [`epoch`]) gives the
+//!   run its sequencer epoch: the same as the last run's if that ended
+//!   cleanly, a new one after a crash. [`RecordLock::open_epoch`] opens it
+//!   and keeps it in the lock; the recorder thread, which owns the lock,
+//!   marks it clean after its final flush if the run lost no tick
+//!   ([`start`] says exactly when).
+//!
+//! # Files
+//! | file | what it owns |
+//! |---|---|
+//! | this file | the lock, the queue ([`RecordTap`]), the recorder thread |
+//! | `epoch.rs` | the epoch file: [`EpochFile`] |
+//!
+//! Imports: [`crate::model`], [`crate::recorded`] (the tick log's writer
+//! and restore), [`crate::metrics`] and [`crate::sys`] (`flock`). The
+//! engine hands it ticks through a [`RecordTap`]; it never calls the
+//! engine.
+
+pub mod epoch;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,6 +84,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use crate::metrics::Metrics;
 use crate::model::{SymbolTable, Tick};
 use crate::recorded::ticklog::{LogTick, TickLogError, TickLogWriter, WriterOptions};
+
+pub use crate::recorded::ticklog::{restore, RestoreError, Restored};
+pub use epoch::{EpochError, EpochFile, EPOCH_FILE};
 
 /// Ticks the recorder queue holds (see the module doc for the policy).
 pub const QUEUE_TICKS: usize = 1 << 18;
@@ -170,11 +195,17 @@ pub struct Recorder {
 pub const LOCK_FILE: &str = "tickcast.lock";
 
 /// This process's exclusive hold on a `--record` directory, released when
-/// dropped (or when the process dies, however it dies).
+/// dropped (or when the process dies, however it dies). It also carries
+/// the run's [`EpochFile`], once [`open_epoch`](RecordLock::open_epoch)d,
+/// to the recorder thread, which marks it clean at the end of a clean run.
 #[derive(Debug)]
 pub struct RecordLock {
     /// Open for as long as the lock is held: closing it releases it.
     _file: File,
+    /// The locked directory.
+    dir: PathBuf,
+    /// This run's epoch file, if opened.
+    epoch: Option<EpochFile>,
 }
 
 impl RecordLock {
@@ -194,7 +225,35 @@ impl RecordLock {
             return Err(RecordError::Locked { dir: dir.to_owned(), path, holder });
         }
         file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io)?;
-        Ok(RecordLock { _file: file })
+        Ok(RecordLock { _file: file, dir: dir.to_owned(), epoch: None })
+    }
+
+    /// Opens the directory's epoch file ([`EpochFile::open`]) and keeps it
+    /// in the lock, so the recorder [`start`]ed with this lock marks it
+    /// clean after its final flush. Returns this run's epoch and whether
+    /// the previous run ended cleanly (its epoch is then continued). Call
+    /// it once, before [`start`]; a lock whose epoch was never opened
+    /// leaves the epoch file alone.
+    pub fn open_epoch(&mut self) -> Result<(u64, bool), RecordError> {
+        let file = EpochFile::open(&self.dir)?;
+        let opened = (file.epoch(), file.was_clean());
+        self.epoch = Some(file);
+        Ok(opened)
+    }
+
+    /// Releases the lock at the end of the recorder thread, first marking
+    /// the epoch file clean if the run was (see [`start`]).
+    fn release(mut self, clean: bool) {
+        let Some(epoch) = self.epoch.take() else { return };
+        if !clean {
+            tracing::warn!(
+                "the recorder lost ticks in this run (see tickcast_record_dropped_total and                  tickcast_record_errors_total): the epoch file stays `running`, so the next run takes a new epoch"
+            );
+            return;
+        }
+        if let Err(e) = epoch.mark_clean() {
+            tracing::error!("{e}: the next run takes a new epoch");
+        }
     }
 }
 
@@ -230,6 +289,9 @@ pub enum RecordError {
     /// The recorder thread could not be spawned.
     #[error("cannot start the recorder thread: {0}")]
     Thread(std::io::Error),
+    /// The epoch file could not be written.
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
 }
 
 /// Opens the tick log (recovering a torn tail, starting this run's
@@ -237,6 +299,15 @@ pub enum RecordError {
 /// last flush. Fails if the directory cannot be opened, so a bad
 /// `--record` stops the server at start-up rather than losing the
 /// recording.
+///
+/// If `lock` carries the run's epoch file ([`RecordLock::open_epoch`]),
+/// the recorder thread marks it clean as its very last act, after the
+/// final flush (and sync, per `--fsync`) of the log, and only if the run
+/// lost nothing: the final flush succeeded and no tick was dropped or lost
+/// to a write error since `start` (`tickcast_record_dropped_total` and
+/// `tickcast_record_errors_total` unchanged). A lost tick may have been a
+/// symbol's last, so its seq would be missing from the log and reused by
+/// the next run: such a run ends `running`, and the next takes a new epoch.
 pub fn start(
     settings: RecordSettings,
     lock: RecordLock,
@@ -259,17 +330,29 @@ pub fn start(
     let queued = Arc::new(AtomicUsize::new(0));
     let thread_metrics = metrics.clone();
     let thread_queued = queued.clone();
+    let losses_before = losses(&metrics);
     let thread = std::thread::Builder::new()
         .name("recorder".into())
         .spawn(move || {
-            run(writer, settings, rx, recycle_tx, thread_queued, symbols, thread_metrics);
-            drop(lock); // After the last flush.
+            let flushed = run(writer, settings, rx, recycle_tx, thread_queued, symbols, thread_metrics.clone());
+            // After the last flush: the engine (which owns the tap) has
+            // stopped, so every tick it published is in the log unless
+            // one was lost.
+            lock.release(flushed && losses(&thread_metrics) == losses_before);
         })
         .map_err(RecordError::Thread)?;
     let tap = RecordTap { tx, recycled, batch: Vec::new(), metrics, queued, last_drop_log: None, dropped_since_log: 0 };
     Ok((tap, Recorder { thread }))
 }
 
+/// Ticks the recorder dropped or lost to write errors so far.
+fn losses(metrics: &Metrics) -> (u64, u64) {
+    let load = |c: &AtomicU64| c.load(Ordering::Acquire);
+    (load(&metrics.record_dropped), load(&metrics.record_errors))
+}
+
+/// The recorder loop, until the engine drops its tap; true if the log's
+/// final flush succeeded.
 fn run(
     writer: TickLogWriter,
     settings: RecordSettings,
@@ -278,7 +361,7 @@ fn run(
     queued: Arc<AtomicUsize>,
     symbols: Arc<SymbolTable>,
     metrics: Arc<Metrics>,
-) {
+) -> bool {
     let mut writer = Some(writer);
     let mut names: Vec<Option<Arc<str>>> = Vec::new();
     let mut last_reopen: Option<Instant> = None;
@@ -334,12 +417,13 @@ fn run(
             writer = None;
         }
     }
-    if let Some(w) = writer {
-        if let Err(e) = w.finish() {
-            metrics.record_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("tick log: final flush failed: {e}");
-        }
+    let Some(w) = writer else { return false };
+    if let Err(e) = w.finish() {
+        metrics.record_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("tick log: final flush failed: {e}");
+        return false;
     }
+    true
 }
 
 fn append_batch(
@@ -375,4 +459,92 @@ fn recycle_batch(recycle: &Sender<Vec<Sequenced>>, queued: &AtomicUsize, mut bat
     queued.fetch_sub(batch.len(), Ordering::AcqRel);
     batch.clear();
     let _ = recycle.try_send(batch);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+    use crate::model::{Quote, Update};
+    use crate::recorded::ticklog::Fsync;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub(super) struct TempDir(pub(super) PathBuf);
+
+    impl TempDir {
+        pub(super) fn new(tag: &str) -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let path = std::env::temp_dir().join(format!(
+                "tickcast-record-{tag}-{}-{}-{n}",
+                std::process::id(),
+                crate::model::now_ns()
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// One recorder run on `dir` that records `ticks` quotes of "AAA"
+    /// (seqs from `first_seq`) and, if `lose`, counts a dropped tick as
+    /// the engine's tap would. Returns the epoch and whether the last run
+    /// was clean, as the run saw them.
+    fn recorder_run(dir: &Path, first_seq: u64, ticks: u64, lose: bool) -> (u64, bool) {
+        let mut lock = RecordLock::acquire(dir).unwrap();
+        let opened = lock.open_epoch().unwrap();
+        let symbols = Arc::new(SymbolTable::default());
+        let id = symbols.intern("AAA", 10).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let options =
+            WriterOptions { segment_bytes: 1 << 20, segment_age: Duration::from_secs(3600), fsync: Fsync::Never };
+        let settings = RecordSettings { dir: dir.to_owned(), options };
+        let (mut tap, recorder) = start(settings, lock, symbols, metrics.clone()).unwrap();
+        for seq in first_seq..first_seq + ticks {
+            let update = Update::Quote(Quote { bid: 1.0, bid_sz: 2.0, ask: 3.0, ask_sz: seq as f64 });
+            tap.push(Tick { symbol: id, ts_event: seq, ts_ingest: seq + 1, update }, seq);
+            tap.end_batch();
+        }
+        if lose {
+            metrics.record_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(tap); // The engine stops.
+        recorder.thread.join().unwrap();
+        opened
+    }
+
+    #[test]
+    fn the_recorder_marks_the_epoch_clean_after_its_final_flush_unless_ticks_were_lost() {
+        let dir = TempDir::new("clean");
+        let (epoch, was_clean) = recorder_run(&dir.0, 1, 10, false);
+        assert!(!was_clean, "a fresh directory");
+        let text = std::fs::read_to_string(dir.0.join(EPOCH_FILE)).unwrap();
+        assert_eq!(text, format!("{epoch} clean\n"));
+
+        // Restarted: the same epoch, and the seqs go on from the log.
+        let restored = restore(&dir.0, 10).unwrap();
+        assert_eq!(restored.topics.len(), 1);
+        let next = restored.topics[0].1.seq + 1;
+        assert_eq!(next, 11);
+        assert_eq!(recorder_run(&dir.0, next, 5, true), (epoch, true));
+        // That run lost a tick: still `running`, so the next one takes a new epoch.
+        let text = std::fs::read_to_string(dir.0.join(EPOCH_FILE)).unwrap();
+        assert_eq!(text, format!("{epoch} running\n"));
+        let (third, was_clean) = recorder_run(&dir.0, 16, 1, false);
+        assert!(!was_clean && third > epoch);
+        assert_eq!(restore(&dir.0, 10).unwrap().topics[0].1.seq, 16);
+
+        // A lock whose epoch was never opened leaves the file alone.
+        let lock = RecordLock::acquire(&dir.0).unwrap();
+        lock.release(true);
+        let text = std::fs::read_to_string(dir.0.join(EPOCH_FILE)).unwrap();
+        assert_eq!(text, format!("{third} clean\n"));
+    }
 }
