@@ -99,6 +99,9 @@ pub enum ServerError {
     /// both first; this catches a [`Config`] built in code).
     #[error("cannot declare the symbol universe: {0}")]
     Universe(#[from] SymbolError),
+    /// `--record`'s tick log could not be read back to restore the state.
+    #[error("cannot restore from the tick log: {0}")]
+    Restore(String),
     /// `--publish` could not start its NATS thread.
     #[error("cannot publish: {0}")]
     Cluster(#[from] crate::cluster::ClusterError),
@@ -220,7 +223,36 @@ impl Server {
         // segment: a start-up that fails leaves the directory untouched.
         // The engine starts last, so the recorder sees every tick it
         // sequences; until then the feed waits on the ring.
-        let record_lock = config.record.as_ref().map(|r| crate::record::RecordLock::acquire(&r.dir)).transpose()?;
+        let mut record_lock = config.record.as_ref().map(|r| crate::record::RecordLock::acquire(&r.dir)).transpose()?;
+        // With --record, the run goes on from the tick log already in the
+        // directory: every symbol's state and seq (no seq reused), and the
+        // epoch if the last run stopped cleanly (see crate::record). The log
+        // is read on a blocking thread, before anything is served.
+        let mut epoch = crate::model::now_ns();
+        let mut restored = Vec::new();
+        if let (Some(settings), Some(lock)) = (&config.record, record_lock.as_mut()) {
+            let (e, clean) = lock.open_epoch()?;
+            epoch = e;
+            let (dir, max) = (settings.dir.clone(), config.max_symbols);
+            let r = tokio::task::spawn_blocking(move || crate::record::restore(&dir, max))
+                .await
+                .map_err(|e| ServerError::Restore(e.to_string()))?
+                .map_err(|e| ServerError::Restore(e.to_string()))?;
+            if !r.topics.is_empty() {
+                tracing::info!(
+                    symbols = r.topics.len(),
+                    ticks = r.ticks,
+                    segments = r.segments,
+                    ms = r.elapsed.as_millis() as u64,
+                    epoch,
+                    same_epoch = clean,
+                    "restored every symbol's state and seq from the tick log"
+                );
+            }
+            for (name, image) in r.topics {
+                restored.push((symbols.intern(&name, config.max_symbols)?, image));
+            }
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
@@ -234,6 +266,7 @@ impl Server {
         let coalescing = Coalescing { interval: config.flush_interval, write_budget: config.write_budget };
         let (mut engine, engine_handle) =
             Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, coalescing, config.slow);
+        engine.restore(restored);
         let stop_feed = Arc::new(AtomicBool::new(false));
         let feed_ctx = FeedContext {
             ring: ring.clone(),
@@ -260,7 +293,6 @@ impl Server {
         let mut sequencer = None;
         if let Some(url) = &config.publish {
             let settings = crate::cluster::NatsSettings { url: url.clone(), ..config.nats.clone() };
-            let epoch = crate::model::now_ns();
             let handle = engine_handle.clone();
             let images: crate::cluster::ImageSource =
                 Arc::new(move |symbol, reply| handle.send(crate::engine::Command::Image { symbol, reply }));
