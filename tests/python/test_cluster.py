@@ -52,9 +52,10 @@ def nats_server_bin() -> str:
 class NatsServer:
     """A real nats-server on a fixed loopback port, restartable."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, extra: list[str] | None = None):
         self.port = free_port()
         self.log_dir = log_dir
+        self.extra = extra or []
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -65,7 +66,7 @@ class NatsServer:
     def start(self) -> None:
         log = open(self.log_dir / f"nats-{self.port}.log", "ab")
         self.proc = subprocess.Popen(
-            [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT
+            [nats_server_bin(), "-a", "127.0.0.1", "-p", str(self.port), *self.extra], stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
 
@@ -87,7 +88,7 @@ class NatsServer:
         """PUB over the NATS text protocol, then PING/PONG so it is processed."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as s:
             s.recv(4096)  # INFO
-            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false,"user":"tc","pass":"s3cret-pw"}\r\n' if self.extra else b'CONNECT {"verbose":false,"pedantic":false}\r\n')
             s.sendall(f"PUB {subject} {len(payload)}\r\n".encode() + payload + b"\r\nPING\r\n")
             got = b""
             while b"PONG" not in got:
@@ -484,6 +485,40 @@ def test_sequencer_restarted_with_record_continues_its_seqs(tickcast, nats, tmp_
     # on seqs above everything the first run published.
     for sym in SYMS:
         assert c.last[sym] > 300, c.last
+
+
+@pytest.mark.parametrize("auth", ["user", "token"])
+def test_nats_auth_is_passed_through(tickcast, tmp_path, auth):
+    server_flags = ["--user", "tc", "--pass", "s3cret-pw"] if auth == "user" else ["--auth", "t0ken-for-the-cluster"]
+    node_flags = (
+        ["--nats-user", "tc", "--nats-password", "s3cret-pw"] if auth == "user" else ["--nats-token", "t0ken-for-the-cluster"]
+    )
+    secured = NatsServer(tmp_path, server_flags)
+    try:
+        feed_port = free_port()
+        seq_server = start_sequencer(tickcast, secured, tmp_path, feed_port, extra=node_flags)
+        edge = start_edge(tickcast, secured, extra=node_flags)
+        assert sorted(edge.symbols()) == sorted(SYMS), "the edge reached the sequencer through the secured NATS"
+        ref = subscribe_collect(seq_server, "msgpack", "sequencer")
+        col = subscribe_collect(edge, "json", "edge")
+        market = Market(feed_port, rate=300)
+        market.start()
+        time.sleep(1)
+        market.stop()
+        wait_caught_up(ref, [col])
+        ref_c, c = ref.finish(), col.finish()
+        assert c.count > 100 and assert_same_updates(ref_c, c) == ref_c.count
+        # Without the credentials an edge is refused by NATS and says so.
+        outsider = start_edge(tickcast, secured)
+        wait_until(
+            lambda: "uthoriz" in Path(outsider.log_path).read_text(errors="replace"),
+            10,
+            interval=0.1,
+            what="an authorization error in the log of an edge without credentials",
+        )
+        assert outsider.symbols() == [], "no credentials, no data"
+    finally:
+        secured.stop()
 
 
 def encode_record(kind: int, sym: str, epoch: int, seq: int, body: bytes, flags: int = 0, version: int = 1) -> bytes:
