@@ -249,6 +249,7 @@ fn levels(buf: &mut Vec<u8>, bids: &[Level], asks: &[Level]) {
 
 /// Splits the first frame off `input`: its record, and the rest. `Ok(None)`
 /// when `input` is empty.
+#[allow(clippy::type_complexity)] // (record, rest): naming it would hide it.
 pub fn next_frame(input: &[u8]) -> Result<Option<(&[u8], &[u8])>, RecordError> {
     if input.is_empty() {
         return Ok(None);
