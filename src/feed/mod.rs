@@ -12,7 +12,8 @@
 //! and applies the ring's full policy.
 //!
 //! Sources: `synthetic` (the default; see [`synthetic`]), `tcp://ADDR`
-//! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`])
+//! (newline-delimited JSON or binary tick records from feed handlers; see
+//! [`tcp`], [`json`] and [`binary`])
 //! and `replay:PATH` (a recording played back; see [`replay`]). Further
 //! sources (NATS) plug in as new [`FeedSpec`] variants that drive a
 //! [`Publisher`].
@@ -20,6 +21,7 @@
 //! Imports: [`crate::model`], [`crate::ring`], [`crate::recorded`] (the
 //! replay source) and [`crate::metrics`].
 
+pub mod binary;
 pub mod json;
 pub mod pacing;
 pub mod publisher;
@@ -41,14 +43,15 @@ use crate::ring::TickRing;
 
 pub use pacing::Speed;
 pub use publisher::{ErrorLog, Publisher};
-pub use tcp::TcpFeedSettings;
+pub use tcp::{FeedFormat, TcpFeedSettings};
 
 /// Which source feeds the server, parsed from `--feed`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedSpec {
     /// Built-in random-walk market for `--symbols` symbols at `--rate`.
     Synthetic,
-    /// Listen on this address for feed handlers sending JSON lines.
+    /// Listen on this address for feed handlers sending JSON lines or
+    /// binary tick records.
     Tcp(SocketAddr),
     /// Play back a recording (tick log, Binance capture or DBN file).
     Replay(PathBuf),
