@@ -17,7 +17,7 @@ use tickcast::auth::Verifier;
 use tickcast::cluster::{NatsSettings, NatsUrl};
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
 use tickcast::engine::SlowConsumerPolicy;
-use tickcast::feed::tcp::{FeedAccess, FeedToken, IpNet};
+use tickcast::feed::tcp::{FeedAccess, FeedFormat, FeedToken, IpNet};
 use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings, TcpFeedSettings};
 use tickcast::model::{parse_event_time, universe};
 use tickcast::record::RecordSettings;
@@ -96,6 +96,15 @@ fn feed_token(s: &str) -> Result<FeedToken, TokenError> {
     s.parse().map_err(TokenError)
 }
 
+/// A `--feed-format` that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FeedFormatError(tickcast::feed::tcp::FeedFormatError);
+
+fn feed_format(s: &str) -> Result<FeedFormat, FeedFormatError> {
+    s.parse().map_err(FeedFormatError)
+}
+
 /// A book depth that is not on the menu.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -130,7 +139,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Market-data source: `synthetic`; `tcp://IP:PORT` to listen for feed
-    /// handlers sending newline-delimited JSON ticks; or `replay:PATH` to
+    /// handlers sending newline-delimited JSON ticks or binary tick records
+    /// (see --feed-format); or `replay:PATH` to
     /// play back a recording (a tick log directory or segment, a Binance
     /// capture, plain or gzip, or a DBN file, plain or zstd).
     #[arg(long, env = "TICKCAST_FEED", default_value = "synthetic")]
@@ -157,9 +167,20 @@ pub struct ServeArgs {
     pub feed_allow: Vec<IpNet>,
 
     /// Tcp feed: a feed handler that sends no byte for this long is closed
-    /// (send a blank line as a heartbeat when the market is quiet).
+    /// (a JSON handler sends a blank line as a heartbeat when the market is
+    /// quiet; binary records have no heartbeat).
     #[arg(long, env = "TICKCAST_FEED_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub feed_idle_timeout: Duration,
+
+    /// Tcp feed: what feed handlers send after their optional auth line
+    /// (always a text line): `json`, newline-delimited JSON ticks; `binary`,
+    /// framed binary tick records (docs/PROTOCOL.md); or `auto`, where each
+    /// connection's first byte decides: `{` or whitespace is JSON lines,
+    /// anything else binary (and a `{` or whitespace that begins a binary
+    /// frame's length of at most 1 MiB, its fourth byte 0, is binary too).
+    /// [default: auto]
+    #[arg(long, env = "TICKCAST_FEED_FORMAT", value_parser = feed_format)]
+    pub feed_format: Option<FeedFormat>,
     // -- End of the tcp feed's doors.
 
     // -- NATS scale-out (`--publish`, `--feed nats://`): see docs/CLUSTER.md.
@@ -702,9 +723,6 @@ impl ServeArgs {
         ReplayOptions { speed, looped: self.looped, from, to }
     }
 
-    /// The tcp feed's doors: `--max-feed-connections`, `--feed-token`,
-    /// `--feed-allow`, `--feed-idle-timeout`, and the rule that a feed
-    /// port off loopback needs a token or an allow-list.
     /// The NATS options, checked: pairs given together, files present, a
     /// prefix NATS accepts, and no `--publish` on an edge.
     fn nats_settings(&self, feed: Option<&FeedSpec>, errors: &mut Vec<String>) -> NatsSettings {
@@ -752,11 +770,15 @@ impl ServeArgs {
         nats
     }
 
+    /// The tcp feed's doors: `--max-feed-connections`, `--feed-token`,
+    /// `--feed-allow`, `--feed-idle-timeout`, `--feed-format`, and the rule
+    /// that a feed port off loopback needs a token or an allow-list.
     fn tcp_feed_settings(&self, feed: Option<&FeedSpec>, errors: &mut Vec<String>) -> TcpFeedSettings {
         let settings = TcpFeedSettings {
             max_connections: self.max_feed_connections,
             idle_timeout: self.feed_idle_timeout,
             access: FeedAccess { token: self.feed_token.clone(), allow: self.feed_allow.clone() },
+            format: self.feed_format.unwrap_or_default(),
         };
         if !(1..=10_000).contains(&settings.max_connections) {
             errors.push(format!("--max-feed-connections {}: must be 1 to 10000", settings.max_connections));
@@ -771,9 +793,11 @@ impl ServeArgs {
                 }
             }
             Some(_) => {
-                for (flag, set) in
-                    [("--feed-token", self.feed_token.is_some()), ("--feed-allow", !self.feed_allow.is_empty())]
-                {
+                for (flag, set) in [
+                    ("--feed-token", self.feed_token.is_some()),
+                    ("--feed-allow", !self.feed_allow.is_empty()),
+                    ("--feed-format", self.feed_format.is_some()),
+                ] {
                     if set {
                         errors.push(format!("{flag} applies only to --feed tcp://IP:PORT"));
                     }
@@ -1026,6 +1050,13 @@ mod tests {
         assert_eq!(errors, ["--feed-token applies only to --feed tcp://IP:PORT"]);
         assert!(Cli::try_parse_from(["tickcast", "--feed-token", "short"]).is_err());
         assert!(Cli::try_parse_from(["tickcast", "--feed-allow", "10.0.0.0/40"]).is_err());
+        assert_eq!(c.tcp_feed.format, FeedFormat::Auto);
+        let c = parse(&["--feed", "tcp://127.0.0.1:9000", "--feed-format", "binary"]).unwrap();
+        assert_eq!(c.tcp_feed.format, FeedFormat::Binary);
+        let err = Cli::try_parse_from(["tickcast", "--feed-format", "xml"]).unwrap_err().to_string();
+        assert!(err.contains("\"xml\" is not a feed format: expected auto, json or binary"), "{err}");
+        let errors = parse(&["--feed-format", "json"]).unwrap_err();
+        assert_eq!(errors, ["--feed-format applies only to --feed tcp://IP:PORT"]);
     }
 
     #[test]

@@ -123,12 +123,15 @@ pub enum FeedRefusal {
     Auth,
     /// Silent for `--feed-idle-timeout`.
     Idle,
+    /// A binary frame's length was 0 or over the bound: the stream cannot
+    /// be resynchronized.
+    BadFrame,
 }
 
 impl FeedRefusal {
     /// Every reason, in label order.
-    pub const ALL: [FeedRefusal; 4] =
-        [FeedRefusal::Limit, FeedRefusal::NotAllowed, FeedRefusal::Auth, FeedRefusal::Idle];
+    pub const ALL: [FeedRefusal; 5] =
+        [FeedRefusal::Limit, FeedRefusal::NotAllowed, FeedRefusal::Auth, FeedRefusal::Idle, FeedRefusal::BadFrame];
 
     /// The metric label.
     pub fn name(self) -> &'static str {
@@ -137,6 +140,7 @@ impl FeedRefusal {
             FeedRefusal::NotAllowed => "not_allowed",
             FeedRefusal::Auth => "auth",
             FeedRefusal::Idle => "idle",
+            FeedRefusal::BadFrame => "bad_frame",
         }
     }
 }
@@ -315,7 +319,7 @@ const METRICS: &[Metric] = &[
     counter(
         "tickcast_feed_refused_total",
         "Feed connections the server closed: over --max-feed-connections, outside --feed-allow, \
-         no valid auth line, or idle past --feed-idle-timeout.",
+         no valid auth line, idle past --feed-idle-timeout, or a binary frame length out of bounds.",
         |s| by("reason", FeedRefusal::ALL.map(|r| (r.name(), &s.metrics.feed_refused[r as usize]))),
     ),
     gauge("tickcast_ring_depth", "Ticks waiting in the ring.", |s| one(s.live.ring_depth)),
@@ -672,7 +676,9 @@ mod tests {
     }
 
     /// What the hand-written `render` printed for [`populated`], before the
-    /// metrics became a table: the exposition must not change by a byte.
+    /// metrics became a table: the exposition must not change by a byte
+    /// (but for metrics added since, such as the `bad_frame` refusal of the
+    /// binary feed).
     const GOLDEN: &str = r#"# HELP tickcast_connections Open WebSocket sessions.
 # TYPE tickcast_connections gauge
 tickcast_connections -3
@@ -709,12 +715,13 @@ tickcast_feed_connections_total 23
 # HELP tickcast_feed_connections Feed handler connections open now.
 # TYPE tickcast_feed_connections gauge
 tickcast_feed_connections 3
-# HELP tickcast_feed_refused_total Feed connections the server closed: over --max-feed-connections, outside --feed-allow, no valid auth line, or idle past --feed-idle-timeout.
+# HELP tickcast_feed_refused_total Feed connections the server closed: over --max-feed-connections, outside --feed-allow, no valid auth line, idle past --feed-idle-timeout, or a binary frame length out of bounds.
 # TYPE tickcast_feed_refused_total counter
 tickcast_feed_refused_total{reason="limit"} 200
 tickcast_feed_refused_total{reason="not_allowed"} 201
 tickcast_feed_refused_total{reason="auth"} 202
 tickcast_feed_refused_total{reason="idle"} 203
+tickcast_feed_refused_total{reason="bad_frame"} 204
 # HELP tickcast_ring_depth Ticks waiting in the ring.
 # TYPE tickcast_ring_depth gauge
 tickcast_ring_depth 109

@@ -79,6 +79,19 @@ fn feed_examples_parse() {
 }
 
 #[test]
+fn the_binary_feed_example_is_the_first_json_feed_example() {
+    use tickcast::feed::binary::parse_record;
+    use tickcast::model::record::next_frame;
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let hex = doc.split("```text feed-binary\n").nth(1).and_then(|t| t.split("```").next()).expect("binary example");
+    let bytes: Vec<u8> = hex.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex byte")).collect();
+    let (record, rest) = next_frame(&bytes).expect("one frame").expect("not empty");
+    assert!(rest.is_empty());
+    let json = blocks("feed").into_iter().next().expect("a feed example");
+    assert_eq!(parse_record(record).expect("the record parses"), parse_line(json.as_bytes()).unwrap());
+}
+
+#[test]
 fn the_documented_slow_policy_error_is_what_the_server_says() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
     let ours = tickcast::server::upgrade::choose_slow_mode(Some("slow=drop")).unwrap_err();

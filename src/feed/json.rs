@@ -28,7 +28,8 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// [`MAX_BOOK_LEVELS`](crate::model::book::MAX_BOOK_LEVELS) a side anyway.
 pub const MAX_LEVELS_PER_LINE: usize = 1_000;
 
-/// Why a feed line was rejected.
+/// Why a feed line (or a binary feed record, [`super::binary`]) was
+/// rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     /// Not JSON, or a field of the wrong type.
@@ -51,8 +52,9 @@ pub enum FeedError {
     /// A book line with no levels.
     #[error("book needs at least one level in bids/asks")]
     BadBook,
-    /// A book line with more than [`MAX_LEVELS_PER_LINE`] levels on a side.
-    #[error("book line has {0} levels on one side; at most {MAX_LEVELS_PER_LINE} a side per line (split a deeper book over several lines)")]
+    /// A book line (or record) with more than [`MAX_LEVELS_PER_LINE`]
+    /// levels on a side.
+    #[error("book line has {0} levels on one side; at most {MAX_LEVELS_PER_LINE} a side per line or record (split a deeper book over several)")]
     TooManyLevels(usize),
     /// A line longer than [`MAX_LINE_BYTES`].
     #[error("line longer than {MAX_LINE_BYTES} bytes")]
@@ -60,6 +62,13 @@ pub enum FeedError {
     /// The symbol name is invalid or the table is full.
     #[error(transparent)]
     Symbol(#[from] crate::model::SymbolError),
+    /// A binary feed record that does not decode ([`crate::model::record`]).
+    #[error("bad binary record: {0}")]
+    Record(#[from] crate::model::RecordError),
+    /// A binary feed record of a kind a feed handler may not send (an
+    /// image: only a sequencer sends those).
+    #[error("binary record of kind image: a feed handler sends trade, quote or book records")]
+    NotATick,
 }
 
 #[derive(Deserialize)]

@@ -12,14 +12,16 @@
 //! and applies the ring's full policy.
 //!
 //! Sources: `synthetic` (the default; see [`synthetic`]), `tcp://ADDR`
-//! (newline-delimited JSON from feed handlers; see [`tcp`] and [`json`])
-//! `replay:PATH` (a recording played back; see [`replay`]) and
-//! `nats://HOST:PORT` (an edge following a sequencer; see [`nats`]).
+//! (newline-delimited JSON or binary tick records from feed handlers; see
+//! [`tcp`], [`json`] and [`binary`]), `replay:PATH` (a recording played
+//! back; see [`replay`]) and `nats://HOST:PORT` (an edge following a
+//! sequencer; see [`nats`]).
 //!
 //! Imports: [`crate::model`], [`crate::ring`], [`crate::recorded`] (the
 //! replay source), [`crate::metrics`] and [`crate::cluster`] (the edge's
 //! NATS settings).
 
+pub mod binary;
 pub mod json;
 pub mod nats;
 pub mod pacing;
@@ -42,14 +44,15 @@ use crate::ring::TickRing;
 
 pub use pacing::Speed;
 pub use publisher::{ErrorLog, Publisher};
-pub use tcp::TcpFeedSettings;
+pub use tcp::{FeedFormat, TcpFeedSettings};
 
 /// Which source feeds the server, parsed from `--feed`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedSpec {
     /// Built-in random-walk market for `--symbols` symbols at `--rate`.
     Synthetic,
-    /// Listen on this address for feed handlers sending JSON lines.
+    /// Listen on this address for feed handlers sending JSON lines or
+    /// binary tick records.
     Tcp(SocketAddr),
     /// Play back a recording (tick log, Binance capture or DBN file).
     Replay(PathBuf),

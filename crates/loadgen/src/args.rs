@@ -47,6 +47,16 @@ fn encoding(s: &str) -> Result<Encoding, String> {
     Encoding::from_name(s).ok_or_else(|| format!("unknown encoding {s:?}: use msgpack, protobuf or json"))
 }
 
+/// How the publisher frames its ticks into tickcast's tcp feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FeedFormat {
+    /// Newline-delimited JSON ticks.
+    #[default]
+    Json,
+    /// Binary tick records (`tickcast::model::record`), length-prefixed.
+    Binary,
+}
+
 /// Load generator: N subscribers against a running server; reports
 /// delivered msgs/s, latency percentiles and server CPU per message.
 #[derive(Debug, Clone, Parser)]
@@ -88,6 +98,11 @@ pub struct BenchArgs {
     /// With --drive-feed: ticks per second over the S symbols, round robin.
     #[arg(long, default_value_t = 10_000.0)]
     pub rate: f64,
+    /// With --drive-feed into tickcast: send the ticks as `json` lines or
+    /// as `binary` tick records (the same quotes, send time in `ts_event`);
+    /// the server's `--feed-format auto` (its default) takes either.
+    #[arg(long, value_enum, default_value_t = FeedFormat::Json)]
+    pub feed_format: FeedFormat,
     /// Extra subscribers on every symbol that subscribe and then never
     /// read (small receive buffer): the server must conflate, then drop,
     /// them without anyone else noticing. Not counted as delivered.
@@ -164,6 +179,13 @@ pub fn check(args: &BenchArgs, target: &dyn Target) -> anyhow::Result<()> {
     }
     if args.drive_feed.is_some() && !(args.rate.is_finite() && args.rate > 0.0 && args.rate <= MAX_RATE) {
         bail!("--rate {}: must be > 0 and at most {MAX_RATE} ticks/s", args.rate);
+    }
+    if args.feed_format == FeedFormat::Binary {
+        ensure!(
+            args.target == TargetKind::Tickcast,
+            "--feed-format binary: only tickcast's tcp feed takes binary records"
+        );
+        ensure!(args.drive_feed.is_some(), "--feed-format binary needs --drive-feed: it is how the bench publishes");
     }
     target.check(args)?;
     if let Some(n) = args.idle {

@@ -8,7 +8,8 @@
 //! N subscribers each take K consecutive symbols of the first S (wrapping),
 //! so every symbol has N·K/S subscribers. Latency is receive time minus
 //! `ts_ingest`, or minus `ts_event` with `--drive-feed`, where the bench
-//! itself publishes JSON ticks into the server's tcp feed, stamped at send.
+//! itself publishes JSON ticks (or, with `--feed-format binary`, binary tick
+//! records) into the server's tcp feed, stamped at send.
 //! Every run is bounded by `--warmup` + `--duration` and stops by itself.
 //!
 //! # Slow consumers
@@ -76,8 +77,9 @@
 //!
 //! Imports: the server only through its wire protocol and HTTP endpoints,
 //! via `tickcast-client`; of the `tickcast` crate, the message model and
-//! codecs (`tickcast::wire`, `tickcast::model`), the synthetic feed's symbol
-//! names, the tcp feed's line parser (in a test), `/proc` stats and the
+//! codecs (`tickcast::wire`, `tickcast::model`, whose binary tick record
+//! the publisher writes), the synthetic feed's symbol names, the tcp feed's
+//! line and record parsers (in a test), `/proc` stats and the
 //! open-file limit. Nothing in `tickcast` imports this crate.
 
 #![warn(missing_docs)]

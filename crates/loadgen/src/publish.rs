@@ -5,13 +5,17 @@
 //!
 //! The payload is the same JSON for every target; only the framing
 //! differs: a line into tickcast's tcp feed, a `PUB` to nats' client port,
-//! a masked text frame (with `"op":"tick"` first) to the node server. The
-//! ticks due each millisecond are framed into one buffer and written with
-//! one call, so 100k ticks/s cost about a thousand writes a second.
+//! a masked text frame (with `"op":"tick"` first) to the node server. With
+//! `--feed-format binary`, tickcast's tcp feed gets the same quotes as
+//! binary tick records instead (`tickcast::model::record`): the same
+//! prices, the per-symbol seq in the record's seq, the send time in its
+//! `ts_event`, a u64 as exact as the JSON integer. The ticks due each
+//! millisecond are framed into one buffer and written with one call, so
+//! 100k ticks/s cost about a thousand writes a second.
 //!
 //! Imports: the [`Target`] (which connects the publisher and says how it
-//! frames), `tickcast::model::now_ns` (the clock), and the run's [`Shared`]
-//! figures.
+//! frames), `tickcast::model::now_ns` (the clock), `tickcast::model::record`
+//! (the binary records), and the run's [`Shared`] figures.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -24,7 +28,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use anyhow::Context as _;
-use tickcast::model::now_ns;
+use tickcast::model::record::encode_tick;
+use tickcast::model::{now_ns, Quote, Update};
 
 use crate::shared::Shared;
 use crate::target::nats::protocol::SUBJECT_PREFIX;
@@ -60,25 +65,43 @@ impl TickGen {
         self.names.len()
     }
 
-    /// Writes the next tick (next symbol in turn, its next seq, a price
-    /// step), stamped `ts_event`, as JSON into `out` (cleared first); with
-    /// `op`, as a node `tick` request. Returns the symbol.
-    pub fn next(&mut self, out: &mut Vec<u8>, op: bool, ts_event: u64) -> &str {
+    /// Steps the market: the next symbol in turn, its next seq, a price
+    /// step. Returns the symbol's index.
+    fn step(&mut self) -> usize {
         let i = self.next;
         self.next = (i + 1) % self.names.len().max(1);
         self.cents[i] += self.rng.i64(-1..=1);
         self.seq[i] += 1;
+        i
+    }
+
+    /// Writes the next tick, stamped `ts_event`, as JSON into `out`
+    /// (cleared first); with `op`, as a node `tick` request. Returns the
+    /// symbol.
+    pub fn next(&mut self, out: &mut Vec<u8>, op: bool, ts_event: u64) -> &str {
+        let i = self.step();
         out.clear();
         write_quote(out, op, &self.names[i], self.seq[i], self.cents[i], ts_event);
         &self.names[i]
     }
+
+    /// Appends the next tick, stamped `ts_event`, to `out` as a framed
+    /// binary tick record: the same quote [`next`](Self::next) would write.
+    pub fn next_record(&mut self, out: &mut Vec<u8>, ts_event: u64) {
+        let i = self.step();
+        write_quote_record(out, &self.names[i], self.seq[i], self.cents[i], ts_event);
+    }
+}
+
+/// The bench's quote at `cents`: bid at it, ask a cent above.
+fn quote_at(cents: i64) -> Quote {
+    Quote { bid: cents as f64 / 100.0, bid_sz: 100.0, ask: (cents + 1) as f64 / 100.0, ask_sz: 200.0 }
 }
 
 /// Writes one quote as the bench's tick JSON: the fields every target's
 /// subscribers read come first, in the order the light reader expects.
 pub fn write_quote(out: &mut Vec<u8>, op: bool, sym: &str, seq: u64, cents: i64, ts_event: u64) {
-    let bid = cents as f64 / 100.0;
-    let ask = (cents + 1) as f64 / 100.0;
+    let Quote { bid, ask, .. } = quote_at(cents);
     if op {
         out.extend_from_slice(br#"{"op":"tick","#);
     } else {
@@ -90,11 +113,22 @@ pub fn write_quote(out: &mut Vec<u8>, op: bool, sym: &str, seq: u64, cents: i64,
     );
 }
 
+/// Appends the quote [`write_quote`] writes as JSON as a framed binary
+/// tick record: epoch 0, the bench's per-symbol `seq` (the server ignores
+/// both: it sequences itself), `ts_event` the send time, `ts_ingest` 0
+/// (the server stamps it).
+pub fn write_quote_record(out: &mut Vec<u8>, sym: &str, seq: u64, cents: i64, ts_event: u64) {
+    encode_tick(out, 0, seq, sym, ts_event, 0, &Update::Quote(quote_at(cents)));
+}
+
 /// How a target wants its ticks framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
     /// Newline-delimited JSON (tickcast's tcp feed).
     Lines,
+    /// Length-prefixed binary tick records (tickcast's tcp feed, with
+    /// `--feed-format binary`).
+    Records,
     /// `PUB tick.<SYM> <#bytes>\r\n<payload>\r\n` (NATS).
     Nats,
     /// Masked WebSocket text frames of `{"op":"tick",...}` (node).
@@ -184,18 +218,23 @@ impl Publisher {
 
     /// Frames the next tick of `gen` into the batch.
     fn append(&mut self, gen: &mut TickGen) {
-        let sym = gen.next(&mut self.payload, self.wire == Wire::WsText, now_ns());
+        let ts_event = now_ns();
         match self.wire {
+            // Straight into the batch: a record carries its own frame.
+            Wire::Records => gen.next_record(&mut self.batch, ts_event),
             Wire::Lines => {
+                gen.next(&mut self.payload, false, ts_event);
                 self.batch.extend_from_slice(&self.payload);
                 self.batch.push(b'\n');
             }
             Wire::Nats => {
+                let sym = gen.next(&mut self.payload, false, ts_event);
                 let _ = write!(self.batch, "PUB {SUBJECT_PREFIX}{sym} {}\r\n", self.payload.len());
                 self.batch.extend_from_slice(&self.payload);
                 self.batch.extend_from_slice(b"\r\n");
             }
             Wire::WsText => {
+                gen.next(&mut self.payload, true, ts_event);
                 let mut frame = Frame::text(Payload::BorrowedMut(&mut self.payload));
                 frame.mask();
                 self.batch.extend_from_slice(frame.write(&mut self.scratch));
@@ -292,6 +331,33 @@ mod tests {
         assert_eq!(n.as_object_mut().and_then(|o| o.remove("op")), Some("tick".into()));
         assert_eq!(n, v);
         assert!(node.starts_with(br#"{"op":"tick","type":"quote","#));
+    }
+
+    #[test]
+    fn the_binary_record_is_the_same_quote_as_the_json_line() {
+        let ts = 1_763_776_800_123_456_789;
+        let mut json = Vec::new();
+        write_quote(&mut json, false, "S007", 12, 10_050, ts);
+        let mut framed = Vec::new();
+        write_quote_record(&mut framed, "S007", 12, 10_050, ts);
+        let (record, rest) = tickcast::model::record::next_frame(&framed).expect("a frame").expect("not empty");
+        assert!(rest.is_empty());
+        // What tickcast's tcp feed makes of either: the same tick, bit for bit, the send time exact.
+        let from_json = tickcast::feed::json::parse_line(&json).expect("feed line");
+        let from_record = tickcast::feed::binary::parse_record(record).expect("feed record");
+        assert_eq!(from_record, from_json);
+        assert_eq!(from_record.ts_event, Some(ts));
+        assert_eq!(tickcast::model::record::decode(record).expect("record").seq, 12, "the bench's seq rides along");
+        // The generator steps the market once per tick either way.
+        let (mut a, mut b) = (TickGen::new(vec!["A".into(), "B".into()]), TickGen::new(vec!["A".into(), "B".into()]));
+        let (mut line, mut records) = (Vec::new(), Vec::new());
+        for ts in 1..=5 {
+            a.next(&mut line, false, ts);
+            b.next_record(&mut records, ts);
+        }
+        let last = tickcast::model::record::decode_all(&records).last().expect("five").expect("valid");
+        let json = tickcast::feed::json::parse_line(&line).expect("line");
+        assert_eq!((last.sym, tickcast::model::record::Body::Update(json.update)), (&*json.sym, last.body));
     }
 
     #[test]

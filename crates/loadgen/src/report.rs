@@ -196,7 +196,11 @@ impl BenchReport {
             r.delivered_per_sec, r.expected_per_sec, r.seq_errors, r.healthy_conflated
         );
         if let Some(published) = r.published_per_sec {
-            println!("  publisher   {published:>12.0} ticks/s sent (asked {:.0})", args.rate);
+            let format = match args.feed_format {
+                crate::args::FeedFormat::Json => "",
+                crate::args::FeedFormat::Binary => ", binary records",
+            };
+            println!("  publisher   {published:>12.0} ticks/s sent (asked {:.0}){format}", args.rate);
         }
         println!(
             "  latency     p50 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us  (receive - {})",

@@ -1,6 +1,7 @@
 //! The load generator (`tickcast-bench`) against a real server: the batch
 //! frame reader it shares across targets must see every update, in order,
-//! in every encoding. A short run; the real figures live in BENCHMARKS.md.
+//! in every encoding, whether its publisher sends JSON lines or binary
+//! records. A short run; the real figures live in BENCHMARKS.md.
 
 // The server's own test helpers: one `tests/common` for the workspace.
 #[path = "../../../tests/common/mod.rs"]
@@ -31,8 +32,11 @@ async fn the_load_generator_sees_every_update_in_order_in_every_encoding() {
     let running = start(Config { feed: FeedSpec::Tcp("127.0.0.1:0".parse().unwrap()), ..Config::default() }).await;
     let server = running.addr.to_string();
     let feed = running.feed.expect("tcp feed").to_string();
-    for encoding in ["msgpack", "protobuf", "json"] {
+    for (encoding, feed_format) in [("msgpack", "json"), ("protobuf", "json"), ("json", "json"), ("msgpack", "binary")]
+    {
         let args = [
+            "--feed-format",
+            feed_format,
             "--target",
             "tickcast",
             "--server",
@@ -58,10 +62,11 @@ async fn the_load_generator_sees_every_update_in_order_in_every_encoding() {
         let report = bench(args.iter().map(|s| s.to_string()).collect()).await;
         let delivered = report["delivered"].as_f64().expect("delivered");
         let expected = report["expected_per_sec"].as_f64().expect("expected") * 2.0;
-        assert_eq!(report["seq_errors"], 0, "{encoding}: {report}");
-        assert!(delivered > 0.9 * expected && delivered < 1.1 * expected, "{encoding}: {delivered} of {expected}");
+        let run = format!("{encoding}, {feed_format} feed");
+        assert_eq!(report["seq_errors"], 0, "{run}: {report}");
+        assert!(delivered > 0.9 * expected && delivered < 1.1 * expected, "{run}: {delivered} of {expected}");
         let p50 = report["p50_us"].as_f64().expect("p50");
-        assert!(p50 > 0.0 && p50 < 1_000_000.0, "{encoding}: p50 {p50} us");
+        assert!(p50 > 0.0 && p50 < 1_000_000.0, "{run}: p50 {p50} us");
     }
     running.shutdown_within(Duration::from_secs(5)).await;
 }
@@ -84,6 +89,13 @@ fn flags_that_cannot_make_a_run_are_refused_before_connecting() {
     let (code, stderr) = run(&["--target", "nats", "--drive-feed", "127.0.0.1:9"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--target nats needs --server-pid"), "{stderr}");
+    let (code, stderr) =
+        run(&["--target", "nats", "--server-pid", "1", "--drive-feed", "127.0.0.1:9", "--feed-format", "binary"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("only tickcast's tcp feed takes binary records"), "{stderr}");
+    let (code, stderr) = run(&["--feed-format", "binary"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--feed-format binary needs --drive-feed"), "{stderr}");
     let (code, stderr) = run(&["--target", "smoke-signals"]);
     assert_eq!(code, Some(2), "clap's own exit code: {stderr}");
 }

@@ -1,5 +1,7 @@
-//! `--feed tcp://ADDR`: feed handlers connect and send newline-delimited
-//! JSON ticks in the normalized schema ([`super::json`]).
+//! `--feed tcp://ADDR`: feed handlers connect and send ticks, as
+//! newline-delimited JSON in the normalized schema ([`super::json`]) or as
+//! binary tick records ([`super::binary`]), each connection in its own
+//! format.
 //!
 //! In: TCP connections on ADDR. Out: ticks through one [`Publisher`] per
 //! connection.
@@ -7,7 +9,7 @@
 //! # One thread, every connection
 //! The feed runs on one dedicated OS thread (`feed-tcp`) with its own
 //! current-thread tokio runtime: one task accepts, and one task per
-//! admitted handler reads its lines ([`connection`]). It never runs on the
+//! admitted handler reads its input ([`connection`]). It never runs on the
 //! session workers, so ingest does not compete with socket writes, and an
 //! idle connection costs a task and a socket, not a thread and its stack:
 //! 2,000 idle connections used to be 2,000 threads and 4.7 GB; the feed
@@ -17,6 +19,29 @@
 //! [`Publisher`], so ticks keep their order per handler, as before. A full
 //! ring makes the push wait (the ring's policy): every handler then waits,
 //! which is the backpressure the ring documents.
+//!
+//! # Formats: JSON lines or binary records, per connection
+//! `--feed-format` ([`FeedFormat`], default `auto`) says how a connection's
+//! input is read after its optional auth line (which is a text line in both
+//! formats):
+//! - `json`: newline-delimited JSON ticks ([`super::json`]).
+//! - `binary`: frames of binary tick records, `len u32 LE` then `len`
+//!   bytes of record ([`crate::model::record`], checked by
+//!   [`super::binary`]).
+//! - `auto`: the connection's first byte decides: `{` or whitespace
+//!   (a newline, a blank-line heartbeat) is JSON lines, anything else is
+//!   binary. One exception keeps a binary handler from being misread: a
+//!   frame's first byte is the low byte of its length, and a 123-byte
+//!   record (a 5-level book on a 3-letter symbol) starts with `{`. So when
+//!   the first byte is `{` or whitespace, the first four bytes are also
+//!   read as a frame length: at most [`MAX_LINE_BYTES`](super::json::MAX_LINE_BYTES)
+//!   (its fourth byte is then 0, a byte JSON text never holds) makes the
+//!   connection binary. The server waits for those four bytes (or the end
+//!   of the connection) before it decides.
+//!
+//! A handler may send an auth line first even to a server without a token,
+//! in either format: a first line that is an auth line is skipped, and the
+//! format is decided by what follows it.
 //!
 //! # Doors and their limits
 //! - `--max-feed-connections` (default [`DEFAULT_MAX_CONNECTIONS`]): a
@@ -29,18 +54,26 @@
 //!   (`reason="auth"`) before a single tick is taken from it.
 //! - `--feed-idle-timeout` (default [`DEFAULT_IDLE_TIMEOUT`]): a connection
 //!   that sends no byte for that long is closed (`reason="idle"`); a blank
-//!   line is a heartbeat.
+//!   line is a JSON handler's heartbeat. Binary mode has no heartbeat
+//!   frame: the timeout applies to bytes received, so a binary handler on a
+//!   quiet market must send records (or reconnect).
 //! - Lines over [`MAX_LINE_BYTES`](super::json::MAX_LINE_BYTES) and book lines over
 //!   [`MAX_LEVELS_PER_LINE`](super::json::MAX_LEVELS_PER_LINE) levels a
-//!   side are feed errors, skipped.
+//!   side are feed errors, skipped. Binary frames have the same byte
+//!   bound and book records the same level bound: a bad record is a feed
+//!   error, skipped; a frame length of 0 or over the bound cannot be
+//!   skipped (nothing says where the next frame starts), so the connection
+//!   is closed (`reason="bad_frame"`).
 //! - Off loopback, the port needs a token or an allow-list
 //!   ([`FeedAccess::check_exposure`]).
 
 pub mod access;
 pub mod connection;
 
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -66,7 +99,51 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// line before it is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The tcp feed's doors: how many may connect, who, and for how long idle.
+/// How the tcp feed reads a connection's ticks (`--feed-format`); see the
+/// [module documentation](self#formats-json-lines-or-binary-records-per-connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FeedFormat {
+    /// Each connection's first bytes decide: JSON lines if they begin with
+    /// `{` or whitespace (and are not a binary frame's length), binary
+    /// records otherwise.
+    #[default]
+    Auto,
+    /// Every connection sends newline-delimited JSON ticks.
+    Json,
+    /// Every connection sends framed binary tick records.
+    Binary,
+}
+
+/// A `--feed-format` that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a feed format: expected auto, json or binary")]
+pub struct FeedFormatError(String);
+
+impl FromStr for FeedFormat {
+    type Err = FeedFormatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(FeedFormat::Auto),
+            "json" => Ok(FeedFormat::Json),
+            "binary" => Ok(FeedFormat::Binary),
+            other => Err(FeedFormatError(other.chars().take(32).collect())),
+        }
+    }
+}
+
+impl fmt::Display for FeedFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FeedFormat::Auto => "auto",
+            FeedFormat::Json => "json",
+            FeedFormat::Binary => "binary",
+        })
+    }
+}
+
+/// The tcp feed's doors: how many may connect, who, and for how long idle;
+/// and the format its connections send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpFeedSettings {
     /// `--max-feed-connections`: handlers connected at once; more are
@@ -78,6 +155,9 @@ pub struct TcpFeedSettings {
     /// `--feed-token` and `--feed-allow`. Default: open, which is only
     /// accepted on a loopback address.
     pub access: FeedAccess,
+    /// `--feed-format`: JSON lines, binary records, or each connection's
+    /// first bytes decide. Default: [`FeedFormat::Auto`].
+    pub format: FeedFormat,
 }
 
 impl Default for TcpFeedSettings {
@@ -86,6 +166,7 @@ impl Default for TcpFeedSettings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             access: FeedAccess::default(),
+            format: FeedFormat::Auto,
         }
     }
 }
@@ -102,6 +183,7 @@ pub fn start(addr: SocketAddr, settings: TcpFeedSettings, ctx: FeedContext) -> i
         %local_addr,
         max_connections = settings.max_connections,
         idle_timeout = ?settings.idle_timeout,
+        format = %settings.format,
         token = settings.access.token.is_some(),
         allow = ?settings.access.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "tcp feed listening for feed handlers"

@@ -70,7 +70,7 @@ impl TargetKind {
     /// becomes behaviour.
     pub fn build(self, args: &BenchArgs) -> Arc<dyn Target> {
         match self {
-            TargetKind::Tickcast => Arc::new(tickcast::Tickcast::new(args.server, args.encoding)),
+            TargetKind::Tickcast => Arc::new(tickcast::Tickcast::new(args.server, args.encoding, args.feed_format)),
             TargetKind::Nats => Arc::new(nats::Nats::new(args.server)),
             TargetKind::Node => Arc::new(node::Node::new(args.server)),
         }

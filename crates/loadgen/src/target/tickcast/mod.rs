@@ -1,7 +1,8 @@
 //! The `tickcast` target: subscribers speak tickcast's own protocol
 //! (`/ws?encoding=...`), and the server's `/metrics` and `/symbols` give
 //! the published count, the slow-consumer ladder counters and the symbols.
-//! The publisher writes JSON lines into its tcp feed.
+//! The publisher writes JSON lines (or, with `--feed-format binary`, binary
+//! tick records) into its tcp feed.
 //!
 //! Imports: `tickcast_client` (connections, frame reader, `http_get`,
 //! `scrape_value`), `tickcast::wire` (the message model), and the bench's
@@ -20,7 +21,7 @@ use tickcast::wire::{Encoding, ServerMessage};
 use tickcast_client::{http_get, scrape_value, Client};
 
 use super::{small_buffer_stream, BoxFuture, Counters, Target, TargetKind};
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, FeedFormat};
 use crate::light::decode_light;
 use crate::publish::{PublisherLink, Wire};
 use crate::shared::Shared;
@@ -35,12 +36,14 @@ pub struct Tickcast {
     server: SocketAddr,
     /// What the subscribers ask for (`--encoding`).
     encoding: Encoding,
+    /// How the publisher frames ticks into the tcp feed (`--feed-format`).
+    feed_format: FeedFormat,
 }
 
 impl Tickcast {
     /// The target at `server`.
-    pub fn new(server: SocketAddr, encoding: Encoding) -> Tickcast {
-        Tickcast { server, encoding }
+    pub fn new(server: SocketAddr, encoding: Encoding, feed_format: FeedFormat) -> Tickcast {
+        Tickcast { server, encoding, feed_format }
     }
 
     /// A GET whose answer must be 200; returns the body.
@@ -100,14 +103,19 @@ impl Target for Tickcast {
         })
     }
 
-    /// A plain TCP connection to the tcp feed: newline-delimited JSON.
+    /// A plain TCP connection to the tcp feed: newline-delimited JSON, or
+    /// binary records (which the server tells apart by their first byte).
     fn connect_publisher(&self, addr: SocketAddr) -> BoxFuture<'_, anyhow::Result<PublisherLink>> {
         Box::pin(async move {
             let stream = tokio::net::TcpStream::connect(addr)
                 .await
                 .with_context(|| format!("drive-feed: cannot connect to {addr}"))?;
             let _ = stream.set_nodelay(true);
-            Ok(PublisherLink::new(Box::new(stream), Wire::Lines))
+            let wire = match self.feed_format {
+                FeedFormat::Json => Wire::Lines,
+                FeedFormat::Binary => Wire::Records,
+            };
+            Ok(PublisherLink::new(Box::new(stream), wire))
         })
     }
 
