@@ -688,7 +688,15 @@ mod tests {
         let writer = write_slowly(client, chunks);
         serve(server, peer, &settings, Publisher::new(ctx.clone())).await;
         writer.await.unwrap();
-        (std::iter::from_fn(|| ring.pop()).collect(), ctx)
+        (
+            std::iter::from_fn(|| ring.pop())
+                .map(|input| match input {
+                    crate::ring::Input::Tick(t) => t,
+                    other => panic!("the tcp feed pushes ticks only: {other:?}"),
+                })
+                .collect(),
+            ctx,
+        )
     }
 
     fn settings(format: FeedFormat) -> TcpFeedSettings {
