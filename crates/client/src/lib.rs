@@ -12,6 +12,8 @@
 //!   must outrun the server (the load generator).
 //! - [`seq`]: the per-symbol sequence tracker that tells a client about
 //!   gaps, announced (`conflated`) or not, and resets.
+//! - [`book`]: a client-side book at one depth, checked against the
+//!   server's checksum after every change.
 //! - [`http`]: a plain `GET` for `/metrics`, `/symbols` and `/healthz`.
 //! - [`prometheus`]: one sample out of `/metrics` text.
 //! - [`error`]: the one error type of this crate.
@@ -23,6 +25,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod book;
 pub mod client;
 pub mod error;
 pub mod frame_reader;
@@ -30,6 +33,7 @@ pub mod http;
 pub mod prometheus;
 pub mod seq;
 
+pub use book::{BookError, ClientBook};
 pub use client::{Client, Event};
 pub use error::Error;
 pub use frame_reader::FrameReader;
