@@ -14,6 +14,8 @@
 //!   gaps, announced (`conflated`) or not, and resets.
 //! - [`book`]: a client-side book at one depth, checked against the
 //!   server's checksum after every change.
+//! - [`session`]: a resilient session: reconnects with backoff, watches
+//!   heartbeats, tracks seqs and books, resubscribes what went wrong.
 //! - [`http`]: a plain `GET` for `/metrics`, `/symbols` and `/healthz`.
 //! - [`prometheus`]: one sample out of `/metrics` text.
 //! - [`error`]: the one error type of this crate.
@@ -32,6 +34,7 @@ pub mod frame_reader;
 pub mod http;
 pub mod prometheus;
 pub mod seq;
+pub mod session;
 
 pub use book::{BookError, ClientBook};
 pub use client::{Client, Event};
