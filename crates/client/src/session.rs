@@ -252,19 +252,16 @@ async fn send_json(ws: &mut Ws, msg: serde_json::Value) -> Result<(), Error> {
 }
 
 /// Reads one connection until it is lost or the caller goes away.
-async fn serve(
-    config: &SessionConfig,
-    mut client: Ws,
-    tx: &mpsc::Sender<SessionEvent>,
-    state: &Mutex<State>,
-) -> Ended {
+async fn serve(config: &SessionConfig, mut client: Ws, tx: &mpsc::Sender<SessionEvent>, state: &Mutex<State>) -> Ended {
     let mut had_data = false;
     let lost = |reason: String, had_data| Ended::Lost { reason, had_data };
     loop {
         // Cancelling a read loses the connection's framing; it happens only
         // when the connection is abandoned anyway.
         let frame = match tokio::time::timeout(config.heartbeat_timeout, client.read_frame()).await {
-            Err(_) => return lost(format!("no frame for {:?} (heartbeat watchdog)", config.heartbeat_timeout), had_data),
+            Err(_) => {
+                return lost(format!("no frame for {:?} (heartbeat watchdog)", config.heartbeat_timeout), had_data)
+            }
             Ok(Err(e)) => return lost(format!("read: {e}"), had_data),
             Ok(Ok(frame)) => frame,
         };
@@ -465,7 +462,7 @@ mod tests {
         // A reset drops the book until its snapshot.
         process(&state, snapshot("A", 30));
         process(&state, ServerMessage::reset("A", 3, tickcast::wire::ResetReason::Epoch));
-        assert!(lock(&state).books.get("A").is_none());
+        assert!(!lock(&state).books.contains_key("A"));
         let (ev, re) = process(&state, snapshot("A", 3));
         assert_eq!((ev.len(), re), (1, None));
         assert_eq!(lock(&state).seqs.last("A"), Some(3));
