@@ -56,8 +56,10 @@ struct Args {
     /// Reconnect backoff cap.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     backoff_cap: Duration,
-    /// No frame for this long: reconnect.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    /// No frame (data or server ping) for this long: reconnect. Twice the
+    /// server's default --ping-interval (15 s), so a quiet stream is not
+    /// mistaken for a dead one.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
 }
 

@@ -59,7 +59,9 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// A configuration with the defaults: msgpack, depth 10, backoff
-    /// 100 ms base and 10 s cap, a 15 s heartbeat watchdog.
+    /// 100 ms base and 10 s cap, a 30 s heartbeat watchdog (twice the
+    /// server's default ping interval, so a quiet stream is not taken for a
+    /// dead one).
     pub fn new(addr: impl Into<String>, symbols: Vec<String>) -> SessionConfig {
         SessionConfig {
             addr: addr.into(),
@@ -68,7 +70,7 @@ impl SessionConfig {
             depth: "10".into(),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(30),
         }
     }
 }
