@@ -98,14 +98,14 @@ pub fn start(settings: NatsSettings, ctx: FeedContext) -> io::Result<FeedHandle>
 enum State {
     /// Applied through `seq`.
     Live { seq: u64 },
-    /// Waiting for an image.
+    /// Waiting for an image: always either in `queue` or `retry`, or its
+    /// request in flight (every path into this state asks, and every
+    /// failed answer asks again).
     Syncing {
         /// Why, for the clients' `reset` notice.
         cause: Resync,
         /// Records that arrived meanwhile, in seq order.
         buffer: VecDeque<(Tick, u64)>,
-        /// Waiting in `queue` or `retry`, or in flight.
-        pending: bool,
     },
 }
 
@@ -266,7 +266,7 @@ impl Edge {
             match self.publisher.symbol(name) {
                 Ok(id) => {
                     if let std::collections::hash_map::Entry::Vacant(slot) = self.states.entry(id) {
-                        slot.insert(State::Syncing { cause: Resync::Initial, buffer: VecDeque::new(), pending: true });
+                        slot.insert(State::Syncing { cause: Resync::Initial, buffer: VecDeque::new() });
                         self.queue.push_back(id);
                     }
                     count += 1;
@@ -323,9 +323,11 @@ impl Edge {
     /// Puts every symbol back to syncing, dropping what it buffered.
     fn resync_all(&mut self, cause: Resync) {
         for (&id, state) in self.states.iter_mut() {
-            let was_pending = matches!(state, State::Syncing { pending: true, .. });
-            *state = State::Syncing { cause, buffer: VecDeque::new(), pending: true };
-            if !was_pending {
+            // A syncing symbol is always queued, retrying or in flight:
+            // only a live one needs asking.
+            let was_live = matches!(state, State::Live { .. });
+            *state = State::Syncing { cause, buffer: VecDeque::new() };
+            if was_live {
                 self.queue.push_back(id);
             }
         }
@@ -375,7 +377,7 @@ impl Edge {
         let symbol = tick.symbol;
         let state = self.states.entry(symbol).or_insert_with(|| {
             self.queue.push_back(symbol);
-            State::Syncing { cause: Resync::Initial, buffer: VecDeque::new(), pending: true }
+            State::Syncing { cause: Resync::Initial, buffer: VecDeque::new() }
         });
         match state {
             State::Live { seq: last } if seq == *last + 1 => {
@@ -385,7 +387,7 @@ impl Edge {
             State::Live { seq: last } if seq <= *last => self.count_duplicate(),
             State::Live { seq: last } => {
                 tracing::debug!(symbol, last = *last, got = seq, "edge: seq gap; re-syncing the symbol");
-                *state = State::Syncing { cause: Resync::Gap, buffer: VecDeque::from([(tick, seq)]), pending: true };
+                *state = State::Syncing { cause: Resync::Gap, buffer: VecDeque::from([(tick, seq)]) };
                 self.queue.push_back(symbol);
             }
             State::Syncing { buffer, .. } => {
