@@ -188,7 +188,7 @@ impl Engine {
                 let Some(m) = s.missed.pop() else { break };
                 s.missed_at.remove(&m.topic);
                 let topic = &self.topics[m.topic as usize];
-                debug_assert_eq!(topic.seq, m.to_seq, "a held symbol's last update is held too");
+                debug_assert_eq!(topic.state.seq, m.to_seq, "a held symbol's last update is held too");
                 let frame = encode_frame(s.encoding, &topic.snapshot(m.depth), &mut self.scratch);
                 bytes += frame.len();
                 snapshots.push(frame);

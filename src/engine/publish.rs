@@ -34,7 +34,7 @@ impl Engine {
         let kind = tick.update.kind();
         if let Update::Book(_) = tick.update {
             if !topic.audiences.is_empty() {
-                self.diff.before(&topic.book, topic.deepest_partial_view());
+                self.diff.before(&topic.state.book, topic.deepest_partial_view());
             }
         }
         let seq = match given_seq {
@@ -57,8 +57,8 @@ impl Engine {
             // encoding in use.
             Update::Book(raw) => {
                 for audience in &topic.audiences {
-                    let view = self.diff.view(&topic.book, raw, audience.depth);
-                    let checksum = topic.book.checksum(audience.depth);
+                    let view = self.diff.view(&topic.state.book, raw, audience.depth);
+                    let checksum = topic.state.book.checksum(audience.depth);
                     for encoding in Encoding::ALL {
                         let subscribers = &audience.subscribers[encoding.index()];
                         if subscribers.is_empty() {

@@ -39,7 +39,7 @@ impl Engine {
         };
         self.metrics.cluster_resyncs[cause].fetch_add(1, Ordering::Relaxed);
         let topic = &mut self.topics[index];
-        topic.install(&input.image);
+        topic.state.install(input.image);
         let mut snapshots = 0;
         for audience in &topic.audiences {
             for encoding in Encoding::ALL {
@@ -47,7 +47,7 @@ impl Engine {
                 if subscribers.is_empty() {
                     continue;
                 }
-                let notice = ServerMessage::Reset { sym: Cow::Borrowed(&topic.sym), seq: topic.seq, reason };
+                let notice = ServerMessage::Reset { sym: Cow::Borrowed(&topic.sym), seq: topic.state.seq, reason };
                 let head = encode_frame(encoding, &notice, &mut self.scratch);
                 let snapshot = encode_frame(encoding, &topic.snapshot(audience.depth), &mut self.scratch);
                 for &slot in subscribers {
@@ -74,7 +74,7 @@ impl Engine {
         self.sync_topics();
         for (id, image) in images {
             if let Some(topic) = self.topics.get_mut(id as usize) {
-                topic.install(&image);
+                topic.state.install(image);
             }
         }
     }
@@ -86,7 +86,7 @@ impl Engine {
         if id >= self.topics.len() {
             self.sync_topics();
         }
-        let image = self.topics.get(id)?.image();
+        let image = self.topics.get(id)?.state.image();
         self.metrics.cluster_snapshots_served.fetch_add(1, Ordering::Relaxed);
         Some(image)
     }

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::model::{Book, BookDelta, Image, Quote, Trade, Update, FULL_DEPTH};
+use crate::model::{TopicState, Update, FULL_DEPTH};
 use crate::wire::{BookLevels, Encoding, ServerMessage};
 
 /// Index of a session in the engine's session slab.
@@ -43,18 +43,8 @@ impl Audience {
 pub struct Topic {
     /// The symbol's name, shared with the symbol table.
     pub sym: Arc<str>,
-    /// Seq of the last update; 0 before the first. The next update gets +1.
-    pub seq: u64,
-    /// Event time of the last update.
-    pub ts_event: u64,
-    /// Ingest time of the last update.
-    pub ts_ingest: u64,
-    /// Last quote, if any.
-    pub last_quote: Option<Quote>,
-    /// Last trade, if any.
-    pub last_trade: Option<Trade>,
-    /// The full book (bounded by [`MAX_BOOK_LEVELS`](crate::model::MAX_BOOK_LEVELS)).
-    pub book: Book,
+    /// Seq, last values and the full book; the next update gets seq + 1.
+    pub state: TopicState,
     /// One audience per depth in use, none empty (a handful at most: depths
     /// come from a fixed menu).
     pub audiences: Vec<Audience>,
@@ -63,81 +53,43 @@ pub struct Topic {
 impl Topic {
     /// An empty topic for `sym`.
     pub fn new(sym: Arc<str>) -> Topic {
-        Topic {
-            sym,
-            seq: 0,
-            ts_event: 0,
-            ts_ingest: 0,
-            last_quote: None,
-            last_trade: None,
-            book: Book::default(),
-            audiences: Vec::new(),
-        }
+        Topic { sym, state: TopicState::default(), audiences: Vec::new() }
     }
 
     /// Applies one update and returns the seq it is published with.
+    #[inline]
     pub fn apply(&mut self, update: &Update, ts_event: u64, ts_ingest: u64) -> u64 {
-        match update {
-            Update::Trade(t) => self.last_trade = Some(*t),
-            Update::Quote(q) => self.last_quote = Some(*q),
-            Update::Book(delta) => self.book.apply(delta),
-        }
-        self.seq += 1;
-        self.ts_event = ts_event;
-        self.ts_ingest = ts_ingest;
-        self.seq
-    }
-
-    /// Applies one update a sequencer already sequenced, with its `seq`
-    /// (an edge: the ring's producer guarantees it is `self.seq + 1`, and
-    /// the topic takes it as given, so an edge never invents a seq).
-    pub fn apply_sequenced(&mut self, update: &Update, seq: u64, ts_event: u64, ts_ingest: u64) -> u64 {
-        self.apply(update, ts_event, ts_ingest);
-        self.seq = seq;
+        let seq = self.state.seq + 1;
+        self.state.apply(update, seq, ts_event, ts_ingest);
         seq
     }
 
-    /// Replaces the whole state with a sequencer's `image` of it. The book
-    /// is rebuilt through [`Book::apply`], so an image is held to the same
-    /// order, bound and zero-size rules as any delta.
-    pub fn install(&mut self, image: &Image) {
-        self.seq = image.seq;
-        self.ts_event = image.ts_event;
-        self.ts_ingest = image.ts_ingest;
-        self.last_quote = image.quote;
-        self.last_trade = image.trade;
-        self.book = Book::default();
-        self.book.apply(&BookDelta { bids: image.bids.clone(), asks: image.asks.clone() });
-    }
-
-    /// This topic's whole state now, for a snapshot request from an edge.
-    pub fn image(&self) -> Image {
-        Image {
-            seq: self.seq,
-            ts_event: self.ts_event,
-            ts_ingest: self.ts_ingest,
-            quote: self.last_quote,
-            trade: self.last_trade,
-            bids: self.book.bids(FULL_DEPTH).to_vec(),
-            asks: self.book.asks(FULL_DEPTH).to_vec(),
-        }
+    /// Applies one update a sequencer already sequenced, with its `seq`
+    /// (an edge: the ring's producer guarantees it is `seq + 1` of the
+    /// last, and the topic takes it as given, so an edge never invents a
+    /// seq).
+    #[inline]
+    pub fn apply_sequenced(&mut self, update: &Update, seq: u64, ts_event: u64, ts_ingest: u64) -> u64 {
+        self.state.apply(update, seq, ts_event, ts_ingest);
+        seq
     }
 
     /// The snapshot of this topic now, with the book cut to `depth` levels
     /// and its checksum at that depth.
     pub fn snapshot(&self, depth: usize) -> ServerMessage<'_> {
+        let s = &self.state;
         ServerMessage::Snapshot {
             sym: Cow::Borrowed(&self.sym),
-            seq: self.seq,
-            ts_event: self.ts_event,
-            ts_ingest: self.ts_ingest,
-            quote: self.last_quote,
-            trade: self.last_trade,
+            seq: s.seq,
+            ts_event: s.ts_event,
+            ts_ingest: s.ts_ingest,
+            quote: s.quote,
+            trade: s.trade,
             depth: depth.min(FULL_DEPTH) as u32,
             book: BookLevels {
-                bids: Cow::Borrowed(self.book.bids(depth)),
-                asks: Cow::Borrowed(self.book.asks(depth)),
-                checksum: self.book.checksum(depth),
+                bids: Cow::Borrowed(s.book.bids(depth)),
+                asks: Cow::Borrowed(s.book.asks(depth)),
+                checksum: s.book.checksum(depth),
             },
         }
     }
@@ -187,6 +139,7 @@ impl Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Quote, Trade};
 
     #[test]
     fn seq_counts_every_update_and_snapshot_reflects_state() {

@@ -15,6 +15,7 @@
 
 pub mod book;
 pub mod record;
+pub mod state;
 pub mod symbol;
 pub mod tick;
 pub mod time;
@@ -22,6 +23,7 @@ pub mod universe;
 
 pub use book::{checksum, valid_depth, Book, DepthDiff, CHECKSUM_LEVELS, DEPTHS, FULL_DEPTH, MAX_BOOK_LEVELS};
 pub use record::{Image, RecordError, Resync};
+pub use state::TopicState;
 pub use symbol::{is_valid_symbol, SymbolError, SymbolId, SymbolTable, MAX_SYMBOL_LEN};
 pub use tick::{BookDelta, Level, Quote, Side, Tick, Trade, Update, UpdateKind};
 pub use time::{now_ns, parse_event_time, EventTimeError};

@@ -573,10 +573,10 @@ impl Producer {
             let Some(topic) = topics[i].as_mut().and_then(Option::as_mut) else { continue };
             let frame = match &ev.update {
                 Update::Book(raw) => {
-                    self.diff.before(&topic.book, self.depth);
+                    self.diff.before(&topic.state.book, self.depth);
                     let seq = topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
-                    let view = self.diff.view(&topic.book, raw, self.depth);
-                    let checksum = topic.book.checksum(self.depth);
+                    let view = self.diff.view(&topic.state.book, raw, self.depth);
+                    let checksum = topic.state.book.checksum(self.depth);
                     let msg = ServerMessage::book(&*topic.sym, seq, ev.ts_event, ev.ts_recv, view, checksum);
                     encode_frame(self.encoding, &msg, &mut self.scratch)
                 }
@@ -600,7 +600,7 @@ impl Producer {
 
     /// Queues a snapshot of every symbol with state, by name.
     fn snapshots(&mut self, topics: &[Option<Option<Topic>>], gen: u64, batch: &mut Vec<Produced>) {
-        let mut with_state: Vec<&Topic> = topics.iter().flatten().flatten().filter(|t| t.seq > 0).collect();
+        let mut with_state: Vec<&Topic> = topics.iter().flatten().flatten().filter(|t| t.state.seq > 0).collect();
         with_state.sort_by(|a, b| a.sym.cmp(&b.sym));
         for topic in with_state {
             let frame = encode_frame(self.encoding, &topic.snapshot(self.depth), &mut self.scratch);

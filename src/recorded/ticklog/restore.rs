@@ -25,7 +25,7 @@ use super::format::{
 };
 use super::recover::{Recovery, MAX_RECOVERY_CUT};
 use super::segment::{corrupt, list_segments, SegmentFile};
-use crate::model::{Book, Image, Quote, Trade, Update, FULL_DEPTH};
+use crate::model::{Image, TopicState, Update};
 use crate::recorded::source::SourceError;
 
 /// Every symbol's state at the end of a tick log, as [`restore`] found it.
@@ -80,49 +80,26 @@ pub enum RestoreError {
     },
 }
 
-/// One symbol's state while the log is folded.
+/// One symbol's state while the log is folded: the engine's own fold
+/// ([`TopicState`]), and what restore needs besides.
 #[derive(Default)]
 struct State {
-    /// Highest seq seen.
-    seq: u64,
+    /// The state, its seq the highest seen.
+    state: TopicState,
     /// Seq of the last record, to tell a new run.
     last_seq: u64,
-    ts_event: u64,
-    ts_ingest: u64,
-    quote: Option<Quote>,
-    trade: Option<Trade>,
-    book: Book,
     ticks: u64,
 }
 
 impl State {
-    /// Folds one record in, as `Topic::apply` does; true if its seq starts
-    /// a new run.
+    /// Folds one record in, as `Topic::apply` does, keeping the highest
+    /// seq; true if its seq starts a new run.
     fn apply(&mut self, seq: u64, ts_event: u64, ts_ingest: u64, update: &Update) -> bool {
-        match update {
-            Update::Trade(t) => self.trade = Some(*t),
-            Update::Quote(q) => self.quote = Some(*q),
-            Update::Book(delta) => self.book.apply(delta),
-        }
         let restart = self.ticks > 0 && seq <= self.last_seq;
         self.ticks += 1;
         self.last_seq = seq;
-        self.seq = self.seq.max(seq);
-        self.ts_event = ts_event;
-        self.ts_ingest = ts_ingest;
+        self.state.apply(update, self.state.seq.max(seq), ts_event, ts_ingest);
         restart
-    }
-
-    fn into_image(self) -> Image {
-        Image {
-            seq: self.seq,
-            ts_event: self.ts_event,
-            ts_ingest: self.ts_ingest,
-            quote: self.quote,
-            trade: self.trade,
-            bids: self.book.bids(FULL_DEPTH).to_vec(),
-            asks: self.book.asks(FULL_DEPTH).to_vec(),
-        }
     }
 }
 
@@ -259,7 +236,7 @@ pub fn restore(dir: &Path, max_symbols: usize) -> Result<Restored, RestoreError>
         .into_iter()
         .zip(states)
         .filter(|(_, state)| state.ticks > 0)
-        .map(|(name, state)| (name, state.into_image()))
+        .map(|(name, s)| (name, s.state.image()))
         .collect();
     restored.elapsed = started.elapsed();
     Ok(restored)
@@ -274,7 +251,7 @@ mod tests {
     use super::super::tests::{opts, TempDir};
     use super::super::writer::{TickLogWriter, WriterOptions};
     use super::*;
-    use crate::model::{BookDelta, Level, Side};
+    use crate::model::{Book, BookDelta, Level, Quote, Side, Trade};
 
     /// Deterministic pseudo-random numbers (xorshift).
     struct Rng(u64);
