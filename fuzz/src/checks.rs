@@ -94,33 +94,51 @@ pub fn control(data: &[u8]) {
     }
 }
 
+/// Every price finite and every size at or above zero, never -0.0 (both
+/// feeds normalize it), in an accepted update; a book has a level and at
+/// most `max_levels` a side.
+fn accepted_update(update: &Update, max_levels: usize) {
+    match update {
+        Update::Trade(t) => {
+            price(t.px);
+            size(t.sz);
+        }
+        Update::Quote(q) => {
+            price(q.bid);
+            size(q.bid_sz);
+            price(q.ask);
+            size(q.ask_sz);
+        }
+        Update::Book(b) => {
+            assert!(!(b.bids.is_empty() && b.asks.is_empty()), "empty book accepted");
+            accepted_levels(&b.bids, max_levels);
+            accepted_levels(&b.asks, max_levels);
+        }
+    }
+}
+
+/// One side of an accepted book or image: bounded, finite prices, sizes at
+/// or above zero, never -0.0.
+fn accepted_levels(levels: &[Level], max_levels: usize) {
+    assert!(levels.len() <= max_levels, "{} levels on a side", levels.len());
+    for l in levels {
+        price(l.px);
+        size(l.sz);
+    }
+}
+
+fn price(v: f64) {
+    assert!(v.is_finite() && v.to_bits() != (-0.0f64).to_bits(), "price {v:?}");
+}
+
+fn size(v: f64) {
+    assert!(v.is_finite() && v >= 0.0 && v.to_bits() != (-0.0f64).to_bits(), "size {v:?}");
+}
+
 /// One line of the `tcp://` feed ([`parse_line`]).
 pub fn feed_line(data: &[u8]) {
     match parse_line(data) {
-        Ok(tick) => {
-            let price = |v: f64| assert!(v.is_finite() && v.to_bits() != (-0.0f64).to_bits(), "price {v:?}");
-            let size = |v: f64| assert!(v.is_finite() && v >= 0.0 && v.to_bits() != (-0.0f64).to_bits(), "size {v:?}");
-            match tick.update {
-                Update::Trade(t) => {
-                    price(t.px);
-                    size(t.sz);
-                }
-                Update::Quote(q) => {
-                    price(q.bid);
-                    size(q.bid_sz);
-                    price(q.ask);
-                    size(q.ask_sz);
-                }
-                Update::Book(b) => {
-                    assert!(!(b.bids.is_empty() && b.asks.is_empty()), "empty book line accepted");
-                    assert!(b.bids.len() <= MAX_LEVELS_PER_LINE && b.asks.len() <= MAX_LEVELS_PER_LINE);
-                    for l in b.bids.iter().chain(&b.asks) {
-                        price(l.px);
-                        size(l.sz);
-                    }
-                }
-            }
-        }
+        Ok(tick) => accepted_update(&tick.update, MAX_LEVELS_PER_LINE),
         Err(e) => short("feed line", &e.to_string()),
     }
 }
@@ -132,15 +150,6 @@ pub fn feed_line(data: &[u8]) {
 pub fn record(data: &[u8]) {
     use tickcast::model::record::{decode_all, encode_image, encode_tick, Body};
     use tickcast::model::MAX_BOOK_LEVELS;
-    let price = |v: f64| assert!(v.is_finite() && v.to_bits() != (-0.0f64).to_bits(), "price {v:?}");
-    let size = |v: f64| assert!(v.is_finite() && v >= 0.0 && v.to_bits() != (-0.0f64).to_bits(), "size {v:?}");
-    let levels = |ls: &[Level]| {
-        assert!(ls.len() <= MAX_BOOK_LEVELS);
-        for l in ls {
-            price(l.px);
-            size(l.sz);
-        }
-    };
     for (n, result) in decode_all(data).enumerate() {
         assert!(n <= data.len() / 5, "more records than the input can hold");
         let r = match result {
@@ -151,28 +160,12 @@ pub fn record(data: &[u8]) {
         let mut again = Vec::new();
         match &r.body {
             Body::Update(u) => {
-                match u {
-                    Update::Trade(t) => {
-                        price(t.px);
-                        size(t.sz);
-                    }
-                    Update::Quote(q) => {
-                        price(q.bid);
-                        size(q.bid_sz);
-                        price(q.ask);
-                        size(q.ask_sz);
-                    }
-                    Update::Book(b) => {
-                        assert!(!(b.bids.is_empty() && b.asks.is_empty()), "empty book record accepted");
-                        levels(&b.bids);
-                        levels(&b.asks);
-                    }
-                }
+                accepted_update(u, MAX_BOOK_LEVELS);
                 encode_tick(&mut again, r.epoch, r.seq, r.sym, r.ts_event, r.ts_ingest, u);
             }
             Body::Image(image) => {
-                levels(&image.bids);
-                levels(&image.asks);
+                accepted_levels(&image.bids, MAX_BOOK_LEVELS);
+                accepted_levels(&image.asks, MAX_BOOK_LEVELS);
                 encode_image(&mut again, r.epoch, r.sym, image);
             }
         }
