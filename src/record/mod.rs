@@ -463,35 +463,11 @@ fn recycle_batch(recycle: &Sender<Vec<Sequenced>>, queued: &AtomicUsize, mut bat
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU32;
-
     use super::*;
     use crate::model::{Quote, Update};
     use crate::recorded::ticklog::Fsync;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    pub(super) struct TempDir(pub(super) PathBuf);
-
-    impl TempDir {
-        pub(super) fn new(tag: &str) -> TempDir {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!(
-                "tickcast-record-{tag}-{}-{}-{n}",
-                std::process::id(),
-                crate::model::now_ns()
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    pub(super) use crate::recorded::ticklog::tests::TempDir;
 
     /// One recorder run on `dir` that records `ticks` quotes of "AAA"
     /// (seqs from `first_seq`) and, if `lose`, counts a dropped tick as

@@ -61,7 +61,7 @@ mod segment;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use error::TickLogError;
 pub use format::{LogTick, Unencodable, HEADER_LEN, MAGIC, MAX_BODY_LEN, VERSION};

@@ -25,15 +25,17 @@ use super::writer::{Fsync, TickLogWriter, WriterOptions};
 use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
 use crate::recorded::source::{Event, Format, Gap, Source, SourceError};
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub(super) struct TempDir(pub(super) PathBuf);
+/// A fresh directory under the system temp dir, removed on drop; the
+/// crate's tests that need real files (the tick log, `--record`) share it.
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    pub(super) fn new(tag: &str) -> TempDir {
+    /// A new empty directory whose name holds `tag`.
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "tickcast-ticklog-{tag}-{}-{}-{n}",
+            "tickcast-test-{tag}-{}-{}-{n}",
             std::process::id(),
             crate::model::now_ns()
         ));
