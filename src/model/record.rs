@@ -191,11 +191,7 @@ pub fn encode_tick(buf: &mut Vec<u8>, epoch: u64, seq: u64, sym: &str, ts_event:
         Update::Book(_) => KIND_BOOK,
     };
     head(buf, kind, 0, epoch, seq, sym, ts_event, ts_ingest);
-    match update {
-        Update::Trade(t) => trade(buf, t),
-        Update::Quote(q) => quote(buf, q),
-        Update::Book(b) => levels(buf, &b.bids, &b.asks),
-    }
+    encode_body(buf, update);
     end(buf, start);
 }
 
@@ -212,6 +208,17 @@ pub fn encode_image(buf: &mut Vec<u8>, epoch: u64, sym: &str, image: &Image) {
     }
     levels(buf, &image.bids, &image.asks);
     end(buf, start);
+}
+
+/// Appends the body of a trade, quote or book update, as the layout above
+/// gives it. The tick log's records carry the same bodies
+/// (`docs/TICKLOG.md`), so its writer appends them with this too.
+pub fn encode_body(buf: &mut Vec<u8>, update: &Update) {
+    match update {
+        Update::Trade(t) => trade(buf, t),
+        Update::Quote(q) => quote(buf, q),
+        Update::Book(b) => levels(buf, &b.bids, &b.asks),
+    }
 }
 
 fn begin(buf: &mut Vec<u8>) -> usize {

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tickcast_client import ENCODINGS, TIMEOUT, assert_same_float, trade
+from tickcast_client import ENCODINGS, TIMEOUT, assert_same_float, is_closed_by_peer, trade
 
 T0 = 1_700_000_000_123_456_789  # > 2**53: a double would round it
 MAX_FRAME = 1 << 20
@@ -91,19 +91,6 @@ def universe(tmp_path: Path, *names: str) -> list[str]:
     path = tmp_path / "symbols.txt"
     path.write_text("".join(f"{n}\n" for n in names))
     return ["--symbols-file", str(path)]
-
-
-def is_closed_by_peer(sock: socket.socket, timeout: float = TIMEOUT) -> bool:
-    """Whether the server closed the socket (EOF or reset) within ``timeout``."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(4096):
-            pass
-        return True
-    except ConnectionResetError:
-        return True
-    except (socket.timeout, TimeoutError):
-        return False
 
 
 def updates(client, n: int) -> list[dict]:

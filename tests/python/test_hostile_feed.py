@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tickcast_client import TIMEOUT, Ticker, book, free_port, tickcast_bin, trade, wait_until
+from tickcast_client import TIMEOUT, Ticker, book, free_port, is_closed_by_peer, tickcast_bin, trade, wait_until
 
 TOKEN = "feed-secret-0123456789abcdef"
 IDLE_CONNECTIONS = 2000
@@ -71,20 +71,6 @@ def open_idle(port: int, n: int) -> list[socket.socket]:
         s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         socks.append(s)
     return socks
-
-
-def is_closed_by_peer(sock: socket.socket, timeout: float = TIMEOUT) -> bool:
-    """Whether the server closed the socket (EOF or reset) within ``timeout``;
-    whatever it said before closing is skipped."""
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(4096):
-            pass
-        return True
-    except ConnectionResetError:
-        return True
-    except (socket.timeout, TimeoutError):
-        return False
 
 
 def feed_line(sock: socket.socket, obj: dict) -> None:

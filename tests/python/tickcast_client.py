@@ -425,6 +425,20 @@ class WsClient:
             pass
 
 
+def is_closed_by_peer(sock: socket.socket, timeout: float = TIMEOUT) -> bool:
+    """Whether the server closed the socket (EOF or reset) within ``timeout``;
+    whatever it said before closing is skipped."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except (socket.timeout, TimeoutError):
+        return False
+
+
 class Feed:
     """A feed handler: newline-delimited JSON ticks over TCP."""
 

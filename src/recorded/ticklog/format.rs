@@ -15,7 +15,7 @@
 //!
 //! Imports: [`crate::model`] only.
 
-use crate::model::{BookDelta, Level, Quote, Side, Trade, Update};
+use crate::model::{record, BookDelta, Level, Quote, Side, Trade, Update};
 
 /// First bytes of every segment file.
 pub const MAGIC: [u8; 8] = *b"TICKLOG\0";
@@ -244,31 +244,9 @@ pub(super) fn encode_tick(buf: &mut Vec<u8>, sym: u32, tick: &LogTick<'_>) {
     buf.extend_from_slice(&tick.seq.to_le_bytes());
     buf.extend_from_slice(&tick.ts_event.to_le_bytes());
     buf.extend_from_slice(&tick.ts_ingest.to_le_bytes());
-    match tick.update {
-        Update::Trade(t) => {
-            buf.extend_from_slice(&t.px.to_le_bytes());
-            buf.extend_from_slice(&t.sz.to_le_bytes());
-            buf.push(match t.side {
-                Side::Unknown => 0,
-                Side::Buy => 1,
-                Side::Sell => 2,
-            });
-        }
-        Update::Quote(q) => {
-            for v in [q.bid, q.bid_sz, q.ask, q.ask_sz] {
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        Update::Book(b) => {
-            // check_encodable bounded both counts.
-            buf.extend_from_slice(&(b.bids.len() as u16).to_le_bytes());
-            buf.extend_from_slice(&(b.asks.len() as u16).to_le_bytes());
-            for level in b.bids.iter().chain(&b.asks) {
-                buf.extend_from_slice(&level.px.to_le_bytes());
-                buf.extend_from_slice(&level.sz.to_le_bytes());
-            }
-        }
-    }
+    // The binary tick record's bodies, byte for byte; check_encodable
+    // bounded the book's counts to a u16 each.
+    record::encode_body(buf, tick.update);
     end_record(buf, start);
 }
 
