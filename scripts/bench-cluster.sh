@@ -36,6 +36,9 @@ NATS=$(command -v nats-server || echo /usr/sbin/nats-server)
 
 P_SEQ=18680 F_SEQ=18681 P_E1=18682 P_E2=18683 P_NATS=18684
 
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh # (the script has cd-ed to the repository root)
+
 PIDS=()
 stop_all() {
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -44,14 +47,6 @@ stop_all() {
 }
 trap stop_all EXIT
 
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
 
 bench() { # label bench-args...
     local label=$1

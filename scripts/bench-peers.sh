@@ -89,24 +89,9 @@ websocket {
 }
 EOF
 
-PID=""
-stop_server() {
-    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-        kill -TERM "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-    fi
-    PID=""
-}
-trap stop_server EXIT
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh # (the script has cd-ed to the repository root)
 
-wait_port() { # port
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "server did not open port $1" >&2
-    return 1
-}
 
 start_server() { # system [extra tickcast flags...]
     case "$1" in
