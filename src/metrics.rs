@@ -203,6 +203,8 @@ pub struct LiveGauges {
     pub ring_full: u64,
     /// Symbols known to the server.
     pub symbols: usize,
+    /// TCP connections open on the main port, before or after the upgrade.
+    pub open_connections: usize,
 }
 
 /// CPU and memory of this process, from `/proc/self/stat`.
@@ -297,6 +299,11 @@ const METRICS: &[Metric] = &[
         "tickcast_connections_rejected_total",
         "Connections refused at accept: --max-connections or --max-connections-per-ip.",
         |s| one(&s.metrics.connections_rejected),
+    ),
+    gauge(
+        "tickcast_open_connections",
+        "TCP connections open on the main port, upgraded or not: what --max-connections bounds.",
+        |s| one(s.live.open_connections),
     ),
     counter(
         "tickcast_http_rejected_total",
@@ -671,7 +678,14 @@ mod tests {
             conflating: 103,
             closing: 107,
         };
-        let live = LiveGauges { sessions, ring_depth: 109, ring_capacity: 113, ring_full: 127, symbols: 131 };
+        let live = LiveGauges {
+            sessions,
+            ring_depth: 109,
+            ring_capacity: 113,
+            ring_full: 127,
+            symbols: 131,
+            open_connections: 139,
+        };
         (m, live)
     }
 
@@ -691,6 +705,9 @@ tickcast_connections_total 2
 # HELP tickcast_connections_rejected_total Connections refused at accept: --max-connections or --max-connections-per-ip.
 # TYPE tickcast_connections_rejected_total counter
 tickcast_connections_rejected_total 7
+# HELP tickcast_open_connections TCP connections open on the main port, upgraded or not: what --max-connections bounds.
+# TYPE tickcast_open_connections gauge
+tickcast_open_connections 139
 # HELP tickcast_http_rejected_total Upgrade requests refused (HTTP 400, 403, 404 or 503 from the checks).
 # TYPE tickcast_http_rejected_total counter
 tickcast_http_rejected_total 11

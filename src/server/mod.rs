@@ -176,6 +176,7 @@ impl ServerCtx {
             ring_capacity: self.ring.capacity(),
             ring_full: self.ring.full_events(),
             symbols: self.symbols.len(),
+            open_connections: self.limits.open(),
         }
     }
 }

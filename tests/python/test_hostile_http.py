@@ -99,6 +99,26 @@ def idle_connections(port: int, n: int, source: str | None = None) -> list[socke
     return socks
 
 
+def open_connections(metrics_port: int) -> float:
+    """The server's own count of open main-port connections (the one
+    ``--max-connections`` bounds), read on the monitoring door so that
+    reading it does not change it."""
+    status, _, body = http_request(metrics_port, "/metrics", timeout=1)
+    assert status == 200
+    return parse_metrics(body.decode())["tickcast_open_connections"]
+
+
+def settled_idle_connections(port: int, metrics_port: int, n: int, source: str | None = None) -> list[socket.socket]:
+    """``n`` idle connections, opened once the server counts none open (the
+    start-up probe's slot may still be held for a moment), and returned
+    once it counts all ``n``: a test of the bounds then starts from an
+    exact count, not from a race with the server's accept loop."""
+    wait_until(lambda: open_connections(metrics_port) == 0, what="no open connections")
+    socks = idle_connections(port, n, source)
+    wait_until(lambda: open_connections(metrics_port) == n, what=f"{n} open connections")
+    return socks
+
+
 def rss(port: int) -> float:
     status, _, body = http_request(port, "/metrics")
     assert status == 200
@@ -174,7 +194,7 @@ def test_pre_upgrade_connections_count_against_max_connections(tickcast):
     server = tickcast(
         extra=["--max-connections", "20", "--handshake-timeout", "3s", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
     )
-    idle = idle_connections(server.port, 20)
+    idle = settled_idle_connections(server.port, metrics_port, 20)
     try:
         # The 21st is closed at once, without waiting for anything.
         extra = idle_connections(server.port, 1)[0]
@@ -199,23 +219,37 @@ def test_pre_upgrade_connections_count_against_max_connections(tickcast):
 
 
 def test_idle_connections_are_closed_at_the_handshake_timeout_and_free_their_slots(tickcast):
-    server = tickcast(extra=["--max-connections", "10", "--handshake-timeout", "1s"])
-    idle = idle_connections(server.port, 10)
+    metrics_port = free_port()
+    server = tickcast(
+        extra=["--max-connections", "10", "--handshake-timeout", "2s", "--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    )
+    wait_until(lambda: open_connections(metrics_port) == 0, what="no open connections")
     started = time.monotonic()
+    idle = idle_connections(server.port, 10)
+    # All ten are admitted (the bound is exactly full) ...
+    wait_until(lambda: open_connections(metrics_port) == 10, timeout=1.5, what="10 open connections")
     for s in idle:
-        s.settimeout(4)
+        s.settimeout(5)
         try:
             assert s.recv(1) == b""
         except ConnectionResetError:
             pass
         s.close()
-    assert time.monotonic() - started < 3.0
+    # ... and closed by the timeout, not before it and not long after.
+    elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 4.5, elapsed
+    wait_until(lambda: open_connections(metrics_port) == 0, what="the slots given back")
     assert http_request(server.port, "/healthz")[0] == 200
 
 
 def test_connections_per_ip_are_bounded(tickcast):
-    server = tickcast(extra=["--max-connections-per-ip", "5", "--handshake-timeout", "3s"])
-    idle = idle_connections(server.port, 5)
+    metrics_port = free_port()
+    server = tickcast(
+        extra=[
+            "--max-connections-per-ip", "5", "--handshake-timeout", "3s", "--metrics-listen", f"127.0.0.1:{metrics_port}",
+        ]
+    )
+    idle = settled_idle_connections(server.port, metrics_port, 5)
     try:
         sixth = idle_connections(server.port, 1)[0]
         data = refused_at_accept(sixth)
