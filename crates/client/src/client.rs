@@ -34,6 +34,74 @@ pub enum Event {
     Close(u16, String),
 }
 
+/// A `subscribe` request (`docs/PROTOCOL.md`, "Client messages"), with
+/// the optional depth and the resume fields of issue 17: `from_seq`, the
+/// last seq the client holds per symbol, and `epoch`, the one of the ack it
+/// got before. A symbol named in `from_seq` that the server can recover
+/// gets no snapshot, only the updates it missed; the others join the
+/// normal way (ack, snapshot, updates).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Subscribe {
+    /// Symbols to subscribe to (`"*"`: every symbol).
+    pub symbols: Vec<String>,
+    /// Book levels per side: a number from the server's menu or `"full"`;
+    /// `None`: the server's `--book-depth`.
+    pub depth: Option<String>,
+    /// Symbol -> last seq held, in request order; every symbol named here
+    /// must also be in `symbols` (the server refuses the request
+    /// otherwise). Empty: no resume.
+    pub from_seq: Vec<(String, u64)>,
+    /// The `epoch` of the ack the held seqs came under. Sent whenever
+    /// `from_seq` is: a server whose epoch differs recovers nothing.
+    pub epoch: Option<u64>,
+}
+
+impl Subscribe {
+    /// A plain subscribe to `symbols`.
+    pub fn new<S: Into<String>>(symbols: impl IntoIterator<Item = S>) -> Subscribe {
+        Subscribe { symbols: symbols.into_iter().map(Into::into).collect(), ..Subscribe::default() }
+    }
+
+    /// At `depth` levels per side (a number from the menu or `"full"`).
+    pub fn depth(mut self, depth: impl Into<String>) -> Subscribe {
+        self.depth = Some(depth.into());
+        self
+    }
+
+    /// Resuming: `from_seq` holds the last seq held per symbol, `epoch` the
+    /// epoch of the ack those seqs came under.
+    pub fn resume(mut self, from_seq: Vec<(String, u64)>, epoch: Option<u64>) -> Subscribe {
+        self.from_seq = from_seq;
+        self.epoch = epoch;
+        self
+    }
+
+    /// The request as the JSON text sent to the server. A numeric depth
+    /// goes as a number, anything else (`"full"`) as a string; `from_seq`
+    /// and `epoch` only when set.
+    pub fn to_json(&self) -> String {
+        let mut msg = serde_json::Map::new();
+        msg.insert("op".into(), "subscribe".into());
+        msg.insert("symbols".into(), serde_json::json!(self.symbols));
+        if let Some(depth) = &self.depth {
+            let depth = match depth.parse::<u64>() {
+                Ok(n) => serde_json::json!(n),
+                Err(_) => serde_json::json!(depth),
+            };
+            msg.insert("depth".into(), depth);
+        }
+        if !self.from_seq.is_empty() {
+            let from_seq: serde_json::Map<String, serde_json::Value> =
+                self.from_seq.iter().map(|(sym, seq)| (sym.clone(), serde_json::json!(seq))).collect();
+            msg.insert("from_seq".into(), from_seq.into());
+        }
+        if let Some(epoch) = self.epoch {
+            msg.insert("epoch".into(), epoch.into());
+        }
+        serde_json::Value::Object(msg).to_string()
+    }
+}
+
 /// Runs the connection task hyper's handshake spawns, on the caller's
 /// tokio runtime.
 struct SpawnExecutor;
@@ -113,12 +181,13 @@ impl Client {
     /// number from the server's menu (1, 5, 10, 20, 25, 50, 100, 500,
     /// 1000) or `"full"`.
     pub async fn subscribe_depth(&mut self, symbols: &[&str], depth: &str) -> Result<(), Error> {
-        let depth = match depth.parse::<u64>() {
-            Ok(n) => serde_json::json!(n),
-            Err(_) => serde_json::json!(depth),
-        };
-        let msg = serde_json::json!({"op": "subscribe", "symbols": symbols, "depth": depth});
-        self.send_text(&msg.to_string()).await
+        let request = Subscribe::new(symbols.iter().copied()).depth(depth);
+        self.send_subscribe(&request).await
+    }
+
+    /// Sends a [`Subscribe`] request, e.g. one that resumes by seq.
+    pub async fn send_subscribe(&mut self, request: &Subscribe) -> Result<(), Error> {
+        self.send_text(&request.to_json()).await
     }
 
     /// Sends `{"op":"unsubscribe","symbols":[...]}`.
@@ -177,5 +246,32 @@ impl Client {
     /// message this client should see: bytes already read are dropped.
     pub fn into_frame_reader(self) -> FrameReader {
         FrameReader::new(self.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(request: &Subscribe) -> serde_json::Value {
+        serde_json::from_str(&request.to_json()).expect("valid JSON")
+    }
+
+    #[test]
+    fn a_subscribe_request_carries_depth_and_resume_fields_only_when_set() {
+        let plain = Subscribe::new(["AAPL", "MSFT"]);
+        assert_eq!(parsed(&plain), serde_json::json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"]}));
+        assert_eq!(parsed(&plain.clone().depth("25"))["depth"], 25);
+        assert_eq!(parsed(&plain.clone().depth("full"))["depth"], "full");
+        let resume = plain.depth("10").resume(vec![("AAPL".into(), 1234), ("MSFT".into(), 0)], Some(1_764_770_000_000_000_000));
+        assert_eq!(
+            parsed(&resume),
+            serde_json::json!({
+                "op": "subscribe", "symbols": ["AAPL", "MSFT"], "depth": 10,
+                "from_seq": {"AAPL": 1234, "MSFT": 0}, "epoch": 1_764_770_000_000_000_000u64,
+            })
+        );
+        // The epoch is exact above 2^53: a u64 on the wire, not a double.
+        assert!(resume.to_json().contains("\"epoch\":1764770000000000000"));
     }
 }

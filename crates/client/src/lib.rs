@@ -37,7 +37,7 @@ pub mod seq;
 pub mod session;
 
 pub use book::{BookError, ClientBook};
-pub use client::{Client, Event};
+pub use client::{Client, Event, Subscribe};
 pub use error::Error;
 pub use frame_reader::FrameReader;
 pub use http::http_get;

@@ -61,6 +61,12 @@ struct Args {
     /// mistaken for a dead one.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Duration,
+    /// Do not resume by seq on reconnect: start every symbol again from a
+    /// snapshot. By default a reconnect sends the last seq held per symbol
+    /// (`from_seq`), and symbols the server still has in its history get
+    /// only the updates they missed.
+    #[arg(long)]
+    no_resume: bool,
 }
 
 /// `--encoding` values.
@@ -128,6 +134,10 @@ struct Stats {
     gaps: u64,
     resets: u64,
     reconnects: u64,
+    /// Symbols a reconnect resumed with no snapshot.
+    recovered: u64,
+    /// Symbols a reconnect asked to resume that got a reset and snapshot.
+    not_recovered: u64,
     mismatches: u64,
 }
 
@@ -142,6 +152,7 @@ async fn run(args: Args, addr: String) -> i32 {
     config.backoff_base = args.backoff_base;
     config.backoff_cap = args.backoff_cap.max(args.backoff_base);
     config.heartbeat_timeout = args.heartbeat_timeout;
+    config.resume = !args.no_resume;
     let mut session = Session::start(config);
 
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -166,9 +177,10 @@ async fn run(args: Args, addr: String) -> i32 {
                     .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
                     .unwrap_or((0, 0));
                 let line = format!(
-                    "msgs/s {} gaps {} (announced {}, unannounced {}) resets {} reconnects {} checksum_mismatches {} lag_ms p50 {:.3} p99 {:.3}",
+                    "msgs/s {} gaps {} (announced {}, unannounced {}) resets {} reconnects {} resumes {} (recovered {}, not_recovered {}) checksum_mismatches {} lag_ms p50 {:.3} p99 {:.3}",
                     stats.msgs, stats.announced_gaps + stats.gaps, stats.announced_gaps, stats.gaps,
-                    stats.resets, stats.reconnects, stats.mismatches,
+                    stats.resets, stats.reconnects, stats.recovered + stats.not_recovered, stats.recovered,
+                    stats.not_recovered, stats.mismatches,
                     p50 as f64 / 1e6, p99 as f64 / 1e6,
                 );
                 if writeln!(stdout, "{line}").and_then(|_| stdout.flush()).is_err() { return 0; }
@@ -184,15 +196,27 @@ async fn run(args: Args, addr: String) -> i32 {
             }
         };
         match event {
-            SessionEvent::Connected => {
+            SessionEvent::Connected { resuming } => {
                 if connected_once {
                     stats.reconnects += 1;
                 }
                 connected_once = true;
-                eprintln!("tickcast-client: connected");
+                if resuming > 0 {
+                    eprintln!("tickcast-client: connected, resuming {resuming} symbol(s)");
+                } else {
+                    eprintln!("tickcast-client: connected");
+                }
             }
-            SessionEvent::Disconnected { reason, retry_in } => {
+            SessionEvent::Disconnected { reason, retry_in, .. } => {
                 eprintln!("tickcast-client: {reason}; retrying in {retry_in:.1?}");
+            }
+            SessionEvent::Resumed { sym, from_seq, recovered: true } => {
+                stats.recovered += 1;
+                eprintln!("tickcast-client: resumed {sym} after seq {from_seq}: recovered, no snapshot");
+            }
+            SessionEvent::Resumed { sym, from_seq, recovered: false } => {
+                stats.not_recovered += 1;
+                eprintln!("tickcast-client: resumed {sym} after seq {from_seq}: not recovered, a reset and snapshot follow");
             }
             SessionEvent::Gap { sym, expected, got } => {
                 stats.gaps += 1;
@@ -204,7 +228,7 @@ async fn run(args: Args, addr: String) -> i32 {
             }
             SessionEvent::Message(msg) => {
                 match &msg {
-                    ServerMessage::Ack { op, symbols } => {
+                    ServerMessage::Ack { op, symbols, .. } => {
                         eprintln!("tickcast-client: {op} {}", symbols.join(","));
                         continue;
                     }

@@ -15,14 +15,21 @@
 //! [`Session::next_event`], which is cancel-safe (a channel receive), so it
 //! can sit in a `select!` beside timers.
 //!
-//! Resume by seq (`from_seq` on subscribe) does not exist on the server
-//! yet; [`Session::resume_seqs`] is where the last seq per symbol is
-//! available for it, and nothing is sent.
+//! **Resume by seq** (issue 17): every reconnect subscribes with
+//! `from_seq`, the last seq held of each symbol whose state is whole (it
+//! has a book: no snapshot is due), and `epoch`, the one of the last
+//! subscribe ack. The new ack's `recovered` map says, per symbol, what
+//! follows ([`SessionEvent::Resumed`]): `true`, no snapshot, the updates
+//! missed and then live ones, applied to the seq and book held, as if the
+//! connection had never dropped; `false`, a `reset` and a snapshot that
+//! replaces the symbol's state. Symbols whose state was not whole join the
+//! normal way (a snapshot). A server that sends no `epoch` is never asked
+//! to resume. [`SessionConfig::resume`] turns it off.
 //!
 //! Imports: [`crate::client`] (connect, subscribe, raw frames),
 //! [`crate::seq`], [`crate::book`], `tickcast::wire` (decode).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,7 +41,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::book::ClientBook;
-use crate::client::Client;
+use crate::client::{Client, Subscribe};
 use crate::error::Error;
 use crate::seq::{SeqEvent, SeqTracker};
 
@@ -55,13 +62,17 @@ pub struct SessionConfig {
     pub backoff_cap: Duration,
     /// No frame (data or ping) for this long: the connection is dead.
     pub heartbeat_timeout: Duration,
+    /// Resume by seq on reconnect (`from_seq` and `epoch` on the
+    /// subscribe); `false`: every reconnect starts each symbol from a
+    /// snapshot. Default: `true`.
+    pub resume: bool,
 }
 
 impl SessionConfig {
     /// A configuration with the defaults: msgpack, depth 10, backoff
     /// 100 ms base and 10 s cap, a 30 s heartbeat watchdog (twice the
     /// server's default ping interval, so a quiet stream is not taken for a
-    /// dead one).
+    /// dead one), resume on.
     pub fn new(addr: impl Into<String>, symbols: Vec<String>) -> SessionConfig {
         SessionConfig {
             addr: addr.into(),
@@ -71,6 +82,7 @@ impl SessionConfig {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
+            resume: true,
         }
     }
 }
@@ -97,13 +109,33 @@ pub fn backoff_delay(base: Duration, cap: Duration, attempt: u32, rng: &mut fast
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEvent {
     /// A connection is up and the subscribe was sent.
-    Connected,
+    Connected {
+        /// Symbols the subscribe asked to resume (`from_seq`); 0 on the
+        /// first connection, with resume off, or when nothing was whole.
+        resuming: usize,
+    },
     /// A connection failed or was lost; the next attempt is in `retry_in`.
     Disconnected {
         /// Why, for a human.
         reason: String,
-        /// The backoff delay before the next attempt.
+        /// The backoff delay before the next attempt, drawn uniformly in
+        /// `[0, backoff_bound(base, cap, attempt)]`.
         retry_in: Duration,
+        /// Which retry this is (0-based): failed attempts since the last
+        /// connection that delivered data or stayed up 10 s; the exponent
+        /// of [`backoff_bound`].
+        attempt: u32,
+    },
+    /// The ack of a resuming subscribe said what became of `sym`'s
+    /// `from_seq`: `recovered`, the updates after `from_seq` follow and the
+    /// book held stays; not, a `reset` and a snapshot follow and replace it.
+    Resumed {
+        /// The symbol.
+        sym: String,
+        /// The last seq the session held, sent as `from_seq`.
+        from_seq: u64,
+        /// Whether the server replays what was missed (no snapshot).
+        recovered: bool,
     },
     /// A message from the server. Updates of a symbol being resubscribed
     /// (before its new snapshot) are not passed on.
@@ -127,13 +159,64 @@ pub enum SessionEvent {
 }
 
 /// What the session task knows of the symbols, shared with the caller for
-/// [`Session::book`] and [`Session::resume_seqs`].
+/// [`Session::book`] and [`Session::resume_seqs`]. It outlives a
+/// connection: a reconnect resumes from it.
 #[derive(Debug, Default)]
 struct State {
     seqs: SeqTracker,
+    /// The book of every symbol whose state is whole: taken from a
+    /// snapshot, kept in step since. A symbol without one (a snapshot is
+    /// due after `conflated`, `reset` or a resubscribe) is not resumed.
     books: HashMap<String, ClientBook>,
     /// Symbols resubscribed and waiting for their snapshot.
-    resyncing: HashMap<String, ()>,
+    resyncing: HashSet<String>,
+    /// The `epoch` of the last subscribe ack, sent back with `from_seq`;
+    /// `None` before one, or from a server without resume.
+    epoch: Option<u64>,
+    /// The `from_seq` of the subscribe in flight, until its ack.
+    resuming: HashMap<String, u64>,
+}
+
+impl State {
+    /// Before a new connection: keeps the seq and book of each symbol whose
+    /// state is whole, when `resume` is on and an epoch is known, forgets
+    /// every other symbol, and returns the `from_seq` entries to send.
+    fn prepare_reconnect(&mut self, resume: bool) -> Vec<(String, u64)> {
+        let mut held: Vec<(String, u64)> = if resume && self.epoch.is_some() {
+            self.books
+                .keys()
+                .filter(|sym| !self.resyncing.contains(*sym))
+                .filter_map(|sym| self.seqs.last(sym).map(|seq| (sym.clone(), seq)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        held.sort();
+        self.seqs = SeqTracker::with_capacity(held.len());
+        for (sym, seq) in &held {
+            self.seqs.snapshot(sym, *seq);
+        }
+        self.books.retain(|sym, _| held.iter().any(|(h, _)| h == sym));
+        self.resyncing.clear();
+        self.resuming = held.iter().cloned().collect();
+        held
+    }
+}
+
+/// What a subscribe ack says about resume.
+struct AckResume {
+    /// The server's epoch, if it sent one.
+    epoch: Option<u64>,
+    /// Per symbol of the request's `from_seq`: whether it is recovered.
+    recovered: Vec<(String, bool)>,
+}
+
+/// The resume part of `msg` if it is a subscribe ack.
+fn ack_resume(msg: &ServerMessage<'_>) -> Option<AckResume> {
+    match msg {
+        ServerMessage::Ack { op, .. } if op == "subscribe" => Some(AckResume { epoch: None, recovered: Vec::new() }),
+        _ => None,
+    }
 }
 
 /// A resilient subscription; see the module doc. Dropping it stops the
@@ -175,12 +258,29 @@ impl Session {
         lock(&self.state).books.get(sym).cloned()
     }
 
-    /// The last seq per subscribed symbol seen so far: what a subscribe
-    /// with `from_seq` would send to resume once the server supports it.
-    /// It is not sent today; every reconnect starts from a snapshot.
+    /// [`Session::book`] with the seq it is at, taken together: to compare
+    /// it with another view of the same book at the same seq.
+    pub fn book_with_seq(&self, sym: &str) -> Option<(u64, ClientBook)> {
+        let state = lock(&self.state);
+        Some((state.seqs.last(sym)?, state.books.get(sym)?.clone()))
+    }
+
+    /// The last seq held of each of `symbols` whose state is whole (it has
+    /// a book): what the next reconnect sends as `from_seq`.
     pub fn resume_seqs(&self, symbols: &[String]) -> Vec<(String, u64)> {
         let state = lock(&self.state);
-        symbols.iter().filter_map(|s| state.seqs.last(s).map(|seq| (s.clone(), seq))).collect()
+        symbols
+            .iter()
+            .filter(|s| state.books.contains_key(*s) && !state.resyncing.contains(*s))
+            .filter_map(|s| state.seqs.last(s).map(|seq| (s.clone(), seq)))
+            .collect()
+    }
+
+    /// The `epoch` of the last subscribe ack, sent with `from_seq` on
+    /// reconnect; `None` before the first ack or from a server without
+    /// resume.
+    pub fn epoch(&self) -> Option<u64> {
+        lock(&self.state).epoch
     }
 }
 
@@ -197,16 +297,14 @@ async fn run(config: SessionConfig, tx: mpsc::Sender<SessionEvent>, state: Arc<M
     let mut attempt: u32 = 0;
     loop {
         let started = Instant::now();
-        let (reason, had_data) = match connect(&config).await {
+        let (from_seq, epoch) = {
+            let mut s = lock(&state);
+            (s.prepare_reconnect(config.resume), s.epoch)
+        };
+        let resuming = from_seq.len();
+        let (reason, had_data) = match connect(&config, from_seq, epoch).await {
             Ok(client) => {
-                {
-                    // A new connection starts every symbol from its snapshot.
-                    let mut s = lock(&state);
-                    s.seqs = SeqTracker::with_capacity(config.symbols.len());
-                    s.books.clear();
-                    s.resyncing.clear();
-                }
-                if tx.send(SessionEvent::Connected).await.is_err() {
+                if tx.send(SessionEvent::Connected { resuming }).await.is_err() {
                     return;
                 }
                 match serve(&config, client, &tx, &state).await {
@@ -220,8 +318,9 @@ async fn run(config: SessionConfig, tx: mpsc::Sender<SessionEvent>, state: Arc<M
             attempt = 0;
         }
         let retry_in = backoff_delay(config.backoff_base, config.backoff_cap, attempt, &mut rng);
+        let event = SessionEvent::Disconnected { reason, retry_in, attempt };
         attempt = attempt.saturating_add(1);
-        if tx.send(SessionEvent::Disconnected { reason, retry_in }).await.is_err() {
+        if tx.send(event).await.is_err() {
             return;
         }
         tokio::time::sleep(retry_in).await;
@@ -232,14 +331,25 @@ async fn run(config: SessionConfig, tx: mpsc::Sender<SessionEvent>, state: Arc<M
 /// (the server sends every message as one frame, so no reassembly).
 type Ws = WebSocket<TokioIo<Upgraded>>;
 
-async fn connect(config: &SessionConfig) -> Result<Ws, Error> {
+/// Connects and subscribes to the configured symbols, resuming those in
+/// `from_seq` (under `epoch`).
+async fn connect(config: &SessionConfig, from_seq: Vec<(String, u64)>, epoch: Option<u64>) -> Result<Ws, Error> {
     let addr = tokio::net::lookup_host(&config.addr)
         .await?
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
     let mut client = Client::connect(addr, config.encoding).await?;
-    let symbols: Vec<&str> = config.symbols.iter().map(String::as_str).collect();
-    client.subscribe_depth(&symbols, &config.depth).await?;
+    // Every key of `from_seq` must be named in `symbols`: under `"*"` the
+    // held symbols are named beside it.
+    let mut symbols = config.symbols.clone();
+    for (sym, _) in &from_seq {
+        if !symbols.contains(sym) {
+            symbols.push(sym.clone());
+        }
+    }
+    let epoch = if from_seq.is_empty() { None } else { epoch };
+    let request = Subscribe::new(symbols).depth(config.depth.clone()).resume(from_seq, epoch);
+    client.send_subscribe(&request).await?;
     // Nothing was read yet, so nothing is lost. Pings are answered here, so
     // the watchdog sees them.
     let mut ws = WebSocket::after_handshake(client.into_inner(), Role::Client);
@@ -248,8 +358,8 @@ async fn connect(config: &SessionConfig) -> Result<Ws, Error> {
 }
 
 /// Sends one JSON request.
-async fn send_json(ws: &mut Ws, msg: serde_json::Value) -> Result<(), Error> {
-    ws.write_frame(Frame::text(Payload::Owned(msg.to_string().into_bytes()))).await?;
+async fn send_json(ws: &mut Ws, text: String) -> Result<(), Error> {
+    ws.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await?;
     Ok(())
 }
 
@@ -299,14 +409,10 @@ async fn serve(config: &SessionConfig, mut client: Ws, tx: &mpsc::Sender<Session
             }
         }
         if let Some(sym) = resubscribe {
-            let syms = [sym.as_str()];
-            let depth = match config.depth.parse::<u64>() {
-                Ok(n) => serde_json::json!(n),
-                Err(_) => serde_json::json!(config.depth),
-            };
+            let subscribe = Subscribe::new([sym.as_str()]).depth(config.depth.clone());
             let sent = async {
-                send_json(&mut client, serde_json::json!({"op": "unsubscribe", "symbols": syms})).await?;
-                send_json(&mut client, serde_json::json!({"op": "subscribe", "symbols": syms, "depth": depth})).await
+                send_json(&mut client, serde_json::json!({"op": "unsubscribe", "symbols": [sym]}).to_string()).await?;
+                send_json(&mut client, subscribe.to_json()).await
             };
             if let Err(e) = sent.await {
                 return lost(format!("resubscribe {sym}: {e}"), had_data);
@@ -322,6 +428,20 @@ fn process(state: &Mutex<State>, msg: ServerMessage<'static>) -> (Vec<SessionEve
     let s = &mut *s;
     let mut out = Vec::with_capacity(1);
     let mut resubscribe = None;
+    if let Some(ack) = ack_resume(&msg) {
+        s.epoch = ack.epoch;
+        for (sym, recovered) in ack.recovered {
+            let Some(from_seq) = s.resuming.remove(&sym) else { continue };
+            if !recovered {
+                // A reset and a snapshot follow: the book held is stale.
+                s.books.remove(&sym);
+            }
+            out.push(SessionEvent::Resumed { sym, from_seq, recovered });
+        }
+        // A symbol the ack does not name is not subscribed (an error
+        // follows) or joins the normal way: its snapshot replaces the book.
+        s.resuming.clear();
+    }
     match &msg {
         ServerMessage::Snapshot { sym, seq, depth, book, .. } => {
             s.resyncing.remove(sym.as_ref());
@@ -340,7 +460,7 @@ fn process(state: &Mutex<State>, msg: ServerMessage<'static>) -> (Vec<SessionEve
         ServerMessage::Trade { sym, seq, .. }
         | ServerMessage::Quote { sym, seq, .. }
         | ServerMessage::Book { sym, seq, .. } => {
-            if s.resyncing.contains_key(sym.as_ref()) {
+            if s.resyncing.contains(sym.as_ref()) {
                 return (out, None);
             }
             match s.seqs.update(sym, *seq) {
@@ -376,7 +496,7 @@ fn process(state: &Mutex<State>, msg: ServerMessage<'static>) -> (Vec<SessionEve
     }
     if let Some(sym) = &resubscribe {
         s.books.remove(sym);
-        s.resyncing.insert(sym.clone(), ());
+        s.resyncing.insert(sym.clone());
     }
     out.insert(0, SessionEvent::Message(msg));
     (out, resubscribe)
@@ -468,5 +588,42 @@ mod tests {
         let (ev, re) = process(&state, snapshot("A", 3));
         assert_eq!((ev.len(), re), (1, None));
         assert_eq!(lock(&state).seqs.last("A"), Some(3));
+    }
+
+    #[test]
+    fn a_reconnect_resumes_only_whole_symbols_and_only_under_a_known_epoch() {
+        let state = Mutex::new(State::default());
+        let ck = |bids: &[Level]| tickcast::model::checksum(bids, &[], 10);
+        for (sym, seq) in [("A", 5), ("B", 7), ("C", 9)] {
+            process(&state, snapshot(sym, seq));
+        }
+        process(&state, book("A", 6, 1.0, ck(&[Level { px: 1.0, sz: 1.0 }])));
+        // B is reset: no book until its snapshot. C has a gap: resyncing.
+        process(&state, ServerMessage::reset("B", 3, tickcast::wire::ResetReason::Epoch));
+        assert_eq!(process(&state, book("C", 12, 2.0, 0)).1.as_deref(), Some("C"));
+
+        // No epoch (no ack yet, or a server without resume): nothing.
+        let mut s = lock(&state);
+        assert!(s.prepare_reconnect(true).is_empty());
+        assert!(s.seqs.is_empty() && s.books.is_empty());
+        drop(s);
+
+        for (sym, seq) in [("A", 5), ("B", 7), ("C", 9)] {
+            process(&state, snapshot(sym, seq));
+        }
+        process(&state, book("A", 6, 1.0, ck(&[Level { px: 1.0, sz: 1.0 }])));
+        process(&state, ServerMessage::reset("B", 3, tickcast::wire::ResetReason::Epoch));
+        process(&state, book("C", 12, 2.0, 0));
+        let mut s = lock(&state);
+        s.epoch = Some(42);
+        let kept = s.books.get("A").cloned();
+        assert_eq!(s.prepare_reconnect(true), vec![("A".to_string(), 6)], "only A is whole");
+        assert_eq!((s.seqs.len(), s.seqs.last("A")), (1, Some(6)));
+        assert_eq!(s.books.get("A").cloned(), kept, "A keeps its book");
+        assert!(s.resyncing.is_empty() && s.books.len() == 1);
+        assert_eq!(s.resuming.get("A"), Some(&6));
+        // With resume off, every symbol starts again from a snapshot.
+        assert!(s.prepare_reconnect(false).is_empty());
+        assert!(s.seqs.is_empty() && s.books.is_empty());
     }
 }

@@ -1,11 +1,14 @@
 //! `tickcast-client` against a real server on the synthetic feed: JSON
-//! lines that parse, with gapless seqs; and a server restart in the middle
+//! lines that parse, with gapless seqs; a server restart in the middle
 //! of a run, after which the client reconnects within its backoff bound
-//! and the stream goes on (a snapshot, then gapless updates).
+//! and the stream goes on (a snapshot, then gapless updates); and a cut
+//! connection, after which the client resumes by seq (no snapshot, no gap)
+//! and says so on stderr and in `--stats`.
 
 // The server's own test helpers: one `tests/common` for the workspace.
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::{start, Running};
 use tickcast::config::Config;
 use tickcast::feed::SyntheticSettings;
+use support::proxy::{Cut, Proxy};
 use tickcast_client::http_get;
 
 fn config(listen: SocketAddr) -> Config {
@@ -221,5 +225,87 @@ async fn book_ladder_and_stats_print_once_a_second_off_a_tty() {
     let lines: Vec<&str> = stats.lines().collect();
     assert!((2..=3).contains(&lines.len()), "one line a second: {stats}");
     assert!(lines.iter().all(|l| l.starts_with("msgs/s ") && l.contains("lag_ms p50")), "{stats}");
+    running.shutdown_within(Duration::from_secs(5)).await;
+}
+
+/// Waits (up to 10 s) until `proxy` has accepted `n` connections, then a
+/// little longer, so the stream through it is flowing.
+async fn flowing(proxy: &Proxy, n: usize) {
+    let waited = Instant::now();
+    while proxy.accepted() < n {
+        assert!(waited.elapsed() < Duration::from_secs(10), "no connection through the proxy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_connection_is_resumed_gapless_without_a_snapshot_and_counted_in_stats() {
+    let running = start(config("127.0.0.1:0".parse().unwrap())).await;
+    let sym = first_symbol(running.addr).await;
+
+    // JSON lines through a proxy that resets the connection mid-stream.
+    let proxy = Proxy::start(running.addr).await;
+    let args: Vec<String> = [
+        format!("ws://{}", proxy.addr).as_str(),
+        "--subscribe",
+        &sym,
+        "--format",
+        "json",
+        "--backoff-base",
+        "20ms",
+        "--backoff-cap",
+        "200ms",
+        "--count",
+        "200",
+    ]
+    .map(String::from)
+    .into();
+    let (mut child, mut rx) = spawn_cli(&args);
+    let snapshot = next_line(&mut rx, Duration::from_secs(10)).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    let mut last = seq(&snapshot);
+    for _ in 0..30 {
+        let v = next_line(&mut rx, Duration::from_secs(5)).await;
+        assert_eq!(seq(&v), last + 1, "{v}");
+        last = seq(&v);
+    }
+    assert_eq!(proxy.cut(Cut::Reset), 1);
+    for _ in 31..200 {
+        let v = next_line(&mut rx, Duration::from_secs(10)).await;
+        assert_ne!(v["type"], "snapshot", "a recovered symbol gets no snapshot: {v}");
+        assert_eq!(seq(&v), last + 1, "gapless across the reconnect: {v}");
+        last = seq(&v);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait();
+        (child, status)
+    });
+    let (child, status) = tokio::time::timeout(Duration::from_secs(10), status).await.expect("exits").expect("join");
+    assert_eq!(status.expect("wait").code(), Some(0), "--count reached");
+    let err = stderr_of(child);
+    assert_eq!(proxy.accepted(), 2, "{err}");
+    assert!(err.contains("connected, resuming 1 symbol(s)"), "{err}");
+    assert!(err.contains(&format!("resumed {sym} after seq ")) && err.contains(": recovered, no snapshot"), "{err}");
+
+    // --stats counts the reconnect and the recovery.
+    let proxy = Proxy::start(running.addr).await;
+    let url = format!("ws://{}", proxy.addr);
+    let stats_args = [&url, "--subscribe", &sym, "--stats", "--duration", "4s", "--backoff-base", "20ms"];
+    let stats_args: Vec<String> = stats_args.map(|a| a.to_string()).into();
+    let stats = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tickcast-client")).args(&stats_args).output().expect("run tickcast-client")
+    });
+    flowing(&proxy, 1).await;
+    assert_eq!(proxy.cut(Cut::Close), 1);
+    let out = stats.await.expect("join");
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stats}{}", String::from_utf8_lossy(&out.stderr));
+    let last_line = stats.lines().last().unwrap_or_default();
+    assert!(
+        last_line.contains("unannounced 0)")
+            && last_line.contains("reconnects 1 resumes 1 (recovered 1, not_recovered 0) checksum_mismatches 0"),
+        "{stats}"
+    );
     running.shutdown_within(Duration::from_secs(5)).await;
 }

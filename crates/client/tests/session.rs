@@ -34,13 +34,14 @@ async fn the_watchdog_reconnects_a_silent_connection_and_pings_keep_one_alive() 
     let mut config = SessionConfig::new(running.addr.to_string(), vec!["QUIET".into()]);
     config.heartbeat_timeout = Duration::from_millis(300);
     let mut session = Session::start(config.clone());
-    assert_eq!(next(&mut session).await, SessionEvent::Connected);
+    assert_eq!(next(&mut session).await, SessionEvent::Connected { resuming: 0 });
     let mut saw_snapshot = false;
     let reason = loop {
         match next(&mut session).await {
             SessionEvent::Message(m) if m.kind() == "snapshot" => saw_snapshot = true,
             SessionEvent::Message(_) => {}
-            SessionEvent::Disconnected { reason, retry_in } => {
+            SessionEvent::Disconnected { reason, retry_in, attempt } => {
+                assert_eq!(attempt, 0, "the first retry");
                 assert!(retry_in <= config.backoff_base, "first retry within base: {retry_in:?}");
                 break reason;
             }
@@ -49,7 +50,9 @@ async fn the_watchdog_reconnects_a_silent_connection_and_pings_keep_one_alive() 
     };
     assert!(saw_snapshot);
     assert!(reason.contains("heartbeat watchdog"), "{reason}");
-    assert_eq!(next(&mut session).await, SessionEvent::Connected, "and it reconnects");
+    // It resumes QUIET from its seq-0 snapshot (resume is on by default).
+    let resumed = next(&mut session).await;
+    assert!(matches!(resumed, SessionEvent::Connected { .. }), "and it reconnects: {resumed:?}");
     drop(session);
     running.shutdown_within(Duration::from_secs(5)).await;
 
