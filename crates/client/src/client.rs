@@ -263,7 +263,8 @@ mod tests {
         assert_eq!(parsed(&plain), serde_json::json!({"op": "subscribe", "symbols": ["AAPL", "MSFT"]}));
         assert_eq!(parsed(&plain.clone().depth("25"))["depth"], 25);
         assert_eq!(parsed(&plain.clone().depth("full"))["depth"], "full");
-        let resume = plain.depth("10").resume(vec![("AAPL".into(), 1234), ("MSFT".into(), 0)], Some(1_764_770_000_000_000_000));
+        let resume =
+            plain.depth("10").resume(vec![("AAPL".into(), 1234), ("MSFT".into(), 0)], Some(1_764_770_000_000_000_000));
         assert_eq!(
             parsed(&resume),
             serde_json::json!({

@@ -216,7 +216,9 @@ async fn run(args: Args, addr: String) -> i32 {
             }
             SessionEvent::Resumed { sym, from_seq, recovered: false } => {
                 stats.not_recovered += 1;
-                eprintln!("tickcast-client: resumed {sym} after seq {from_seq}: not recovered, a reset and snapshot follow");
+                eprintln!(
+                    "tickcast-client: resumed {sym} after seq {from_seq}: not recovered, a reset and snapshot follow"
+                );
             }
             SessionEvent::Gap { sym, expected, got } => {
                 stats.gaps += 1;

@@ -214,7 +214,10 @@ struct AckResume {
 /// The resume part of `msg` if it is a subscribe ack.
 fn ack_resume(msg: &ServerMessage<'_>) -> Option<AckResume> {
     match msg {
-        ServerMessage::Ack { op, .. } if op == "subscribe" => Some(AckResume { epoch: None, recovered: Vec::new() }),
+        ServerMessage::Ack { op, epoch, recovered, .. } if op == "subscribe" => Some(AckResume {
+            epoch: *epoch,
+            recovered: recovered.iter().map(|(sym, ok)| (sym.to_string(), *ok)).collect(),
+        }),
         _ => None,
     }
 }
@@ -622,7 +625,42 @@ mod tests {
         assert_eq!(s.books.get("A").cloned(), kept, "A keeps its book");
         assert!(s.resyncing.is_empty() && s.books.len() == 1);
         assert_eq!(s.resuming.get("A"), Some(&6));
+        drop(s);
+
+        // The resume ack: A recovered keeps its book and seq; the next
+        // update follows the seq held.
+        let mut ack = ServerMessage::ack("subscribe", vec!["A".into()]);
+        if let ServerMessage::Ack { epoch, recovered, .. } = &mut ack {
+            *epoch = Some(42);
+            recovered.insert("A".into(), true);
+        }
+        let (ev, _) = process(&state, ack.clone());
+        assert_eq!(ev[1], SessionEvent::Resumed { sym: "A".into(), from_seq: 6, recovered: true });
+        assert_eq!(lock(&state).books.get("A").cloned(), kept);
+        let (ev, re) = process(&state, book("A", 7, 1.0, ck(&[Level { px: 1.0, sz: 1.0 }])));
+        assert_eq!((ev.len(), re), (1, None), "in order, the book agrees");
+
+        // Not recovered: the book goes at once; the reset and snapshot
+        // that follow replace the state.
+        let mut s = lock(&state);
+        assert_eq!(s.prepare_reconnect(true), vec![("A".to_string(), 7)]);
+        drop(s);
+        if let ServerMessage::Ack { epoch, recovered, .. } = &mut ack {
+            *epoch = Some(43);
+            recovered.insert("A".into(), false);
+        }
+        let (ev, _) = process(&state, ack);
+        assert_eq!(ev[1], SessionEvent::Resumed { sym: "A".into(), from_seq: 7, recovered: false });
+        assert!(lock(&state).books.is_empty());
+        assert_eq!(lock(&state).epoch, Some(43), "the new epoch is the one to send next");
+        process(&state, ServerMessage::reset("A", 2, tickcast::wire::ResetReason::Epoch));
+        let (ev, re) = process(&state, snapshot("A", 2));
+        assert_eq!((ev.len(), re), (1, None));
+        assert_eq!(lock(&state).seqs.last("A"), Some(2));
+        assert!(lock(&state).books.contains_key("A"));
+
         // With resume off, every symbol starts again from a snapshot.
+        let mut s = lock(&state);
         assert!(s.prepare_reconnect(false).is_empty());
         assert!(s.seqs.is_empty() && s.books.is_empty());
     }

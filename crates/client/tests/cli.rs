@@ -17,9 +17,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{start, Running};
+use support::proxy::{Cut, Proxy};
 use tickcast::config::Config;
 use tickcast::feed::SyntheticSettings;
-use support::proxy::{Cut, Proxy};
 use tickcast_client::http_get;
 
 fn config(listen: SocketAddr) -> Config {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::start;
 use tickcast::config::Config;
 use tickcast::feed::SyntheticSettings;
+use tickcast::wire::ServerMessage;
 use tickcast_client::session::{Session, SessionConfig, SessionEvent};
 
 /// A server whose universe has a symbol the synthetic feed never ticks:
@@ -50,9 +51,11 @@ async fn the_watchdog_reconnects_a_silent_connection_and_pings_keep_one_alive() 
     };
     assert!(saw_snapshot);
     assert!(reason.contains("heartbeat watchdog"), "{reason}");
-    // It resumes QUIET from its seq-0 snapshot (resume is on by default).
-    let resumed = next(&mut session).await;
-    assert!(matches!(resumed, SessionEvent::Connected { .. }), "and it reconnects: {resumed:?}");
+    // It reconnects, resuming QUIET from its seq-0 snapshot (resume is on
+    // by default): nothing was missed, so nothing follows but pings.
+    assert_eq!(next(&mut session).await, SessionEvent::Connected { resuming: 1 }, "and it reconnects");
+    assert!(matches!(next(&mut session).await, SessionEvent::Message(ServerMessage::Ack { .. })));
+    assert_eq!(next(&mut session).await, SessionEvent::Resumed { sym: "QUIET".into(), from_seq: 0, recovered: true });
     drop(session);
     running.shutdown_within(Duration::from_secs(5)).await;
 
