@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Generator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -281,7 +281,7 @@ class _Connect(Generic[_T]):
     """What `connect` and `connect_replay` return: await it for the
     connection, or use it as ``async with``, which closes it at the end."""
 
-    def __init__(self, opener: Any) -> None:
+    def __init__(self, opener: Callable[[], Coroutine[Any, Any, _T]]) -> None:
         self._opener = opener
         self._conn: _T | None = None
 

@@ -12,6 +12,7 @@ Client requests are JSON objects in text frames, whatever the encoding.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -56,7 +57,7 @@ def check_encoding(encoding: str) -> Encoding:
     """``encoding`` if it is one of `ENCODINGS`, else ``ValueError``."""
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}: use one of {', '.join(ENCODINGS)}")
-    return encoding  # type: ignore[return-value]
+    return encoding
 
 
 def check_depth(depth: Depth) -> Depth:
@@ -184,8 +185,8 @@ class _Protobuf:
     never import protobuf."""
 
     def __init__(self) -> None:
-        from ._proto import tickcast_pb2
-
+        # Generated code without type information: typed as Any here.
+        tickcast_pb2: Any = importlib.import_module("tickcast._proto.tickcast_pb2")
         self.server_message = tickcast_pb2.ServerMessage
         ack_fields = tickcast_pb2.Ack.DESCRIPTOR.fields_by_name
         # `epoch` and `recovered` arrived with resume; a schema without them
