@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
 from types import TracebackType
@@ -45,6 +46,9 @@ DEFAULT_OPEN_TIMEOUT = 10.0
 #: then conflated, or closed, by the server rather than buffering without
 #: bound here).
 DEFAULT_MAX_QUEUE = 1024
+
+# asyncio.timeout() arrived in Python 3.11.
+_HAS_TIMEOUT = sys.version_info >= (3, 11)
 
 # websockets >= 15 detects proxies from the environment unless told not to;
 # older versions have no such parameter.
@@ -171,6 +175,9 @@ class Connection:
         try:
             if timeout is None:
                 data = await self._ws.recv()
+            elif _HAS_TIMEOUT:  # no task per call, unlike wait_for before 3.12
+                async with asyncio.timeout(timeout):  # type: ignore[attr-defined,unused-ignore]
+                    data = await self._ws.recv()
             else:
                 data = await asyncio.wait_for(self._ws.recv(), timeout)
         except WsConnectionClosed as e:

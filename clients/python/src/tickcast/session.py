@@ -124,6 +124,11 @@ class Session:
                     print(msg.sym, msg.px)
                 book = s.book("AAPL")
 
+    Iteration ends only after `close`. A handshake the server refuses
+    with a 4xx status (a bad token, say) raises `HandshakeError` from the
+    iteration, since retrying would not help; 5xx (503 when full) is
+    retried.
+
     Parameters: ``url`` (``ws://HOST:PORT``), ``symbols`` (``["*"]``: all;
     resume applies to named symbols only), ``depth`` (book levels per side,
     server default when ``None``), ``encoding``, ``token`` (JWT),
@@ -280,14 +285,15 @@ class Session:
                 continue
             try:
                 msg = await self._recv(self._conn)
-            except ConnectionClosed as e:
-                self._lost(f"connection lost: {e}")
-                continue
-            except _Silent:
-                self._lost(f"no frame for {self.heartbeat_timeout:g} s (heartbeat watchdog)")
-                continue
-            except DecodeError as e:
-                self._lost(f"undecodable frame: {e}")
+            except (ConnectionClosed, _Silent, DecodeError) as e:
+                if self._closed:  # close() ended the connection under us
+                    raise StopAsyncIteration from None
+                if isinstance(e, _Silent):
+                    self._lost(f"no frame for {self.heartbeat_timeout:g} s (heartbeat watchdog)")
+                elif isinstance(e, DecodeError):
+                    self._lost(f"undecodable frame: {e}")
+                else:
+                    self._lost(f"connection lost: {e}")
                 continue
             resubscribe = self._process(msg)
             if resubscribe:
@@ -394,7 +400,12 @@ class Session:
             try:
                 msg = await conn.recv(timeout=max(wait, 0.001))
             except asyncio.TimeoutError:
-                if self._ping is not None and self._ping.done():
+                ping = self._ping
+                if ping is not None and ping.done():
+                    # A pong (or a failed ping, whose closed connection the
+                    # next recv reports).
+                    if not ping.cancelled():
+                        ping.exception()  # retrieved, so asyncio does not log it
                     self._alive_at = time.monotonic()
                     self._ping = None
                 continue
