@@ -130,6 +130,13 @@ class TickcastServer:
             self.proc.kill()
             self.proc.wait(TIMEOUT)
 
+    def terminate(self) -> None:
+        """SIGTERM, and wait for the clean exit (a recorder flushes its tick
+        log first; SIGKILL may lose the last ticks still queued)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(TIMEOUT)
+
     def pause(self) -> None:
         """SIGSTOP: the process stays, silent (for the heartbeat watchdog)."""
         assert self.proc is not None

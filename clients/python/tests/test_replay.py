@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import tickcast
-from servers import BINANCE
+from servers import BINANCE, Feed, quote, trade
 
 CAPTURE = "ethusdt_20240808.gz"
 
@@ -146,3 +146,38 @@ def test_pause_resume_speed_and_seek(replay_server):
             assert rest[-1].events == len(updates)
 
     asyncio.run(run())
+
+
+def test_a_recorded_live_window_into_pandas(tickcast_server, tmp_path):
+    """Ticks fed to a recording server (--record) come back from its tick
+    log, replayed by a second server, as exactly those trades and quotes."""
+    pd = pytest.importorskip("pandas")
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    recorder = tickcast_server(feed="tcp", extra=["--record", str(recordings / "live")])
+    feed = Feed(recorder.feed_port)
+    base = 1_750_000_000_000_000_000
+    sent = []
+    for n in range(200):
+        if n % 2 == 0:
+            sent.append(("trade", base + n * 1_000_000, 50.0 + n / 64))
+            feed.send(trade("SOLUSDT", 50.0 + n / 64, 0.5 + n, "sell", ts_event=base + n * 1_000_000))
+        else:
+            feed.send(quote("SOLUSDT", 49.0 + n / 64, 1.0, 51.0 + n / 64, 2.0, ts_event=base + n * 1_000_000))
+    feed.close()
+    deadline = time.monotonic() + 20
+    while (recorder.metric("tickcast_updates_published_total") or 0) < 200:
+        assert time.monotonic() < deadline, "the recorder never sequenced 200 ticks"
+        time.sleep(0.05)
+    recorder.terminate()  # a clean stop: every tick is in the log
+
+    replayer = tickcast_server(feed="synthetic", extra=["--replay-dir", str(recordings)])
+    # A window: the 50th to the 149th tick, by event time.
+    frames = tickcast.fetch_replay(
+        replayer.url, "live", start=base + 50 * 1_000_000, end=base + 149 * 1_000_000, encoding="protobuf"
+    ).to_pandas()
+    expected = [(ts, px) for kind, ts, px in sent if base + 50 * 1_000_000 <= ts <= base + 149 * 1_000_000]
+    assert list(zip(frames.trades["ts_event_ns"].astype(int), frames.trades["px"])) == expected
+    assert len(frames.quotes) == 50
+    assert list(frames.trades["seq"]) == list(range(51, 151, 2)), "seqs are the live server's"
+    assert frames.trades["ts_event"].iloc[0] == pd.Timestamp(base + 50 * 1_000_000, unit="ns", tz="UTC")
