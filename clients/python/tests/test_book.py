@@ -42,3 +42,12 @@ def test_a_wrong_checksum_is_reported():
     book = OrderBook(10)
     book.load([(1.0, 1.0)], [(2.0, 1.0)])
     assert not book.apply(BookUpdate("X", 2, 0, 0, [(1.5, 1.0)], [], 12345))
+
+
+def test_a_copy_is_independent():
+    book = OrderBook(10)
+    book.load([(1.0, 1.0)], [(2.0, 1.0)])
+    snapshot = book.copy()
+    book.apply_levels([(1.5, 3.0)], [(2.0, 0.0)])
+    assert snapshot.bids() == [(1.0, 1.0)] and snapshot.asks() == [(2.0, 1.0)]
+    assert snapshot.checksum() != book.checksum()

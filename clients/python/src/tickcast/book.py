@@ -66,6 +66,13 @@ class OrderBook:
         book.load(snapshot.bids, snapshot.asks)
         return book
 
+    def copy(self) -> OrderBook:
+        """An independent copy of this book."""
+        other = OrderBook(self.depth)
+        other._bids, other._asks = dict(self._bids), dict(self._asks)
+        other._bid_px, other._ask_px = list(self._bid_px), list(self._ask_px)
+        return other
+
     def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Replaces the whole book (levels of size 0 are skipped)."""
         self._bids = {px: sz for px, sz in bids if sz != 0}

@@ -203,7 +203,8 @@ class Session:
 
     def book(self, sym: str) -> OrderBook | None:
         """``sym``'s book, verified up to the last message yielded (``None``
-        before its snapshot, or while it waits for one)."""
+        before its snapshot, or while it waits for one). It is the
+        session's own object, updated in place: ``copy()`` it to keep it."""
         st = self._states.get(sym)
         return st.book if st is not None else None
 

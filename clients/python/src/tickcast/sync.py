@@ -16,6 +16,7 @@ stops the thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
@@ -182,13 +183,26 @@ class BlockingStream(Iterator[SessionItem]):
         return self
 
     def book(self, sym: str) -> OrderBook | None:
-        """``sym``'s verified book (it may run ahead of the messages read, by
-        what the buffer holds)."""
-        return self._bridge.call(_value(lambda: self.session.book(sym)))
+        """A copy of ``sym``'s verified book, taken on the client's thread
+        (it may run ahead of the messages read, by what the buffer holds)."""
+
+        def copy() -> OrderBook | None:
+            book = self.session.book(sym)
+            return book.copy() if book is not None else None
+
+        return self._bridge.call(_value(copy))
 
     def state(self, sym: str) -> SymbolState | None:
-        """What the session holds of ``sym`` (see `Session.state`)."""
-        return self._bridge.call(_value(lambda: self.session.state(sym)))
+        """A copy of what the session holds of ``sym`` (see
+        `Session.state`)."""
+
+        def copy() -> SymbolState | None:
+            st = self.session.state(sym)
+            if st is None:
+                return None
+            return dataclasses.replace(st, book=st.book.copy() if st.book is not None else None)
+
+        return self._bridge.call(_value(copy))
 
     def subscribe(self, symbols: Iterable[str]) -> None:
         """Adds symbols to the session."""
