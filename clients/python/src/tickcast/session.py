@@ -330,11 +330,12 @@ class Session:
         self._had_data = False
         self._ping = None
         request, resumed = self._subscribe_request()
-        try:
-            await conn.send(request)
-        except (ConnectionClosed, OSError) as e:
-            self._lost(f"subscribe: {e}")
-            return
+        if self._symbols:  # a session may start empty and subscribe later
+            try:
+                await conn.send(request)
+            except (ConnectionClosed, OSError) as e:
+                self._lost(f"subscribe: {e}")
+                return
         self.stats.connects += 1
         self._pending.append(Connected(conn.url, self.stats.connects, resumed))
 
