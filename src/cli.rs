@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use tickcast::auth::Verifier;
 use tickcast::cluster::{NatsSettings, NatsUrl};
 use tickcast::config::{default_writers, Config, WRITE_BUDGET_PER_WRITER};
+use tickcast::engine::history::HistoryPolicy;
 use tickcast::engine::SlowConsumerPolicy;
 use tickcast::feed::tcp::{FeedAccess, FeedFormat, FeedToken, IpNet};
 use tickcast::feed::{FeedSpec, ReplayOptions, Speed, SyntheticSettings, TcpFeedSettings};
@@ -341,6 +342,22 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_BOOK_DEPTH", default_value = "10", value_parser = book_depth)]
     pub book_depth: usize,
 
+    /// How long each symbol's updates are kept, as the frames already sent,
+    /// for clients that reconnect with `from_seq`; also how long a (depth,
+    /// encoding) is still recorded after its last subscriber left. `0`
+    /// turns history off (every resume gets a snapshot).
+    #[arg(long, env = "TICKCAST_HISTORY", default_value = "5m", value_parser = duration)]
+    pub history: Duration,
+
+    /// Most history frames kept per symbol, depth and encoding.
+    #[arg(long, env = "TICKCAST_HISTORY_FRAMES", default_value_t = 100_000)]
+    pub history_frames: usize,
+
+    /// Most bytes all history together keeps: at the bound, the symbol
+    /// adding a frame lets go of its oldest.
+    #[arg(long, env = "TICKCAST_HISTORY_BYTES", default_value = "256MiB", value_parser = byte_size)]
+    pub history_bytes: usize,
+
     /// Most symbols the server will carry (bounds memory against a runaway feed).
     #[arg(long, env = "TICKCAST_MAX_SYMBOLS", default_value_t = 100_000)]
     pub max_symbols: usize,
@@ -520,6 +537,11 @@ impl ServeArgs {
                     slow_timeout: self.slow_timeout,
                 },
                 book_depth: self.book_depth,
+                history: HistoryPolicy {
+                    keep: self.history,
+                    max_frames: self.history_frames,
+                    max_bytes: self.history_bytes,
+                },
                 max_symbols: self.max_symbols,
                 universe,
                 max_connections: self.max_connections,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::auth::Verifier;
 use crate::cluster::NatsSettings;
+use crate::engine::history::HistoryPolicy;
 use crate::engine::SlowConsumerPolicy;
 use crate::feed::{FeedSpec, ReplayOptions, SyntheticSettings, TcpFeedSettings};
 use crate::record::RecordSettings;
@@ -58,6 +59,9 @@ pub struct Config {
     pub slow: SlowConsumerPolicy,
     /// Book levels per side in snapshots.
     pub book_depth: usize,
+    /// How much of each symbol's updates is kept for resume by seq
+    /// (`--history`, `--history-frames`, `--history-bytes`).
+    pub history: HistoryPolicy,
     /// Symbol table bound.
     pub max_symbols: usize,
     /// The declared universe (`--symbols-file`): names interned in this
@@ -137,6 +141,7 @@ impl Default for Config {
                 slow_timeout: Duration::from_secs(10),
             },
             book_depth: 10,
+            history: HistoryPolicy::default(),
             max_symbols: 100_000,
             universe: Vec::new(),
             max_connections: 50_000,

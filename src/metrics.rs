@@ -109,6 +109,15 @@ pub struct Metrics {
     /// Topics whose state an edge replaced with a sequencer's image, by
     /// [`Resync`](crate::model::Resync) cause.
     pub cluster_resyncs: [AtomicU64; 4],
+    /// Bytes all topics' history holds (`--history-bytes` bounds it).
+    pub history_bytes: AtomicU64,
+    /// Frames all topics' history holds.
+    pub history_frames: AtomicU64,
+    /// History frames let go by `--history`, `--history-frames` or
+    /// `--history-bytes`.
+    pub history_evicted: AtomicU64,
+    /// Symbols of `from_seq` subscribes: `[recovered, reset]`.
+    pub resumes: [AtomicU64; 2],
 }
 
 /// Why the tcp feed closed a connection itself (`--feed` doors), the label
@@ -409,6 +418,18 @@ const METRICS: &[Metric] = &[
             ],
         )
     }),
+    gauge("tickcast_history_bytes", "Bytes of encoded frames kept for resume (bounded by --history-bytes).", |s| {
+        one(&s.metrics.history_bytes)
+    }),
+    gauge("tickcast_history_frames", "Encoded frames kept for resume.", |s| one(&s.metrics.history_frames)),
+    counter(
+        "tickcast_history_evicted_total",
+        "History frames let go by --history, --history-frames or --history-bytes.",
+        |s| one(&s.metrics.history_evicted),
+    ),
+    counter("tickcast_resumes_total", "Symbols resumed with from_seq, by result.", |s| {
+        by("result", [("recovered", &s.metrics.resumes[0]), ("reset", &s.metrics.resumes[1])])
+    }),
     gauge("tickcast_replay_sessions", "Replay sessions (/replay) open now.", |s| one(&s.metrics.replay_sessions)),
     counter("tickcast_replay_rejected_total", "Replay sessions refused at --max-replay-sessions (HTTP 503).", |s| {
         one(&s.metrics.replay_rejected)
@@ -660,6 +681,11 @@ mod tests {
         for (i, v) in [439, 443, 449, 457].into_iter().enumerate() {
             m.cluster_resyncs[i].store(v, r);
         }
+        m.history_bytes.store(149, r);
+        m.history_frames.store(151, r);
+        m.history_evicted.store(157, r);
+        m.resumes[0].store(163, r);
+        m.resumes[1].store(167, r);
         m.replay_sessions.store(73, r);
         m.replay_rejected.store(79, r);
         for (i, c) in m.client_errors.iter().enumerate() {
@@ -821,6 +847,19 @@ tickcast_cluster_resyncs_total{cause="initial"} 439
 tickcast_cluster_resyncs_total{cause="gap"} 443
 tickcast_cluster_resyncs_total{cause="epoch"} 449
 tickcast_cluster_resyncs_total{cause="reconnect"} 457
+# HELP tickcast_history_bytes Bytes of encoded frames kept for resume (bounded by --history-bytes).
+# TYPE tickcast_history_bytes gauge
+tickcast_history_bytes 149
+# HELP tickcast_history_frames Encoded frames kept for resume.
+# TYPE tickcast_history_frames gauge
+tickcast_history_frames 151
+# HELP tickcast_history_evicted_total History frames let go by --history, --history-frames or --history-bytes.
+# TYPE tickcast_history_evicted_total counter
+tickcast_history_evicted_total 157
+# HELP tickcast_resumes_total Symbols resumed with from_seq, by result.
+# TYPE tickcast_resumes_total counter
+tickcast_resumes_total{result="recovered"} 163
+tickcast_resumes_total{result="reset"} 167
 # HELP tickcast_replay_sessions Replay sessions (/replay) open now.
 # TYPE tickcast_replay_sessions gauge
 tickcast_replay_sessions 73

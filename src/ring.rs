@@ -67,6 +67,9 @@ pub struct ImageInput {
     /// Why: the engine tells the topic's subscribers (a `reset` notice,
     /// then a fresh snapshot).
     pub cause: Resync,
+    /// The sequencer's epoch the image belongs to: the engine's from then
+    /// on, which clients resuming by seq name.
+    pub epoch: u64,
 }
 
 /// Default ring capacity in ticks.

@@ -85,7 +85,8 @@ async fn snapshot_then_gapless_updates_with_exact_values_in_every_encoding() {
         let mut c = Client::connect(running.addr, encoding).await.expect("connect");
         c.subscribe_depth(&["AAPL", "MSFT"], "full").await.unwrap();
         match next(&mut c).await {
-            ServerMessage::Ack { op, symbols } => {
+            ServerMessage::Ack { op, symbols, epoch, .. } => {
+                assert!(epoch.is_some_and(|e| e > 0), "a subscribe ack names the epoch");
                 assert_eq!(op, "subscribe");
                 assert_eq!(symbols, ["AAPL", "MSFT"]);
             }

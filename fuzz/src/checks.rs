@@ -24,7 +24,7 @@ use tickcast::recorded::ticklog::{recover_segment, TickLogReader, HEADER_LEN, MA
 use tickcast::recorded::{Source, SourceError};
 use tickcast::server::upgrade::{choose_encoding, choose_slow_mode};
 use tickcast::session::replay::{parse_control, ReplayControl, ReplayRequest};
-use tickcast::wire::request::{ClientRequest, MAX_SYMBOLS_PER_REQUEST};
+use tickcast::wire::request::{ClientRequest, Start, MAX_SYMBOLS_PER_REQUEST};
 use tickcast::wire::{decode, encode_payload, Encoding};
 
 /// Longest error text a check accepts for input-derived messages: input is
@@ -69,9 +69,9 @@ pub fn control(data: &[u8]) {
         }
         Ok(req) => {
             // A parsed request says the same thing once re-serialized.
-            let (op, symbols, depth) = match &req {
-                ClientRequest::Subscribe { symbols, depth } => ("subscribe", symbols, *depth),
-                ClientRequest::Unsubscribe(symbols) => ("unsubscribe", symbols, None),
+            let (op, symbols, depth, start) = match &req {
+                ClientRequest::Subscribe { symbols, depth, start } => ("subscribe", symbols, *depth, start.as_ref()),
+                ClientRequest::Unsubscribe(symbols) => ("unsubscribe", symbols, None, None),
                 ClientRequest::Refresh(_) => unreachable!("matched above"),
             };
             assert!((1..=MAX_SYMBOLS_PER_REQUEST).contains(&symbols.len()), "{} symbols", symbols.len());
@@ -79,6 +79,21 @@ pub fn control(data: &[u8]) {
             if let Some(d) = depth {
                 assert!(valid_depth(d), "depth {d}");
                 json["depth"] = if d == FULL_DEPTH { "full".into() } else { d.into() };
+            }
+            match start {
+                Some(Start::Seq { seqs, epoch }) => {
+                    for (sym, _) in seqs {
+                        assert!(symbols.contains(sym), "from_seq names {sym:?}, not in symbols");
+                    }
+                    let map: serde_json::Map<String, serde_json::Value> =
+                        seqs.iter().map(|(s, n)| (s.clone(), (*n).into())).collect();
+                    json["from_seq"] = map.into();
+                    if let Some(e) = epoch {
+                        json["epoch"] = (*e).into();
+                    }
+                }
+                Some(Start::Time(ts)) => json["from_ts"] = (*ts).into(),
+                None => {}
             }
             let again = ClientRequest::parse(json.to_string().as_bytes()).expect("a re-serialized request parses");
             assert_eq!(again, req, "round trip of {json}");

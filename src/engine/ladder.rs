@@ -243,6 +243,7 @@ mod tests {
             wildcard: None,
             pending: Default::default(),
             pending_depth: HashMap::new(),
+            joins: HashMap::new(),
             joining: false,
             staged: Vec::new(),
             staged_bytes: 0,

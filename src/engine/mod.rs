@@ -109,6 +109,7 @@
 //! [`crate::auth`] (a session's entitlements, checked at subscribe). The
 //! engine never sees a socket or a session, only outboxes.
 
+pub mod history;
 pub mod topic;
 
 mod ladder;
@@ -134,6 +135,7 @@ use crate::outbox::Outbox;
 use crate::record::RecordTap;
 use crate::ring::{Input, TickRing};
 use crate::wire::Encoding;
+use history::{HistoryPolicy, HistoryTotals};
 use ladder::STALL_SWEEP;
 use pacing::Pace;
 use slot::Slot;
@@ -170,6 +172,12 @@ pub enum Command {
         /// What the session's token entitles it to, checked here and kept
         /// for the symbols a `"*"` picks up later; `None`: an open server.
         entitlements: Option<Arc<Entitlements>>,
+        /// `from_seq`: per symbol, the last seq the client holds, and the
+        /// epoch they belong to (see "Resume" in `subscriptions.rs`).
+        /// Empty: every symbol joins with a snapshot.
+        resume: Vec<(String, u64)>,
+        /// The epoch the client's `from_seq` belongs to, if it said.
+        epoch: Option<u64>,
         /// Answered once the request is applied.
         done: oneshot::Sender<()>,
     },
@@ -266,6 +274,18 @@ pub struct Engine {
     active: usize,
     /// The clock at the start of this pass of the loop.
     now: Instant,
+    /// `now` as ns since `started`: the time history frames are kept at.
+    clock_ns: u64,
+    /// When the engine was made: the origin of `clock_ns`.
+    started: Instant,
+    /// How much history each topic keeps (`history.rs`).
+    history: HistoryPolicy,
+    /// What all topics' history holds now.
+    history_totals: HistoryTotals,
+    /// The epoch of the seqs this engine publishes: its own start (or the
+    /// tick log's, with `--record`), or on an edge its sequencer's, from
+    /// the last image installed. A resume names it.
+    epoch: u64,
     /// Ticks were staged since the last flush pass: look at the dirty
     /// sessions once the input is drained.
     look: bool,
@@ -312,6 +332,11 @@ impl Engine {
             cluster: None,
             active: 0,
             now: Instant::now(),
+            clock_ns: 0,
+            started: Instant::now(),
+            history: HistoryPolicy::OFF,
+            history_totals: HistoryTotals::default(),
+            epoch: 0,
             look: false,
             urgent: false,
             next_due: None,
@@ -334,6 +359,19 @@ impl Engine {
         self
     }
 
+    /// Keeps history per topic (`--history`), for resume by seq.
+    pub fn with_history(mut self, policy: HistoryPolicy) -> Engine {
+        self.history = if policy.enabled() { policy } else { HistoryPolicy::OFF };
+        self
+    }
+
+    /// The epoch of the seqs this engine assigns (a sequencer or a single
+    /// node); an edge learns its sequencer's from the images it installs.
+    pub fn with_epoch(mut self, epoch: u64) -> Engine {
+        self.epoch = epoch;
+        self
+    }
+
     /// Runs until the ring is closed and drained.
     pub fn run(mut self) {
         self.ring.register_consumer();
@@ -341,6 +379,7 @@ impl Engine {
         let mut last_sweep = Instant::now();
         loop {
             self.now = Instant::now();
+            self.clock_ns = self.now.duration_since(self.started).as_nanos() as u64;
             let mut worked = false;
             while let Ok(cmd) = self.commands.try_recv() {
                 self.handle(cmd);
@@ -378,6 +417,7 @@ impl Engine {
                         self.metrics.skipped_updates[i].fetch_add(n, Ordering::Relaxed);
                     }
                 }
+                self.publish_history_totals();
             }
             if !self.behind.is_empty() {
                 self.recover();
@@ -387,6 +427,7 @@ impl Engine {
             }
             if last_sweep.elapsed() >= STALL_SWEEP {
                 self.sweep_stalled();
+                self.sweep_history();
                 last_sweep = Instant::now();
             }
             let next_flush = self.maybe_flush();
@@ -400,13 +441,43 @@ impl Engine {
         }
     }
 
+    /// Lets go of history past `--history` in every topic, and of tracks
+    /// no one has subscribed to for that long.
+    fn sweep_history(&mut self) {
+        if !self.history.enabled() {
+            return;
+        }
+        let now = self.now.duration_since(self.started).as_nanos() as u64;
+        for topic in &mut self.topics {
+            if !topic.audiences.is_empty() {
+                topic.sweep_history(now, &self.history, &mut self.history_totals);
+            }
+        }
+        self.publish_history_totals();
+    }
+
+    /// Shows what history holds in `/metrics` (a few relaxed stores).
+    fn publish_history_totals(&mut self) {
+        if !self.history.enabled() {
+            return;
+        }
+        let m = &self.metrics;
+        m.history_bytes.store(self.history_totals.bytes as u64, Ordering::Relaxed);
+        m.history_frames.store(self.history_totals.frames as u64, Ordering::Relaxed);
+        let evicted = std::mem::take(&mut self.history_totals.evicted);
+        if evicted > 0 {
+            m.history_evicted.fetch_add(evicted, Ordering::Relaxed);
+        }
+    }
+
     /// Applies one command from a session.
     fn handle(&mut self, command: Command) {
         match command {
             Command::Register { outbox } => self.register(outbox),
-            Command::Subscribe { id, symbols, depth, entitlements, done } => {
+            Command::Subscribe { id, symbols, depth, entitlements, resume, epoch, done } => {
                 if let Some(&slot) = self.slot_of.get(&id) {
-                    self.subscribe(slot, &symbols, depth.unwrap_or(self.book_depth), entitlements);
+                    let depth = depth.unwrap_or(self.book_depth);
+                    self.subscribe(slot, &symbols, depth, entitlements, &resume, epoch);
                 }
                 let _ = done.send(());
             }

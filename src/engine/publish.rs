@@ -52,22 +52,29 @@ impl Engine {
             kind,
             now,
         };
+        // History: each frame is also kept in its audience's track, if
+        // one is kept (a reference count and a ring slot, no encoding).
+        let policy = &self.history;
+        let totals = &mut self.history_totals;
+        let at = self.clock_ns;
         match &tick.update {
             // Each depth sees its own delta: one frame per audience and
             // encoding in use.
             Update::Book(raw) => {
-                for audience in &topic.audiences {
+                for audience in &mut topic.audiences {
                     let view = self.diff.view(&topic.state.book, raw, audience.depth);
                     let checksum = topic.state.book.checksum(audience.depth);
                     for encoding in Encoding::ALL {
-                        let subscribers = &audience.subscribers[encoding.index()];
-                        if subscribers.is_empty() {
+                        if !audience.wants(encoding) {
                             continue;
                         }
                         let msg = ServerMessage::book(&*topic.sym, seq, tick.ts_event, tick.ts_ingest, view, checksum);
                         let frame = encode_frame(encoding, &msg, &mut self.scratch);
                         encoded[encoding.index()] += 1;
-                        fan.stage_all(subscribers, audience.depth, &frame);
+                        fan.stage_all(&audience.subscribers[encoding.index()], audience.depth, &frame);
+                        if let Some(track) = audience.tracks[encoding.index()].as_mut() {
+                            track.push(seq, at, &frame, policy, totals);
+                        }
                     }
                 }
             }
@@ -75,14 +82,17 @@ impl Engine {
             // encoding in use, shared by every audience.
             update => {
                 for encoding in Encoding::ALL {
-                    if !topic.has_subscribers(encoding) {
+                    if !topic.encodes(encoding) {
                         continue;
                     }
                     let msg = ServerMessage::update(&topic.sym, seq, tick.ts_event, tick.ts_ingest, update, 0);
                     let frame = encode_frame(encoding, &msg, &mut self.scratch);
                     encoded[encoding.index()] += 1;
-                    for audience in &topic.audiences {
+                    for audience in &mut topic.audiences {
                         fan.stage_all(&audience.subscribers[encoding.index()], audience.depth, &frame);
+                        if let Some(track) = audience.tracks[encoding.index()].as_mut() {
+                            track.push(seq, at, &frame, policy, totals);
+                        }
                     }
                 }
             }

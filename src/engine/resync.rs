@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 use super::publish::stage;
+use super::slot::Join;
 use super::Engine;
 use crate::model::{Image, Resync};
 use crate::ring::ImageInput;
@@ -38,8 +39,21 @@ impl Engine {
             Resync::Reconnect => (3, ResetReason::Reconnect),
         };
         self.metrics.cluster_resyncs[cause].fetch_add(1, Ordering::Relaxed);
+        self.epoch = input.epoch;
         let topic = &mut self.topics[index];
         topic.state.install(input.image);
+        // The seqs before the image are not this topic's history any more:
+        // a client resuming from one gets a reset and a snapshot.
+        topic.clear_history(&mut self.history_totals);
+        // Resumes still queued for it were asked in the old seqs: they get
+        // the reset too, and the snapshot.
+        for &slot in &self.joining {
+            if let Some(s) = self.slots[slot as usize].as_mut() {
+                if let Some(join @ Join::From { .. }) = s.joins.get_mut(&(index as u32)) {
+                    *join = Join::Reset(reason);
+                }
+            }
+        }
         let mut snapshots = 0;
         for audience in &topic.audiences {
             for encoding in Encoding::ALL {

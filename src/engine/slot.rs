@@ -17,7 +17,25 @@ use bytes::Bytes;
 use super::ladder::Missed;
 use crate::auth::Entitlements;
 use crate::outbox::{Outbox, SlowMode};
-use crate::wire::Encoding;
+use crate::wire::{Encoding, ResetReason};
+
+/// How a pending topic joins, other than with a plain snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Join {
+    /// Resume: the updates after `after` from the topic's history, then
+    /// live. `since`: when the request came, to bound the wait for a topic
+    /// that has not reached `after` yet (an edge behind the one the client
+    /// left).
+    From {
+        /// The last seq the client holds (or was sent, mid-way).
+        after: u64,
+        /// When the resume was asked for.
+        since: Instant,
+    },
+    /// A `reset` with this reason, then the snapshot: the client's seq
+    /// cannot be resumed from.
+    Reset(ResetReason),
+}
 
 /// A session as the engine sees it.
 pub(super) struct Slot {
@@ -36,6 +54,10 @@ pub(super) struct Slot {
     pub(super) pending: VecDeque<u32>,
     /// The depth each pending topic joins at.
     pub(super) pending_depth: HashMap<u32, usize>,
+    /// How a pending topic joins when not with a plain snapshot: a resume
+    /// (`from_seq`) or a `reset` first (see "Resume" in
+    /// `subscriptions.rs`).
+    pub(super) joins: HashMap<u32, Join>,
     /// In the engine's `joining` list.
     pub(super) joining: bool,
     /// Frames produced this batch, moved to the outbox at flush.

@@ -27,19 +27,53 @@
 //! fits in the first chunk and is joined at once. A client that stops
 //! reading stops the cursor and meets the ladder's stall timeout as usual.
 
-use std::collections::{HashMap, HashSet};
+//!
+//! # Resume
+//! A subscribe may name, per symbol, the last seq the client holds
+//! (`from_seq`) and the epoch it belongs to. Such a symbol joins through
+//! the same cursor, without a snapshot: the frames after that seq from the
+//! topic's history ([`super::history`]) are staged, as many per pass as
+//! the snapshot budget above allows, and once the last one is staged the
+//! session enters the topic's audience in the same step, so the next
+//! update is the next seq: no gap, no duplicate. The ack says per symbol
+//! whether it is recovered. It is not when the epoch differs, or the
+//! history does not reach back (or was never kept for that depth and
+//! encoding): the symbol then gets a `reset` (reason `epoch` or
+//! `history`) and a snapshot. A client whose seq is ahead of this node
+//! (it left an edge that was further along) waits for the topic to get
+//! there, for at most [`RESUME_WAIT`]. If the client reads so slowly that
+//! the history moves past its cursor mid-way, the rest is a `reset` and a
+//! snapshot too: never a silent gap.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::pacing::Pace;
 use super::publish::stage;
-use super::slot::Slot;
+use super::slot::{Join, Slot};
 use super::topic::{SlotId, Topic};
 use super::Engine;
 use crate::auth::Entitlements;
 use crate::outbox::Outbox;
-use crate::wire::{encode_frame, ErrorCode, ServerMessage};
+use crate::wire::{encode_frame, ErrorCode, ResetReason, ServerMessage};
+
+/// Longest a resume waits for a topic to reach the client's seq (on an
+/// edge behind the one the client left) before it gets a `reset` and a
+/// snapshot instead.
+pub const RESUME_WAIT: Duration = Duration::from_secs(2);
+
+/// What one pass of a resume did.
+enum Step {
+    /// Joined: live updates follow.
+    Done,
+    /// Staged up to this seq; the budget is spent for now.
+    Partial(u64),
+    /// The topic has not reached the client's seq yet.
+    Wait,
+}
 
 impl Engine {
     /// A new session: gives it a slot (a freed one if any) and its write
@@ -53,6 +87,7 @@ impl Engine {
             wildcard: None,
             pending: Default::default(),
             pending_depth: HashMap::new(),
+            joins: HashMap::new(),
             joining: false,
             staged: Vec::new(),
             staged_bytes: 0,
@@ -168,25 +203,163 @@ impl Engine {
     fn release_joins_of(&mut self, slot: SlotId) -> bool {
         let low_water = self.slow.conflate_above / 2;
         let mut queued = None;
+        // Resumes waiting for their topic, met in a row: once all that is
+        // left waits, this pass is over.
+        let mut waiting = 0;
         loop {
             let Some(s) = self.slots[slot as usize].as_mut() else { return true };
             if s.pending.is_empty() {
                 s.joining = false;
                 s.pending_depth.clear();
+                s.joins.clear();
                 return true;
             }
             // One atomic load per pass; the staged bytes grow as we join.
             let queued = *queued.get_or_insert_with(|| s.outbox.queued_bytes());
-            if s.behind || queued + s.staged_bytes >= low_water {
+            if s.behind || queued + s.staged_bytes >= low_water || waiting >= s.pending.len() {
                 return false;
             }
             let topic = s.pending.pop_front().expect("not empty");
             // No depth: unsubscribed while pending.
-            if let Some(depth) = s.pending_depth.remove(&topic) {
-                self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
-                self.join(slot, topic, depth);
+            let Some(depth) = s.pending_depth.remove(&topic) else {
+                s.joins.remove(&topic);
+                continue;
+            };
+            let join = s.joins.remove(&topic);
+            let mut join_of_wait = join;
+            let step = match join {
+                None => {
+                    self.join(slot, topic, depth);
+                    Step::Done
+                }
+                Some(Join::Reset(reason)) => {
+                    self.reset_join(slot, topic, depth, reason);
+                    Step::Done
+                }
+                Some(Join::From { after, since }) => self.resume_step(slot, topic, depth, after, since, queued),
+            };
+            let Some(s) = self.slots[slot as usize].as_mut() else { return true };
+            match step {
+                Step::Done => {
+                    waiting = 0;
+                    self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
+                }
+                Step::Partial(after) => {
+                    // First in line again: its budget is spent.
+                    let since = self.now;
+                    s.pending_depth.insert(topic, depth);
+                    s.joins.insert(topic, Join::From { after, since });
+                    s.pending.push_front(topic);
+                    return false;
+                }
+                Step::Wait => {
+                    waiting += 1;
+                    s.pending_depth.insert(topic, depth);
+                    s.joins.insert(topic, join_of_wait.take().expect("a waiting resume"));
+                    s.pending.push_back(topic);
+                }
             }
         }
+    }
+
+    /// Decides how a `from_seq` symbol joins (see "Resume" above): whether
+    /// it is recovered, and the [`Join`] to queue (`None`: already live at
+    /// that depth, nothing to do).
+    fn plan_resume(&self, s: &Slot, topic: u32, depth: usize, after: u64, epoch: Option<u64>) -> (bool, Option<Join>) {
+        let t = &self.topics[topic as usize];
+        if s.topics.get(&topic) == Some(&depth) {
+            return (true, None);
+        }
+        if epoch.is_some_and(|e| e != self.epoch) {
+            return (false, Some(Join::Reset(ResetReason::Epoch)));
+        }
+        let resume = Join::From { after, since: self.now };
+        if after > t.state.seq {
+            // Of this epoch (the client said so): this node is behind the
+            // one it left and will get there. Without an epoch, a seq this
+            // node never reached means it restarted.
+            return match epoch {
+                Some(_) => (true, Some(resume)),
+                None => (false, Some(Join::Reset(ResetReason::Epoch))),
+            };
+        }
+        if after == t.state.seq || t.track(depth, s.encoding).is_some_and(|tr| tr.since(after).is_some()) {
+            (true, Some(resume))
+        } else {
+            (false, Some(Join::Reset(ResetReason::History)))
+        }
+    }
+
+    /// One pass of a resume: stages the frames after `after` from history
+    /// while the budget lasts (`queued`: the session's queued bytes at the
+    /// start of this pass), and joins the audience once the last is staged.
+    fn resume_step(
+        &mut self,
+        slot: SlotId,
+        topic: u32,
+        depth: usize,
+        after: u64,
+        since: Instant,
+        queued: usize,
+    ) -> Step {
+        match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
+            Some(&d) if d == depth => return Step::Done,
+            Some(_) => self.leave(slot, topic),
+            None => {}
+        }
+        let seq = self.topics[topic as usize].state.seq;
+        if after > seq {
+            if self.now.duration_since(since) < RESUME_WAIT {
+                return Step::Wait;
+            }
+            self.reset_join(slot, topic, depth, ResetReason::Epoch);
+            return Step::Done;
+        }
+        let low_water = self.slow.conflate_above / 2;
+        let Some(s) = self.slots[slot as usize].as_mut() else { return Step::Done };
+        let t = &mut self.topics[topic as usize];
+        let mut last = after;
+        if after < seq {
+            let Some(frames) = t.track(depth, s.encoding).and_then(|tr| tr.since(after)) else {
+                // The history moved on (or was never kept for this depth
+                // and encoding).
+                self.reset_join(slot, topic, depth, ResetReason::History);
+                return Step::Done;
+            };
+            let pace = &mut self.paces[slot as usize];
+            for (seq, frame) in frames {
+                stage(s, &mut self.dirty, pace, slot, frame.clone(), self.now);
+                last = seq;
+                if queued + s.staged_bytes >= low_water {
+                    break;
+                }
+            }
+            pace.urgent = true;
+            self.urgent = true;
+            if last < seq {
+                return Step::Partial(last);
+            }
+        }
+        t.add(slot, s.encoding, depth, self.history.enabled());
+        s.topics.insert(topic, depth);
+        self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.metrics.resumes[0].fetch_add(1, Ordering::Relaxed);
+        Step::Done
+    }
+
+    /// Joins with a `reset` naming `reason` ahead of the snapshot: the
+    /// client must drop what it holds of the symbol.
+    fn reset_join(&mut self, slot: SlotId, topic: u32, depth: usize, reason: ResetReason) {
+        let Some(s) = self.slots[slot as usize].as_mut() else { return };
+        if s.topics.get(&topic) == Some(&depth) {
+            return; // Live already: no reset, no snapshot.
+        }
+        let t = &self.topics[topic as usize];
+        let notice = ServerMessage::Reset { sym: Cow::Borrowed(&t.sym), seq: t.state.seq, reason };
+        let frame = encode_frame(s.encoding, &notice, &mut self.scratch);
+        stage(s, &mut self.dirty, &mut self.paces[slot as usize], slot, frame, self.now);
+        self.metrics.resumes[1].fetch_add(1, Ordering::Relaxed);
+        self.join(slot, topic, depth);
     }
 
     /// Adds `slot` to topic `topic` at `depth` and stages its snapshot
@@ -204,7 +377,7 @@ impl Engine {
         stage(s, &mut self.dirty, pace, slot, frame, self.now);
         pace.urgent = true;
         self.urgent = true;
-        t.add(slot, s.encoding, depth);
+        t.add(slot, s.encoding, depth, self.history.enabled());
         s.topics.insert(topic, depth);
         self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -215,9 +388,10 @@ impl Engine {
         if s.pending_depth.remove(&topic).is_some() {
             self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
         }
+        s.joins.remove(&topic);
         let Some(depth) = s.topics.remove(&topic) else { return };
         s.forget(topic);
-        self.topics[topic as usize].remove(slot, s.encoding, depth);
+        self.topics[topic as usize].remove(slot, s.encoding, depth, self.clock_ns, &self.history);
         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -230,6 +404,8 @@ impl Engine {
         symbols: &[String],
         depth: usize,
         entitlements: Option<Arc<Entitlements>>,
+        resume: &[(String, u64)],
+        epoch: Option<u64>,
     ) {
         self.sync_topics();
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
@@ -282,13 +458,39 @@ impl Engine {
                 }
             }
         }
+        // Resumes: decided now, so the ack can say which are recovered.
+        let mut recovered = BTreeMap::new();
+        let mut joins = HashMap::new();
+        if let Some(s) = self.slots[slot as usize].as_ref() {
+            for (name, after) in resume {
+                let Some(topic) = self.symbols.lookup(name).filter(|t| targets.contains(t)) else { continue };
+                let (ok, join) = self.plan_resume(s, topic, depth, *after, epoch);
+                recovered.insert(Cow::Owned(name.clone()), ok);
+                if let Some(join) = join {
+                    joins.insert(topic, join);
+                }
+            }
+        }
         if !applied.is_empty() {
-            let ack =
-                ServerMessage::Ack { op: "subscribe".into(), symbols: applied.iter().map(|&s| s.into()).collect() };
+            let ack = ServerMessage::Ack {
+                op: "subscribe".into(),
+                symbols: applied.iter().map(|&s| s.into()).collect(),
+                epoch: Some(self.epoch),
+                recovered,
+            };
             self.stage_message(slot, &ack);
         }
         for topic in targets {
             self.want(slot, topic, depth);
+            if let Some(s) = self.slots[slot as usize].as_mut() {
+                if !s.pending_depth.contains_key(&topic) {
+                    continue; // Live at this depth already.
+                }
+                match joins.remove(&topic) {
+                    Some(join) => s.joins.insert(topic, join),
+                    None => s.joins.remove(&topic),
+                };
+            }
         }
         if self.release_joins_of(slot) {
             self.joining.retain(|&j| j != slot);
@@ -330,8 +532,7 @@ impl Engine {
             }
         }
         if !applied.is_empty() {
-            let ack =
-                ServerMessage::Ack { op: "unsubscribe".into(), symbols: applied.iter().map(|&s| s.into()).collect() };
+            let ack = ServerMessage::ack("unsubscribe", applied.iter().map(|&s| s.into()).collect());
             self.stage_message(slot, &ack);
         }
         if !unknown.is_empty() {
@@ -346,6 +547,7 @@ impl Engine {
                     self.wildcard.retain(|&x| x != slot);
                 }
                 s.pending.clear();
+                s.joins.clear();
                 let cancelled = std::mem::take(&mut s.pending_depth).len() as i64;
                 self.metrics.snapshots_pending.fetch_sub(cancelled, Ordering::Relaxed);
                 s.topics.keys().copied().collect()

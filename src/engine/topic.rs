@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::history::{HistoryPolicy, HistoryTotals, Track};
 use crate::model::{TopicState, Update, FULL_DEPTH};
 use crate::wire::{BookLevels, Encoding, ServerMessage};
 
@@ -30,12 +31,23 @@ pub struct Audience {
     pub depth: usize,
     /// Subscribers per encoding, indexed by [`Encoding::index`].
     pub subscribers: [Vec<SlotId>; 3],
+    /// The history of what each encoding's subscribers received (see
+    /// [`super::history`]); kept a while after the last one left, and
+    /// encoded for meanwhile, so that it can resume.
+    pub tracks: [Option<Track>; 3],
 }
 
 impl Audience {
     /// Whether no session is left in it.
     pub fn is_empty(&self) -> bool {
         self.subscribers.iter().all(Vec::is_empty)
+    }
+
+    /// Whether frames of `encoding` are produced for it: for subscribers,
+    /// or for history.
+    #[inline]
+    pub fn wants(&self, encoding: Encoding) -> bool {
+        !self.subscribers[encoding.index()].is_empty() || self.tracks[encoding.index()].is_some()
     }
 }
 
@@ -94,34 +106,90 @@ impl Topic {
         }
     }
 
-    /// Adds `slot` (of `encoding`) to the audience at `depth`, creating it.
-    pub fn add(&mut self, slot: SlotId, encoding: Encoding, depth: usize) {
-        let i = match self.audiences.iter().position(|a| a.depth == depth) {
-            Some(i) => i,
-            None => {
-                self.audiences.push(Audience { depth, subscribers: Default::default() });
-                self.audiences.len() - 1
-            }
-        };
-        self.audiences[i].subscribers[encoding.index()].push(slot);
+    /// Adds `slot` (of `encoding`) to the audience at `depth`, creating it,
+    /// and starts (or keeps) that audience's history track if `history`.
+    pub fn add(&mut self, slot: SlotId, encoding: Encoding, depth: usize, history: bool) {
+        let i = self.audience_at(depth);
+        let audience = &mut self.audiences[i];
+        audience.subscribers[encoding.index()].push(slot);
+        if history {
+            audience.tracks[encoding.index()].get_or_insert_with(|| Track::new(self.state.seq)).busy();
+        }
     }
 
-    /// Removes `slot` (of `encoding`) from the audience at `depth`, and the
-    /// audience once empty, so that no depth is computed for no one.
-    pub fn remove(&mut self, slot: SlotId, encoding: Encoding, depth: usize) {
+    /// The index of the audience at `depth`, created if need be.
+    fn audience_at(&mut self, depth: usize) -> usize {
+        match self.audiences.iter().position(|a| a.depth == depth) {
+            Some(i) => i,
+            None => {
+                self.audiences.push(Audience { depth, subscribers: Default::default(), tracks: Default::default() });
+                self.audiences.len() - 1
+            }
+        }
+    }
+
+    /// Removes `slot` (of `encoding`) from the audience at `depth`. A
+    /// history track left without subscribers is kept for `policy.keep`
+    /// from `now` (engine clock, ns); an audience with neither subscribers
+    /// nor tracks goes, so that no depth is computed for no one.
+    pub fn remove(&mut self, slot: SlotId, encoding: Encoding, depth: usize, now: u64, policy: &HistoryPolicy) {
         let Some(i) = self.audiences.iter().position(|a| a.depth == depth) else { return };
-        let subs = &mut self.audiences[i].subscribers[encoding.index()];
+        let audience = &mut self.audiences[i];
+        let subs = &mut audience.subscribers[encoding.index()];
         if let Some(j) = subs.iter().position(|&x| x == slot) {
             subs.swap_remove(j);
         }
-        if self.audiences[i].is_empty() {
+        if subs.is_empty() {
+            if let Some(track) = audience.tracks[encoding.index()].as_mut() {
+                track.idle(now, policy.keep);
+            }
+        }
+        if audience.is_empty() && audience.tracks.iter().all(Option::is_none) {
             self.audiences.swap_remove(i);
         }
     }
 
-    /// Whether any session of `encoding` subscribes, at any depth.
-    pub fn has_subscribers(&self, encoding: Encoding) -> bool {
-        self.audiences.iter().any(|a| !a.subscribers[encoding.index()].is_empty())
+    /// The history track of (`depth`, `encoding`), if one is kept.
+    pub fn track(&self, depth: usize, encoding: Encoding) -> Option<&Track> {
+        self.audiences.iter().find(|a| a.depth == depth)?.tracks[encoding.index()].as_ref()
+    }
+
+    /// Lets go of history older than `policy.keep` before `now`, and of
+    /// tracks idle for that long (with their audience, if nobody is left
+    /// in it). Called from the engine's periodic sweep, so that a symbol
+    /// that stopped ticking gives its history back too.
+    pub fn sweep_history(&mut self, now: u64, policy: &HistoryPolicy, totals: &mut HistoryTotals) {
+        let before = now.saturating_sub(policy.keep.as_nanos() as u64);
+        for audience in &mut self.audiences {
+            for slot in &mut audience.tracks {
+                if slot.as_ref().is_some_and(|t| t.expired(now)) {
+                    if let Some(track) = slot.take() {
+                        track.release(totals);
+                    }
+                } else if let Some(track) = slot.as_mut() {
+                    track.expire(before, totals);
+                }
+            }
+        }
+        self.audiences.retain(|a| !a.is_empty() || a.tracks.iter().any(Option::is_some));
+    }
+
+    /// Empties every track: the topic's state was replaced (an edge's
+    /// re-sync), and its history goes on from the new seq.
+    pub fn clear_history(&mut self, totals: &mut HistoryTotals) {
+        let seq = self.state.seq;
+        for audience in &mut self.audiences {
+            for track in audience.tracks.iter_mut().flatten() {
+                track.clear(seq, totals);
+            }
+        }
+    }
+
+    /// Whether frames of `encoding` are produced, for a subscriber or for
+    /// history, at any depth.
+    #[inline]
+    pub fn encodes(&self, encoding: Encoding) -> bool {
+        self.audiences.iter().any(|a| a.wants(encoding))
     }
 
     /// Total subscribers over all depths and encodings.

@@ -432,7 +432,12 @@ impl Edge {
         let cause = *cause;
         let buffer = std::mem::take(buffer);
         let mut last = image.seq;
-        let _ = self.publisher.forward_in_burst(Input::Image(Box::new(ImageInput { symbol, image, cause })));
+        let _ = self.publisher.forward_in_burst(Input::Image(Box::new(ImageInput {
+            symbol,
+            image,
+            cause,
+            epoch: self.epoch.unwrap_or(0),
+        })));
         for (tick, seq) in buffer {
             last = seq;
             let _ = self.publisher.forward_in_burst(Input::Sequenced(tick, seq));

@@ -59,7 +59,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::engine::{Coalescing, Engine};
-use crate::feed::{self, FeedContext};
+use crate::feed::{self, FeedContext, FeedSpec};
 use crate::metrics::{LiveGauges, Metrics};
 use crate::model::{SymbolError, SymbolTable};
 use crate::record::RecordError;
@@ -268,6 +268,10 @@ impl Server {
         let (mut engine, engine_handle) =
             Engine::new(ring.clone(), symbols.clone(), metrics.clone(), config.book_depth, coalescing, config.slow);
         engine.restore(restored);
+        // An edge's seqs are its sequencer's: it learns the epoch from the
+        // first image it installs (0 until then).
+        let own_epoch = if matches!(config.feed, FeedSpec::Nats(_)) { 0 } else { epoch };
+        let mut engine = engine.with_history(config.history).with_epoch(own_epoch);
         let stop_feed = Arc::new(AtomicBool::new(false));
         let feed_ctx = FeedContext {
             ring: ring.clone(),

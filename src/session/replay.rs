@@ -352,7 +352,7 @@ impl ReplayDriver {
     /// Handles one control message; returns the reply frame.
     pub fn control(&mut self, payload: &[u8]) -> Bytes {
         match self.apply(payload) {
-            Ok(op) => self.reply(&ServerMessage::Ack { op: op.into(), symbols: Vec::new() }),
+            Ok(op) => self.reply(&ServerMessage::ack(op, Vec::new())),
             Err((kind, message)) => {
                 self.metrics.client_error(kind);
                 self.reply(&ServerMessage::error(kind.code(), message))

@@ -14,7 +14,8 @@ use super::{frame_for, SessionCtx};
 use crate::auth::Entitlements;
 use crate::engine::Command;
 use crate::outbox::Outbox;
-use crate::wire::request::ClientRequest;
+use crate::wire::request::{ClientRequest, Start};
+use crate::wire::ErrorCode;
 use crate::wire::ServerMessage;
 
 /// Longest wait for the engine to apply a request. The engine always
@@ -44,8 +45,19 @@ pub async fn handle(
     let (done, applied) = oneshot::channel();
     let id = outbox.id;
     ctx.engine.send(match request {
-        ClientRequest::Subscribe { symbols, depth } => {
-            Command::Subscribe { id, symbols, depth, entitlements: entitlements.cloned(), done }
+        ClientRequest::Subscribe { symbols, depth, start } => {
+            let (resume, epoch) = match start {
+                None => (Vec::new(), None),
+                Some(Start::Seq { seqs, epoch }) => (seqs, epoch),
+                Some(Start::Time(_)) => {
+                    let e = ErrorCode::BadRequest;
+                    ctx.metrics.client_error(e);
+                    let message = "from_ts needs a server run with --record".to_owned();
+                    outbox.push_control(frame_for(outbox, &ServerMessage::error(e.code(), message)));
+                    return None;
+                }
+            };
+            Command::Subscribe { id, symbols, depth, entitlements: entitlements.cloned(), resume, epoch, done }
         }
         ClientRequest::Unsubscribe(symbols) => Command::Unsubscribe { id, symbols, done },
         ClientRequest::Refresh(token) => return Some(token),

@@ -292,7 +292,7 @@ impl Session {
             Ok(grant) => {
                 self.expiry = Expiry::of(Some(&grant), self.ctx.settings.auth_expiry_warning);
                 self.grant = Some(grant);
-                self.reply(&ServerMessage::Ack { op: "refresh".into(), symbols: Vec::new() });
+                self.reply(&ServerMessage::ack("refresh", Vec::new()));
                 return;
             }
             Err(e) => format!("refresh refused: {e}"),

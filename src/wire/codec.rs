@@ -110,7 +110,7 @@ mod tests {
                 checksum: 0xDEAD_BEEF,
             },
         });
-        out.push(ServerMessage::Ack { op: "subscribe".into(), symbols: vec!["AAPL".into(), "MSFT".into()] });
+        out.push(ServerMessage::ack("subscribe", vec!["AAPL".into(), "MSFT".into()]));
         out.push(ServerMessage::Error {
             code: "unknown_symbol".into(),
             message: "unknown symbol: NOPE".into(),

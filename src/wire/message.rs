@@ -5,6 +5,7 @@
 //! copies nothing; owned (`'static`) when a client decodes one.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +167,16 @@ pub enum ServerMessage<'a> {
         op: Cow<'a, str>,
         /// The symbols it applied to.
         symbols: Vec<Cow<'a, str>>,
+        /// On a subscribe: the server's epoch (its sequencer's, on a
+        /// cluster edge; 0 before an edge has synced), for the client to
+        /// send back with `from_seq` when it resumes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+        /// On a subscribe with `from_seq`: per symbol named there, whether
+        /// its missed updates follow (`true`) or a `reset` and a snapshot
+        /// do (`false`).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        recovered: BTreeMap<Cow<'a, str>, bool>,
     },
     /// A request could not be honoured; the connection stays open.
     Error {
@@ -216,6 +227,12 @@ pub enum ServerMessage<'a> {
 }
 
 impl<'a> ServerMessage<'a> {
+    /// A plain `ack` of `op` for `symbols`: no epoch, nothing recovered
+    /// (unsubscribe, refresh, replay controls).
+    pub fn ack(op: impl Into<Cow<'a, str>>, symbols: Vec<Cow<'a, str>>) -> Self {
+        ServerMessage::Ack { op: op.into(), symbols, epoch: None, recovered: BTreeMap::new() }
+    }
+
     /// The market message for one sequenced update of `sym`. A book
     /// update carries `checksum`, the subscriber's book checksum after it
     /// (the other kinds ignore it).
@@ -312,9 +329,12 @@ impl<'a> ServerMessage<'a> {
                     },
                 }
             }
-            ServerMessage::Ack { op, symbols } => {
-                ServerMessage::Ack { op: own(op), symbols: symbols.into_iter().map(own).collect() }
-            }
+            ServerMessage::Ack { op, symbols, epoch, recovered } => ServerMessage::Ack {
+                op: own(op),
+                symbols: symbols.into_iter().map(own).collect(),
+                epoch,
+                recovered: recovered.into_iter().map(|(k, v)| (own(k), v)).collect(),
+            },
             ServerMessage::Error { code, message, symbols } => ServerMessage::Error {
                 code: own(code),
                 message: own(message),

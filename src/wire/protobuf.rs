@@ -108,10 +108,12 @@ pub fn to_protobuf(msg: &ServerMessage<'_>) -> pb::ServerMessage {
                 depth: *depth,
             }),
         ),
-        ServerMessage::Ack { op, symbols } => {
+        ServerMessage::Ack { op, symbols, epoch, recovered } => {
             out.body = Some(Body::Ack(pb::Ack {
                 op: op.to_string(),
                 symbols: symbols.iter().map(|s| s.to_string()).collect(),
+                epoch: epoch.unwrap_or(0),
+                recovered: recovered.iter().map(|(k, &v)| (k.to_string(), v)).collect(),
             }));
             return out;
         }
@@ -214,7 +216,13 @@ pub fn from_protobuf(msg: pb::ServerMessage) -> Result<ServerMessage<'static>, D
             }
         }
         ("ack", Some(Body::Ack(a))) => {
-            ServerMessage::Ack { op: Cow::Owned(a.op), symbols: a.symbols.into_iter().map(Cow::Owned).collect() }
+            // Epoch 0 is "none": a plain ack, or an edge not synced yet.
+            ServerMessage::Ack {
+                op: Cow::Owned(a.op),
+                symbols: a.symbols.into_iter().map(Cow::Owned).collect(),
+                epoch: (a.epoch != 0).then_some(a.epoch),
+                recovered: a.recovered.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect(),
+            }
         }
         ("error", Some(Body::Error(e))) => ServerMessage::Error {
             code: Cow::Owned(e.code),

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::codes::ErrorCode;
-use crate::model::{valid_depth, DEPTHS, FULL_DEPTH};
+use crate::model::{parse_event_time, valid_depth, DEPTHS, FULL_DEPTH};
 
 /// A parsed control message from a client.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,11 +20,30 @@ pub enum ClientRequest {
         /// [`DEPTHS`](crate::model::DEPTHS), or `"full"` =
         /// [`FULL_DEPTH`]); `None`: the server's `--book-depth`.
         depth: Option<usize>,
+        /// Where the named symbols start: `None`, at a snapshot of now.
+        start: Option<Start>,
     },
     /// Stop receiving these symbols (`"*"` = all).
     Unsubscribe(Vec<String>),
     /// Replace the session's token (`"token"`), before it expires.
     Refresh(String),
+}
+
+/// Where a subscribe starts, other than a snapshot of now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Resume (`from_seq`): per symbol, the last seq the client holds; it
+    /// gets the updates after it from history, or a `reset` and a
+    /// snapshot. `epoch` is the one the client's earlier ack named.
+    Seq {
+        /// (symbol, last seq held), each symbol also in `symbols`.
+        seqs: Vec<(String, u64)>,
+        /// The epoch the seqs belong to, if the client said.
+        epoch: Option<u64>,
+    },
+    /// Live with rewind (`from_ts`): the state as of this event time (ns)
+    /// from the tick log, every update after it, then live.
+    Time(u64),
 }
 
 /// Parses a book depth as clients write it: a number from
@@ -133,7 +152,56 @@ impl ClientRequest {
                 Some(depth.ok_or_else(|| err(ErrorCode::BadRequest, depth_error(&shown)))?)
             }
         };
-        Ok(ClientRequest::Subscribe { symbols: names, depth })
+        let start = parse_start(&obj, &names)?;
+        Ok(ClientRequest::Subscribe { symbols: names, depth, start })
+    }
+}
+
+/// Most symbols one `from_seq` may name: as many as a request may.
+const MAX_FROM_SEQ: usize = MAX_SYMBOLS_PER_REQUEST;
+
+/// A subscribe's `from_seq` and `epoch`, or its `from_ts`.
+fn parse_start(obj: &serde_json::Map<String, Value>, symbols: &[String]) -> Result<Option<Start>, RequestError> {
+    let err = |message: String| RequestError { kind: ErrorCode::BadRequest, message };
+    let from_seq = obj.get("from_seq").filter(|v| !v.is_null());
+    let from_ts = obj.get("from_ts").filter(|v| !v.is_null());
+    let epoch = match obj.get("epoch").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| err("\"epoch\" must be the integer an ack gave".into()))?),
+    };
+    match (from_seq, from_ts) {
+        (Some(_), Some(_)) => Err(err("a subscribe takes \"from_seq\" or \"from_ts\", not both".into())),
+        (Some(v), None) => {
+            let Value::Object(map) = v else {
+                return Err(err("\"from_seq\" must be an object: symbol -> the last seq held".into()));
+            };
+            if map.len() > MAX_FROM_SEQ {
+                return Err(err(format!("\"from_seq\" names more than {MAX_FROM_SEQ} symbols")));
+            }
+            let mut seqs = Vec::with_capacity(map.len());
+            for (sym, seq) in map {
+                let Some(seq) = seq.as_u64() else {
+                    let sym: String = sym.chars().take(64).collect();
+                    return Err(err(format!("\"from_seq\" for {sym:?} must be an integer >= 0")));
+                };
+                if !symbols.iter().any(|s| s == sym) {
+                    let sym: String = sym.chars().take(64).collect();
+                    return Err(err(format!("\"from_seq\" names {sym:?}, which \"symbols\" does not")));
+                }
+                seqs.push((sym.clone(), seq));
+            }
+            Ok(Some(Start::Seq { seqs, epoch }))
+        }
+        (None, Some(v)) => {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(err("\"from_ts\" must be RFC 3339 or ns since the Unix epoch".into())),
+            };
+            let ts = parse_event_time(&text).map_err(|e| err(format!("\"from_ts\": {e}")))?;
+            Ok(Some(Start::Time(ts)))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -145,15 +213,15 @@ mod tests {
     fn requests_parse_or_say_why_not() {
         assert_eq!(
             ClientRequest::parse(br#"{"op":"subscribe","symbols":["AAPL","*"]}"#),
-            Ok(ClientRequest::Subscribe { symbols: vec!["AAPL".into(), "*".into()], depth: None })
+            Ok(ClientRequest::Subscribe { symbols: vec!["AAPL".into(), "*".into()], depth: None, start: None })
         );
         assert_eq!(
             ClientRequest::parse(br#"{"op":"subscribe","symbols":["A"],"depth":25}"#),
-            Ok(ClientRequest::Subscribe { symbols: vec!["A".into()], depth: Some(25) })
+            Ok(ClientRequest::Subscribe { symbols: vec!["A".into()], depth: Some(25), start: None })
         );
         assert_eq!(
             ClientRequest::parse(br#"{"op":"subscribe","symbols":["A"],"depth":"full"}"#),
-            Ok(ClientRequest::Subscribe { symbols: vec!["A".into()], depth: Some(FULL_DEPTH) })
+            Ok(ClientRequest::Subscribe { symbols: vec!["A".into()], depth: Some(FULL_DEPTH), start: None })
         );
         assert_eq!(
             ClientRequest::parse(br#"{"op":"unsubscribe","symbols":["X"],"extra":1}"#),
@@ -177,6 +245,38 @@ mod tests {
             let e = ClientRequest::parse(req.as_bytes()).unwrap_err();
             assert_eq!(e.kind, ErrorCode::BadRequest, "{bad}");
             assert!(e.message.contains("not offered"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn from_seq_and_from_ts_parse_or_say_why_not() {
+        let start = |p: &str| match ClientRequest::parse(p.as_bytes()) {
+            Ok(ClientRequest::Subscribe { start, .. }) => Ok(start),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.message),
+        };
+        assert_eq!(
+            start(r#"{"op":"subscribe","symbols":["A","B"],"from_seq":{"A":12},"epoch":7}"#),
+            Ok(Some(Start::Seq { seqs: vec![("A".into(), 12)], epoch: Some(7) }))
+        );
+        assert_eq!(
+            start(r#"{"op":"subscribe","symbols":["A"],"from_ts":"2024-08-08T23:55:00Z"}"#),
+            Ok(Some(Start::Time(1_723_161_300_000_000_000)))
+        );
+        assert_eq!(start(r#"{"op":"subscribe","symbols":["A"],"from_ts":5}"#), Ok(Some(Start::Time(5))));
+        for (bad, says) in [
+            (r#""from_seq":{"C":1}"#, "which \"symbols\" does not"),
+            (r#""from_seq":{"A":-1}"#, "integer >= 0"),
+            (r#""from_seq":{"A":"1"}"#, "integer >= 0"),
+            (r#""from_seq":[1]"#, "must be an object"),
+            (r#""from_seq":{"A":1},"from_ts":1"#, "not both"),
+            (r#""from_ts":"yesterday""#, "RFC 3339"),
+            (r#""from_ts":true"#, "RFC 3339"),
+            (r#""from_seq":{"A":1},"epoch":"x""#, "\"epoch\""),
+        ] {
+            let req = format!(r#"{{"op":"subscribe","symbols":["A"],{bad}}}"#);
+            let message = start(&req).unwrap_err();
+            assert!(message.contains(says), "{bad}: {message}");
         }
     }
 }

@@ -20,6 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tickcast_client import (
+    subscribe_ack,
     ENCODINGS,
     RESET_REASONS,
     TIMEOUT,
@@ -350,7 +351,7 @@ def test_wildcard_subscription_includes_symbols_that_appear_later(server, enc):
     feed = seed(server, "AAPL")
     client = server.connect(enc)
     client.subscribe("*")
-    assert client.recv_type("ack") == {"type": "ack", "op": "subscribe", "symbols": ["*"]}
+    assert subscribe_ack(client.recv_type("ack")) == {"type": "ack", "op": "subscribe", "symbols": ["*"]}
     assert client.recv_type("snapshot")["sym"] == "AAPL"
 
     feed.send(trade("NEWCO", 7.25, 10, "buy", ts_event=T0))
@@ -376,7 +377,7 @@ def test_synthetic_feed_wildcard_snapshots_then_live_updates(tickcast):
 
     client = server.connect("json")
     client.subscribe("*")
-    assert client.recv_type("ack") == {"type": "ack", "op": "subscribe", "symbols": ["*"]}
+    assert subscribe_ack(client.recv_type("ack")) == {"type": "ack", "op": "subscribe", "symbols": ["*"]}
     snaps = [client.recv_type("snapshot") for _ in names]
     assert sorted(s["sym"] for s in snaps) == sorted(names)
     for s in snaps:
@@ -581,7 +582,7 @@ def test_unknown_symbol_gets_unknown_symbol_with_the_names(server, enc):
     # Known and unknown mixed: the known one is applied and acked, then the
     # error; both are control messages, so they come before the snapshot.
     bad.subscribe("AAPL", "NOPE", "NADA")
-    assert bad.recv() == {"type": "ack", "op": "subscribe", "symbols": ["AAPL"]}
+    assert subscribe_ack(bad.recv()) == {"type": "ack", "op": "subscribe", "symbols": ["AAPL"]}
     assert_error(bad.recv(), "unknown_symbol", ["NOPE", "NADA"])
     assert bad.recv_type("snapshot")["sym"] == "AAPL"
     healthy.check()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tickcast_client import ENCODINGS, REPO_ROOT, WsClient, assert_same_float, quote
+from tickcast_client import ENCODINGS, REPO_ROOT, WsClient, assert_same_float, quote, subscribe_ack
 
 T0 = 1_700_000_000_123_456_789
 ETH = REPO_ROOT / "tests" / "data" / "binance" / "ethusdt_20240808.gz"
@@ -48,7 +48,7 @@ def assert_empty_snapshot(snap: dict, sym: str) -> None:
 
 def subscribe_before_first_tick(client: WsClient, sym: str) -> None:
     client.subscribe(sym)
-    assert client.recv_type("ack") == {"type": "ack", "op": "subscribe", "symbols": [sym]}
+    assert subscribe_ack(client.recv_type("ack")) == {"type": "ack", "op": "subscribe", "symbols": [sym]}
     assert_empty_snapshot(client.recv(), sym)
 
 
@@ -80,7 +80,7 @@ def test_a_symbol_neither_declared_nor_sent_is_unknown(tickcast, tmp_path, enc):
     # Declared and unknown mixed: the declared one is acked, then the error,
     # then its seq-0 snapshot.
     client.subscribe("MSFT", "NOPE")
-    assert client.recv_type("ack") == {"type": "ack", "op": "subscribe", "symbols": ["MSFT"]}
+    assert subscribe_ack(client.recv_type("ack")) == {"type": "ack", "op": "subscribe", "symbols": ["MSFT"]}
     err = client.recv_type("error")
     assert (err["code"], err["symbols"]) == ("unknown_symbol", ["NOPE"]), err
     assert_empty_snapshot(client.recv(), "MSFT")

@@ -120,7 +120,14 @@ def pb_to_dict(msg) -> dict:
     b = getattr(msg, body)
     if msg.type == "ack":
         assert (msg.sym, msg.seq, msg.ts_event, msg.ts_ingest) == ("", 0, 0, 0), msg
-        return {"type": "ack", "op": b.op, "symbols": list(b.symbols)}
+        out = {"type": "ack", "op": b.op, "symbols": list(b.symbols)}
+        # Epoch 0 and an empty map are proto3's "absent": the JSON shape
+        # leaves them out too.
+        if b.epoch:
+            out["epoch"] = b.epoch
+        if b.recovered:
+            out["recovered"] = dict(b.recovered)
+        return out
     if msg.type == "error":
         assert (msg.sym, msg.seq, msg.ts_event, msg.ts_ingest) == ("", 0, 0, 0), msg
         return {"type": "error", "code": b.code, "message": b.message, "symbols": list(b.symbols)}
@@ -391,7 +398,7 @@ class WsClient:
     ) -> dict[str, dict]:
         """Subscribes, checks the ack, and returns the snapshots by symbol."""
         self.subscribe(*symbols, depth=depth)
-        ack = self.recv_type("ack", timeout)
+        ack = subscribe_ack(self.recv_type("ack", timeout))
         assert ack == {"type": "ack", "op": "subscribe", "symbols": list(symbols)}, ack
         snaps = {}
         for _ in symbols:
@@ -423,6 +430,15 @@ class WsClient:
             self.ws.close()
         except Exception:
             pass
+
+
+def subscribe_ack(ack: dict) -> dict:
+    """A subscribe ack without its ``epoch`` (checked: an integer, nonzero
+    on a server with its own feed), for comparing the rest exactly."""
+    ack = dict(ack)
+    epoch = ack.pop("epoch", None)
+    assert isinstance(epoch, int) and epoch > 0, f"a subscribe ack names the epoch: {ack}"
+    return ack
 
 
 def is_closed_by_peer(sock: socket.socket, timeout: float = TIMEOUT) -> bool:

@@ -204,7 +204,7 @@ async fn run(args: Args, addr: String) -> i32 {
             }
             SessionEvent::Message(msg) => {
                 match &msg {
-                    ServerMessage::Ack { op, symbols } => {
+                    ServerMessage::Ack { op, symbols, .. } => {
                         eprintln!("tickcast-client: {op} {}", symbols.join(","));
                         continue;
                     }

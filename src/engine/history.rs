@@ -1,0 +1,296 @@
+//! Per-topic history: the last updates of each symbol, kept as the frames
+//! the engine already encoded for them, so that a client that reconnects
+//! with `from_seq` gets exactly what it missed at the cost of a reference
+//! count per frame and no encoding (see "Resume" in `subscriptions.rs`).
+//!
+//! # What is kept
+//! A [`Track`] is the frames one (depth, encoding) audience of one topic
+//! receives, in seq order with no hole: every update of the topic since the
+//! track began. A topic keeps a track for each (depth, encoding) it
+//! encodes for a subscriber, and keeps encoding into it for
+//! [`HistoryPolicy::keep`] after that audience's last subscriber left, so a
+//! client that drops off and comes back within that window resumes. No
+//! other (depth, encoding) is encoded for history: an unused pair costs
+//! nothing, and a resume at it gets `reset` reason `history` and a
+//! snapshot.
+//!
+//! # Bounds
+//! Three, checked where a frame is added (and by age in the engine's
+//! sweep, for quiet symbols):
+//! - age: frames older than [`HistoryPolicy::keep`] go (`--history`);
+//! - count: at most [`HistoryPolicy::max_frames`] frames per track
+//!   (`--history-frames`);
+//! - bytes, over every track of every topic: [`HistoryPolicy::max_bytes`]
+//!   (`--history-bytes`). At the bound, the track being added to gives up
+//!   its oldest frames: the symbols that tick pay for their history, and a
+//!   quiet symbol's short history survives a busy one.
+//!
+//! A frame shared by several tracks (a trade's frame is the same at every
+//! depth) is counted in each: the byte figure is an upper bound of what
+//! history holds alive.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+/// Bytes each kept frame costs beyond its payload: its entry in the
+/// track's ring (seq, time, the `Bytes` handle) and the frame's own
+/// allocation header, rounded up.
+pub const ENTRY_OVERHEAD: usize = 64;
+
+/// How much history to keep (`--history`, `--history-frames`,
+/// `--history-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    /// How far back frames are kept, and how long a (depth, encoding) is
+    /// still recorded after its last subscriber left. Zero: no history.
+    pub keep: Duration,
+    /// Most frames one track keeps.
+    pub max_frames: usize,
+    /// Most bytes all tracks together keep.
+    pub max_bytes: usize,
+}
+
+impl HistoryPolicy {
+    /// No history at all: every resume gets a snapshot.
+    pub const OFF: HistoryPolicy = HistoryPolicy { keep: Duration::ZERO, max_frames: 0, max_bytes: 0 };
+
+    /// Whether any history is kept.
+    pub fn enabled(&self) -> bool {
+        !self.keep.is_zero() && self.max_frames > 0 && self.max_bytes > 0
+    }
+}
+
+impl Default for HistoryPolicy {
+    /// The flags' defaults: five minutes, 100,000 frames a track, 256 MiB.
+    fn default() -> Self {
+        HistoryPolicy { keep: Duration::from_secs(300), max_frames: 100_000, max_bytes: 256 << 20 }
+    }
+}
+
+/// What all tracks hold together, kept by the engine thread and published
+/// to `/metrics` once per batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryTotals {
+    /// Bytes held, payload plus [`ENTRY_OVERHEAD`] per frame.
+    pub bytes: usize,
+    /// Frames held.
+    pub frames: usize,
+    /// Frames let go by a bound since the last time this was read.
+    pub evicted: u64,
+}
+
+/// One kept frame.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    /// The engine's clock when it was kept (ns since the engine started).
+    at: u64,
+    frame: Bytes,
+}
+
+/// The frames of one (depth, encoding) audience of a topic, gapless in seq.
+#[derive(Debug)]
+pub struct Track {
+    entries: VecDeque<Entry>,
+    /// The seq the next frame must carry: the track covers
+    /// `[next_seq - entries.len(), next_seq - 1]`.
+    next_seq: u64,
+    /// Bytes this track holds (payload plus overhead).
+    bytes: usize,
+    /// With no subscriber left: when (engine clock, ns) the track is let
+    /// go. `None` while it has subscribers.
+    idle_until: Option<u64>,
+}
+
+impl Track {
+    /// An empty track for a topic whose last update has seq `seq`.
+    pub fn new(seq: u64) -> Track {
+        Track { entries: VecDeque::new(), next_seq: seq + 1, bytes: 0, idle_until: None }
+    }
+
+    /// Keeps `frame`, the update `seq`, kept at `at`, then applies the
+    /// bounds. A seq that does not follow the last one (which the engine
+    /// never produces) starts the track over rather than leave a hole.
+    #[inline]
+    pub fn push(&mut self, seq: u64, at: u64, frame: &Bytes, policy: &HistoryPolicy, totals: &mut HistoryTotals) {
+        if seq != self.next_seq {
+            self.clear(seq - 1, totals);
+        }
+        let size = frame.len() + ENTRY_OVERHEAD;
+        self.entries.push_back(Entry { seq, at, frame: frame.clone() });
+        self.next_seq = seq + 1;
+        self.bytes += size;
+        totals.bytes += size;
+        totals.frames += 1;
+        let too_old = at.saturating_sub(policy.keep.as_nanos() as u64);
+        while let Some(front) = self.entries.front() {
+            let over = self.entries.len() > policy.max_frames || totals.bytes > policy.max_bytes || front.at < too_old;
+            if !over {
+                break;
+            }
+            self.pop(totals);
+        }
+    }
+
+    /// Lets go of frames kept before `before` (engine clock, ns); returns
+    /// whether the track is now empty.
+    pub fn expire(&mut self, before: u64, totals: &mut HistoryTotals) -> bool {
+        while self.entries.front().is_some_and(|e| e.at < before) {
+            self.pop(totals);
+        }
+        self.entries.is_empty()
+    }
+
+    fn pop(&mut self, totals: &mut HistoryTotals) {
+        if let Some(e) = self.entries.pop_front() {
+            let size = e.frame.len() + ENTRY_OVERHEAD;
+            self.bytes -= size;
+            totals.bytes -= size;
+            totals.frames -= 1;
+            totals.evicted += 1;
+        }
+    }
+
+    /// Drops every frame; the track goes on from the update after `seq`
+    /// (a topic whose state was replaced, on a cluster edge).
+    pub fn clear(&mut self, seq: u64, totals: &mut HistoryTotals) {
+        totals.bytes -= self.bytes;
+        totals.frames -= self.entries.len();
+        self.entries.clear();
+        self.bytes = 0;
+        self.next_seq = seq + 1;
+    }
+
+    /// The frames of the updates after `seq`, or `None` if the track does
+    /// not reach back that far (or `seq` is past its end).
+    pub fn since(&self, seq: u64) -> Option<impl Iterator<Item = (u64, &Bytes)> + '_> {
+        let first = self.next_seq - self.entries.len() as u64;
+        if seq + 1 < first || seq >= self.next_seq {
+            return None;
+        }
+        let skip = (seq + 1 - first) as usize;
+        Some(self.entries.range(skip..).map(|e| (e.seq, &e.frame)))
+    }
+
+    /// The oldest seq it holds, or the next one if it holds none.
+    pub fn first_seq(&self) -> u64 {
+        self.next_seq - self.entries.len() as u64
+    }
+
+    /// Bytes it holds.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The track lost its last subscriber at `now`: it is let go after
+    /// `keep`.
+    pub fn idle(&mut self, now: u64, keep: Duration) {
+        self.idle_until = Some(now + keep.as_nanos() as u64);
+    }
+
+    /// A subscriber joined: the track is kept for as long as it has one.
+    pub fn busy(&mut self) {
+        self.idle_until = None;
+    }
+
+    /// Whether it has had no subscriber for `keep`: time to let it go.
+    pub fn expired(&self, now: u64) -> bool {
+        self.idle_until.is_some_and(|t| now >= t)
+    }
+
+    /// Drops every frame, counting them out of `totals`.
+    pub fn release(mut self, totals: &mut HistoryTotals) {
+        let seq = self.next_seq - 1;
+        self.clear(seq, totals);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![7u8; n])
+    }
+
+    fn seqs(t: &Track, from: u64) -> Option<Vec<u64>> {
+        t.since(from).map(|it| it.map(|(s, _)| s).collect())
+    }
+
+    #[test]
+    fn a_track_answers_exactly_the_updates_after_a_seq_it_reaches() {
+        let policy = HistoryPolicy::default();
+        let mut totals = HistoryTotals::default();
+        let mut t = Track::new(10);
+        for seq in 11..=15 {
+            t.push(seq, seq * 1000, &frame(10), &policy, &mut totals);
+        }
+        assert_eq!(seqs(&t, 12), Some(vec![13, 14, 15]));
+        assert_eq!(seqs(&t, 10), Some(vec![11, 12, 13, 14, 15]), "the seq just before the first frame");
+        assert_eq!(seqs(&t, 15), Some(vec![]), "nothing missed");
+        assert_eq!(seqs(&t, 9), None, "reaches back to 10 only");
+        assert_eq!(seqs(&t, 16), None, "past the end");
+        assert_eq!((totals.frames, totals.bytes), (5, 5 * (10 + ENTRY_OVERHEAD)));
+        assert_eq!(Track::new(0).since(0).map(|i| i.count()), Some(0), "an empty track at its seq");
+    }
+
+    #[test]
+    fn each_bound_evicts_oldest_first_and_counts() {
+        let mut totals = HistoryTotals::default();
+        let by_count = HistoryPolicy { max_frames: 3, ..HistoryPolicy::default() };
+        let mut t = Track::new(0);
+        for seq in 1..=5 {
+            t.push(seq, 0, &frame(1), &by_count, &mut totals);
+        }
+        assert_eq!((t.first_seq(), totals.frames, totals.evicted), (3, 3, 2));
+
+        let mut totals = HistoryTotals::default();
+        let by_bytes = HistoryPolicy { max_bytes: 2 * (100 + ENTRY_OVERHEAD), ..HistoryPolicy::default() };
+        let mut t = Track::new(0);
+        for seq in 1..=4 {
+            t.push(seq, 0, &frame(100), &by_bytes, &mut totals);
+        }
+        assert_eq!((t.first_seq(), totals.frames), (3, 2));
+        assert!(totals.bytes <= by_bytes.max_bytes);
+
+        let mut totals = HistoryTotals::default();
+        let by_age = HistoryPolicy { keep: Duration::from_nanos(100), ..HistoryPolicy::default() };
+        let mut t = Track::new(0);
+        for (seq, at) in [(1, 1_000), (2, 1_050), (3, 1_120), (4, 1_200)] {
+            t.push(seq, at, &frame(1), &by_age, &mut totals);
+        }
+        assert_eq!(t.first_seq(), 3, "frames older than 100 ns before the newest are gone");
+        assert!(!t.expire(1_150, &mut totals));
+        assert_eq!(t.first_seq(), 4);
+        assert!(t.expire(10_000, &mut totals));
+        assert_eq!((t.first_seq(), totals.frames, totals.bytes), (5, 0, 0));
+    }
+
+    #[test]
+    fn a_hole_or_a_clear_starts_over_and_release_gives_the_bytes_back() {
+        let policy = HistoryPolicy::default();
+        let mut totals = HistoryTotals::default();
+        let mut t = Track::new(0);
+        t.push(1, 0, &frame(5), &policy, &mut totals);
+        t.push(7, 0, &frame(5), &policy, &mut totals);
+        assert_eq!((t.first_seq(), seqs(&t, 6)), (7, Some(vec![7])));
+        t.clear(20, &mut totals);
+        assert_eq!((t.first_seq(), totals.frames, totals.bytes), (21, 0, 0));
+        t.push(21, 0, &frame(5), &policy, &mut totals);
+        t.release(&mut totals);
+        assert_eq!((totals.frames, totals.bytes), (0, 0));
+    }
+
+    #[test]
+    fn an_idle_track_expires_after_keep() {
+        let mut t = Track::new(0);
+        assert!(!t.expired(u64::MAX));
+        t.idle(1_000, Duration::from_nanos(500));
+        assert!(!t.expired(1_499));
+        assert!(t.expired(1_500));
+        t.busy();
+        assert!(!t.expired(u64::MAX));
+    }
+}
