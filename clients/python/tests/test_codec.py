@@ -99,6 +99,21 @@ def test_every_other_message_type_decodes_from_json():
         assert tickcast.decode("msgpack", msgpack.packb(json.loads(text))) == expected
 
 
+def test_protobuf_acks_carry_the_epoch_and_recovered_map():
+    m = pb.ServerMessage(type="ack")
+    m.ack.op = "subscribe"
+    m.ack.symbols.extend(["AAPL", "MSFT"])
+    m.ack.epoch = 1764770000000000000
+    m.ack.recovered["AAPL"] = True
+    m.ack.recovered["MSFT"] = False
+    assert tickcast.decode("protobuf", m.SerializeToString()) == tickcast.Ack(
+        "subscribe", ["AAPL", "MSFT"], 1764770000000000000, {"AAPL": True, "MSFT": False}
+    )
+    m = pb.ServerMessage(type="ack")
+    m.ack.op = "unsubscribe"
+    assert tickcast.decode("protobuf", m.SerializeToString()) == tickcast.Ack("unsubscribe", [])
+
+
 def test_protobuf_reset_and_replay_end_use_the_envelope():
     m = pb.ServerMessage(type="reset", sym="AAPL", seq=1500)
     m.reset.reason = pb.RESET_REASON_EPOCH

@@ -51,11 +51,17 @@ def test_the_session_reconnects_after_the_server_is_killed_and_restarted(tickcas
     kinds = [type(i).__name__ for i in seen]
     first_drop = kinds.index("Disconnected")
     reconnected = kinds.index("Connected", first_drop)
-    # A restarted synthetic server has no history of the old process: each
-    # symbol comes back from a snapshot (after a reset when the server
-    # supports resume: a new epoch).
+    # The session asks to resume, but a synthetic server restarted without
+    # a tick log is a new epoch: each symbol gets reset (reason epoch), then
+    # its snapshot, and the seqs start over.
     after = seen[reconnected:]
-    assert {i.sym for i in after if isinstance(i, tickcast.Snapshot)} == set(symbols)
+    assert seen[reconnected].resumed == symbols
+    ack = next(i for i in after if isinstance(i, tickcast.Ack))
+    assert ack.recovered == {sym: False for sym in symbols}
+    for sym in symbols:
+        per_sym = [i for i in after if isinstance(i, (tickcast.Reset, tickcast.Snapshot)) and i.sym == sym]
+        assert isinstance(per_sym[0], tickcast.Reset) and per_sym[0].reason == "epoch"
+        assert isinstance(per_sym[1], tickcast.Snapshot) and per_sym[1].seq == per_sym[0].seq
     assert seen[reconnected].attempt >= 2
     for d in seen[first_drop:reconnected]:
         if isinstance(d, tickcast.Disconnected):
@@ -83,15 +89,17 @@ def test_the_heartbeat_watchdog_reconnects_from_a_silent_server(tickcast_server)
                         stopped_at = time.monotonic()
                     elif isinstance(item, tickcast.Disconnected) and "heartbeat" in item.reason:
                         server.cont()
-                    elif isinstance(item, tickcast.Snapshot) and s.stats.connects >= 2:
-                        return
+                    elif isinstance(item, MARKET) and s.stats.connects >= 2:
+                        return  # back, and resumed where it left off
 
             try:
                 await asyncio.wait_for(consume(), 60)
             finally:
                 server.cont()
+            # The same server, with its history: the session resumed.
+            assert s.stats.recovered == 1 and s.stats.gaps == 0
 
     asyncio.run(run())
     reasons = [e.reason for e in events if isinstance(e, tickcast.Disconnected)]
     assert any("heartbeat" in r for r in reasons), reasons
-    assert isinstance(events[-1], tickcast.Connected)
+    assert isinstance(events[-1], tickcast.Connected) and events[-1].resumed == symbols

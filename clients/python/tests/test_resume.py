@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import tickcast
-from servers import TIMEOUT, Feed, trade
+from servers import TIMEOUT, Feed, book, quote, trade
 
 ENCODINGS = ["msgpack", "protobuf", "json"]
 MARKET = (tickcast.Trade, tickcast.Quote, tickcast.BookUpdate)
@@ -25,25 +25,27 @@ def send_trades(feed: Feed, sym: str, first: int, count: int) -> None:
     feed.send(*(trade(sym, 100.0 + n / 1000, 1.0, ts_event=TS + n) for n in range(first, first + count)))
 
 
+def send_mixed(feed: Feed, sym: str, first: int, count: int) -> None:
+    """``count`` ticks numbered from ``first``: trades, quotes and book
+    changes in turn (the book moves a level in and out each time)."""
+    ticks = []
+    for n in range(first, first + count):
+        if n % 3 == 0:
+            ticks.append(trade(sym, 100.0 + n / 1000, 1.0, ts_event=TS + n))
+        elif n % 3 == 1:
+            ticks.append(quote(sym, 99.0, float(n), 101.0, 1.0, ts_event=TS + n))
+        else:
+            px = 99.0 - (n % 7) / 10
+            ticks.append(book(sym, bids=[(px, float(n)), (99.0 - ((n + 3) % 7) / 10, 0.0)], asks=[(101.0 + (n % 5) / 10, 1.0)]))
+    feed.send(*ticks)
+
+
 def wait_published(server: Any, total: int) -> None:
     """Waits until the server has sequenced ``total`` updates."""
     deadline = time.monotonic() + TIMEOUT
     while (server.metric("tickcast_updates_published_total") or 0) < total:
         assert time.monotonic() < deadline, f"the server never sequenced {total} updates"
         time.sleep(0.02)
-
-
-def skip_without_resume(server: Any, sym: str) -> None:
-    """Skips on a server that does not implement resume yet (its subscribe
-    ack has no ``epoch``)."""
-
-    async def probe() -> tickcast.Ack:
-        async with tickcast.connect(server.url, encoding="json") as c:
-            await c.subscribe([sym])
-            return await next_of(c, tickcast.Ack)
-
-    if asyncio.run(probe()).epoch is None:
-        pytest.skip("this server has no resume (no epoch in its subscribe ack)")
 
 
 async def next_of(conn: tickcast.Connection, kind: type[Any]) -> Any:
@@ -67,7 +69,6 @@ def test_a_dropped_connection_resumes_with_exactly_the_missed_seqs(tickcast_serv
     feed = Feed(server.feed_port)
     send_trades(feed, "AAPL", 1, 1)
     server.wait_symbols("AAPL")
-    skip_without_resume(server, "AAPL")
     wait_published(server, 1)
 
     async def run() -> None:
@@ -106,7 +107,6 @@ def test_a_stale_epoch_gets_a_reset_and_a_snapshot(tickcast_server):
     feed = Feed(server.feed_port)
     send_trades(feed, "AAPL", 1, 5)
     server.wait_symbols("AAPL")
-    skip_without_resume(server, "AAPL")
     wait_published(server, 5)
 
     async def run() -> None:
@@ -126,14 +126,13 @@ def test_a_stale_epoch_gets_a_reset_and_a_snapshot(tickcast_server):
 def test_a_session_resumes_by_itself_after_its_connection_drops(tickcast_server):
     server = tickcast_server(feed="tcp")
     feed = Feed(server.feed_port)
-    send_trades(feed, "AAPL", 1, 1)
+    send_mixed(feed, "AAPL", 1, 1)
     server.wait_symbols("AAPL")
-    skip_without_resume(server, "AAPL")
     wait_published(server, 1)
     items: list[Any] = []
 
     async def run() -> None:
-        async with tickcast.Session(server.url, ["AAPL"], backoff_base=0.05, backoff_cap=0.2) as s:
+        async with tickcast.Session(server.url, ["AAPL"], depth=10, backoff_base=0.05, backoff_cap=0.2) as s:
             sent = 1
 
             async def consume() -> None:
@@ -141,29 +140,32 @@ def test_a_session_resumes_by_itself_after_its_connection_drops(tickcast_server)
                 async for item in s:
                     items.append(item)
                     if isinstance(item, tickcast.Snapshot) and s.stats.connects == 1:
-                        send_trades(feed, "AAPL", 2, 49)  # 2..50
+                        send_mixed(feed, "AAPL", 2, 49)  # 2..50
                         sent = 50
-                    elif isinstance(item, tickcast.Trade) and item.seq == 25 and s.stats.disconnects == 0:
+                    elif isinstance(item, MARKET) and item.seq == 25 and s.stats.disconnects == 0:
                         s.drop_connection()
                     elif isinstance(item, tickcast.Disconnected):
                         # The session reconnects when iterated again: these
                         # 20 are sequenced while it is away.
-                        send_trades(feed, "AAPL", sent + 1, 20)
+                        send_mixed(feed, "AAPL", sent + 1, 20)
                         sent += 20
                         wait_published(server, sent)
                     elif isinstance(item, tickcast.Ack) and item.recovered:
-                        send_trades(feed, "AAPL", sent + 1, 10)  # and 10 live ones
+                        send_mixed(feed, "AAPL", sent + 1, 10)  # and 10 live ones
                         sent += 10
-                    elif isinstance(item, tickcast.Trade) and item.seq == sent and s.stats.connects == 2:
+                    elif isinstance(item, MARKET) and item.seq == sent and s.stats.connects == 2:
                         return
 
             await asyncio.wait_for(consume(), 60)
             assert s.stats.recovered == 1 and s.stats.gaps == 0
+            assert s.stats.checksum_mismatches == 0, "the book kept across the seam matches every checksum"
+            book_ = s.book("AAPL")
+            assert book_ is not None and book_.best_bid is not None
 
     asyncio.run(run())
     feed.close()
-    trades = [i.seq for i in items if isinstance(i, tickcast.Trade)]
-    assert trades == list(range(2, 81)), "every seq once, in order, across the drop"
+    seqs = [i.seq for i in items if isinstance(i, MARKET)]
+    assert seqs == list(range(2, 81)), "every seq once, in order, across the drop"
     reconnected = next(i for i in items if isinstance(i, tickcast.Connected) and i.attempt == 2)
     assert reconnected.resumed == ["AAPL"]
     after = items[items.index(reconnected):]

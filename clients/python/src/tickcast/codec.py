@@ -188,10 +188,6 @@ class _Protobuf:
         # Generated code without type information: typed as Any here.
         tickcast_pb2: Any = importlib.import_module("tickcast._proto.tickcast_pb2")
         self.server_message = tickcast_pb2.ServerMessage
-        ack_fields = tickcast_pb2.Ack.DESCRIPTOR.fields_by_name
-        # `epoch` and `recovered` arrived with resume; a schema without them
-        # decodes acks as a server without resume sends them.
-        self.ack_has_resume = "epoch" in ack_fields and "recovered" in ack_fields
 
     def decode(self, data: bytes) -> Message:
         msg = self.server_message()
@@ -226,11 +222,10 @@ class _Protobuf:
                 checksum=b.book.checksum,
             )
         if body == "ack":
-            if self.ack_has_resume and b.op == "subscribe":
-                # proto3 cannot tell an absent epoch from 0; a subscribe ack
-                # always carries one on a server with resume.
-                return Ack(b.op, list(b.symbols), b.epoch, dict(b.recovered))
-            return Ack(b.op, list(b.symbols))
+            # proto3 cannot tell an absent epoch from 0: every subscribe ack
+            # names one (0 on a cluster edge not synced yet), no other does.
+            epoch = b.epoch if b.op == "subscribe" else None
+            return Ack(b.op, list(b.symbols), epoch, dict(b.recovered))
         if body == "error":
             return Error(b.code, b.message, list(b.symbols))
         if body == "conflated":

@@ -27,17 +27,19 @@ _sym_db = _symbol_database.Default()
 # tickcast: a private pool, so this module never clashes with another
 # tickcast_pb2 in the same process (see tools/generate_proto.py).
 _POOL = _descriptor_pool.DescriptorPool()
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x0etickcast.proto\x12\x0btickcast.v1\"\x1f\n\x05Level\x12\n\n\x02px\x18\x01 \x01(\x01\x12\n\n\x02sz\x18\x02 \x01(\x01\"@\n\x05Trade\x12\n\n\x02px\x18\x01 \x01(\x01\x12\n\n\x02sz\x18\x02 \x01(\x01\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.tickcast.v1.Side\"A\n\x05Quote\x12\x0b\n\x03\x62id\x18\x01 \x01(\x01\x12\x0e\n\x06\x62id_sz\x18\x02 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x03 \x01(\x01\x12\x0e\n\x06\x61sk_sz\x18\x04 \x01(\x01\"\\\n\x04\x42ook\x12 \n\x04\x62ids\x18\x01 \x03(\x0b\x32\x12.tickcast.v1.Level\x12 \n\x04\x61sks\x18\x02 \x03(\x0b\x32\x12.tickcast.v1.Level\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\r\"\x9e\x01\n\x08Snapshot\x12&\n\x05quote\x18\x01 \x01(\x0b\x32\x12.tickcast.v1.QuoteH\x00\x88\x01\x01\x12&\n\x05trade\x18\x02 \x01(\x0b\x32\x12.tickcast.v1.TradeH\x01\x88\x01\x01\x12\x1f\n\x04\x62ook\x18\x03 \x01(\x0b\x32\x11.tickcast.v1.Book\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\rB\x08\n\x06_quoteB\x08\n\x06_trade\"\"\n\x03\x41\x63k\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0f\n\x07symbols\x18\x02 \x03(\t\"7\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07symbols\x18\x03 \x03(\t\"g\n\x07Skipped\x12\x0b\n\x03sym\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0e\n\x06to_seq\x18\x03 \x01(\x04\x12\x0e\n\x06trades\x18\x04 \x01(\x04\x12\x0e\n\x06quotes\x18\x05 \x01(\x04\x12\r\n\x05\x62ooks\x18\x06 \x01(\x04\"2\n\tConflated\x12%\n\x07symbols\x18\x01 \x03(\x0b\x32\x14.tickcast.v1.Skipped\"1\n\x05Reset\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.tickcast.v1.ResetReason\";\n\tReplayEnd\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x04\"#\n\rTokenExpiring\x12\x12\n\nexpires_at\x18\x01 \x01(\x04\"\xf8\x03\n\rServerMessage\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0b\n\x03sym\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x10\n\x08ts_event\x18\x04 \x01(\x04\x12\x11\n\tts_ingest\x18\x05 \x01(\x04\x12#\n\x05trade\x18\n \x01(\x0b\x32\x12.tickcast.v1.TradeH\x00\x12#\n\x05quote\x18\x0b \x01(\x0b\x32\x12.tickcast.v1.QuoteH\x00\x12!\n\x04\x62ook\x18\x0c \x01(\x0b\x32\x11.tickcast.v1.BookH\x00\x12)\n\x08snapshot\x18\r \x01(\x0b\x32\x15.tickcast.v1.SnapshotH\x00\x12\x1f\n\x03\x61\x63k\x18\x0e \x01(\x0b\x32\x10.tickcast.v1.AckH\x00\x12#\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x12.tickcast.v1.ErrorH\x00\x12+\n\tconflated\x18\x10 \x01(\x0b\x32\x16.tickcast.v1.ConflatedH\x00\x12,\n\nreplay_end\x18\x11 \x01(\x0b\x32\x16.tickcast.v1.ReplayEndH\x00\x12\x34\n\x0etoken_expiring\x18\x12 \x01(\x0b\x32\x1a.tickcast.v1.TokenExpiringH\x00\x12#\n\x05reset\x18\x13 \x01(\x0b\x32\x12.tickcast.v1.ResetH\x00\x42\x06\n\x04\x62ody*5\n\x04Side\x12\x10\n\x0cSIDE_UNKNOWN\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x8f\x01\n\x0bResetReason\x12\x1c\n\x18RESET_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10RESET_REASON_GAP\x10\x01\x12\x16\n\x12RESET_REASON_EPOCH\x10\x02\x12\x1a\n\x16RESET_REASON_RECONNECT\x10\x03\x12\x18\n\x14RESET_REASON_HISTORY\x10\x04\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x0etickcast.proto\x12\x0btickcast.v1\"\x1f\n\x05Level\x12\n\n\x02px\x18\x01 \x01(\x01\x12\n\n\x02sz\x18\x02 \x01(\x01\"@\n\x05Trade\x12\n\n\x02px\x18\x01 \x01(\x01\x12\n\n\x02sz\x18\x02 \x01(\x01\x12\x1f\n\x04side\x18\x03 \x01(\x0e\x32\x11.tickcast.v1.Side\"A\n\x05Quote\x12\x0b\n\x03\x62id\x18\x01 \x01(\x01\x12\x0e\n\x06\x62id_sz\x18\x02 \x01(\x01\x12\x0b\n\x03\x61sk\x18\x03 \x01(\x01\x12\x0e\n\x06\x61sk_sz\x18\x04 \x01(\x01\"\\\n\x04\x42ook\x12 \n\x04\x62ids\x18\x01 \x03(\x0b\x32\x12.tickcast.v1.Level\x12 \n\x04\x61sks\x18\x02 \x03(\x0b\x32\x12.tickcast.v1.Level\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\r\"\x9e\x01\n\x08Snapshot\x12&\n\x05quote\x18\x01 \x01(\x0b\x32\x12.tickcast.v1.QuoteH\x00\x88\x01\x01\x12&\n\x05trade\x18\x02 \x01(\x0b\x32\x12.tickcast.v1.TradeH\x01\x88\x01\x01\x12\x1f\n\x04\x62ook\x18\x03 \x01(\x0b\x32\x11.tickcast.v1.Book\x12\r\n\x05\x64\x65pth\x18\x04 \x01(\rB\x08\n\x06_quoteB\x08\n\x06_trade\"\x97\x01\n\x03\x41\x63k\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0f\n\x07symbols\x18\x02 \x03(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x32\n\trecovered\x18\x04 \x03(\x0b\x32\x1f.tickcast.v1.Ack.RecoveredEntry\x1a\x30\n\x0eRecoveredEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x08:\x02\x38\x01\"7\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07symbols\x18\x03 \x03(\t\"g\n\x07Skipped\x12\x0b\n\x03sym\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x04\x12\x0e\n\x06to_seq\x18\x03 \x01(\x04\x12\x0e\n\x06trades\x18\x04 \x01(\x04\x12\x0e\n\x06quotes\x18\x05 \x01(\x04\x12\r\n\x05\x62ooks\x18\x06 \x01(\x04\"2\n\tConflated\x12%\n\x07symbols\x18\x01 \x03(\x0b\x32\x14.tickcast.v1.Skipped\"1\n\x05Reset\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.tickcast.v1.ResetReason\";\n\tReplayEnd\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x65vents\x18\x03 \x01(\x04\"#\n\rTokenExpiring\x12\x12\n\nexpires_at\x18\x01 \x01(\x04\"\xf8\x03\n\rServerMessage\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0b\n\x03sym\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x10\n\x08ts_event\x18\x04 \x01(\x04\x12\x11\n\tts_ingest\x18\x05 \x01(\x04\x12#\n\x05trade\x18\n \x01(\x0b\x32\x12.tickcast.v1.TradeH\x00\x12#\n\x05quote\x18\x0b \x01(\x0b\x32\x12.tickcast.v1.QuoteH\x00\x12!\n\x04\x62ook\x18\x0c \x01(\x0b\x32\x11.tickcast.v1.BookH\x00\x12)\n\x08snapshot\x18\r \x01(\x0b\x32\x15.tickcast.v1.SnapshotH\x00\x12\x1f\n\x03\x61\x63k\x18\x0e \x01(\x0b\x32\x10.tickcast.v1.AckH\x00\x12#\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x12.tickcast.v1.ErrorH\x00\x12+\n\tconflated\x18\x10 \x01(\x0b\x32\x16.tickcast.v1.ConflatedH\x00\x12,\n\nreplay_end\x18\x11 \x01(\x0b\x32\x16.tickcast.v1.ReplayEndH\x00\x12\x34\n\x0etoken_expiring\x18\x12 \x01(\x0b\x32\x1a.tickcast.v1.TokenExpiringH\x00\x12#\n\x05reset\x18\x13 \x01(\x0b\x32\x12.tickcast.v1.ResetH\x00\x42\x06\n\x04\x62ody*5\n\x04Side\x12\x10\n\x0cSIDE_UNKNOWN\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*\x8f\x01\n\x0bResetReason\x12\x1c\n\x18RESET_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10RESET_REASON_GAP\x10\x01\x12\x16\n\x12RESET_REASON_EPOCH\x10\x02\x12\x1a\n\x16RESET_REASON_RECONNECT\x10\x03\x12\x18\n\x14RESET_REASON_HISTORY\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tickcast_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SIDE']._serialized_start=1358
-  _globals['_SIDE']._serialized_end=1411
-  _globals['_RESETREASON']._serialized_start=1414
-  _globals['_RESETREASON']._serialized_end=1557
+  _globals['_ACK_RECOVEREDENTRY']._loaded_options = None
+  _globals['_ACK_RECOVEREDENTRY']._serialized_options = b'8\001'
+  _globals['_SIDE']._serialized_start=1476
+  _globals['_SIDE']._serialized_end=1529
+  _globals['_RESETREASON']._serialized_start=1532
+  _globals['_RESETREASON']._serialized_end=1675
   _globals['_LEVEL']._serialized_start=31
   _globals['_LEVEL']._serialized_end=62
   _globals['_TRADE']._serialized_start=64
@@ -48,20 +50,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOOK']._serialized_end=289
   _globals['_SNAPSHOT']._serialized_start=292
   _globals['_SNAPSHOT']._serialized_end=450
-  _globals['_ACK']._serialized_start=452
-  _globals['_ACK']._serialized_end=486
-  _globals['_ERROR']._serialized_start=488
-  _globals['_ERROR']._serialized_end=543
-  _globals['_SKIPPED']._serialized_start=545
-  _globals['_SKIPPED']._serialized_end=648
-  _globals['_CONFLATED']._serialized_start=650
-  _globals['_CONFLATED']._serialized_end=700
-  _globals['_RESET']._serialized_start=702
-  _globals['_RESET']._serialized_end=751
-  _globals['_REPLAYEND']._serialized_start=753
-  _globals['_REPLAYEND']._serialized_end=812
-  _globals['_TOKENEXPIRING']._serialized_start=814
-  _globals['_TOKENEXPIRING']._serialized_end=849
-  _globals['_SERVERMESSAGE']._serialized_start=852
-  _globals['_SERVERMESSAGE']._serialized_end=1356
+  _globals['_ACK']._serialized_start=453
+  _globals['_ACK']._serialized_end=604
+  _globals['_ACK_RECOVEREDENTRY']._serialized_start=556
+  _globals['_ACK_RECOVEREDENTRY']._serialized_end=604
+  _globals['_ERROR']._serialized_start=606
+  _globals['_ERROR']._serialized_end=661
+  _globals['_SKIPPED']._serialized_start=663
+  _globals['_SKIPPED']._serialized_end=766
+  _globals['_CONFLATED']._serialized_start=768
+  _globals['_CONFLATED']._serialized_end=818
+  _globals['_RESET']._serialized_start=820
+  _globals['_RESET']._serialized_end=869
+  _globals['_REPLAYEND']._serialized_start=871
+  _globals['_REPLAYEND']._serialized_end=930
+  _globals['_TOKENEXPIRING']._serialized_start=932
+  _globals['_TOKENEXPIRING']._serialized_end=967
+  _globals['_SERVERMESSAGE']._serialized_start=970
+  _globals['_SERVERMESSAGE']._serialized_end=1474
 # @@protoc_insertion_point(module_scope)
