@@ -3,6 +3,7 @@ teardown, their log printed, which pytest shows for a failing test)."""
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,11 +19,12 @@ StartServer = Callable[..., TickcastServer]
 
 @pytest.fixture
 def tickcast_server(tmp_path: Path) -> Iterator[StartServer]:
-    """``tickcast_server(feed="tcp"|"synthetic", extra=[flags])``."""
+    """``tickcast_server(feed="tcp"|"synthetic", extra=[flags])``;
+    ``tls_context=`` for a server started with ``--tls-cert``."""
     started: list[TickcastServer] = []
 
-    def start(feed: str = "tcp", extra: Iterable[str] = ()) -> TickcastServer:
-        server = TickcastServer.start(tmp_path, feed, extra)
+    def start(feed: str = "tcp", extra: Iterable[str] = (), tls_context: ssl.SSLContext | None = None) -> TickcastServer:
+        server = TickcastServer.start(tmp_path, feed, extra, tls_context)
         started.append(server)
         return server
 

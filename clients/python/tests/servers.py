@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -55,7 +56,7 @@ def _child_env() -> dict[str, str]:
 class TickcastServer:
     """One tickcast process; `restart` brings it back on the same ports."""
 
-    def __init__(self, log_dir: Path, feed: str, extra: Iterable[str]) -> None:
+    def __init__(self, log_dir: Path, feed: str, extra: Iterable[str], tls_context: ssl.SSLContext | None = None) -> None:
         self.log_dir = log_dir
         self.feed_kind = feed
         self.extra = list(extra)
@@ -63,10 +64,14 @@ class TickcastServer:
         self.feed_port: int | None = free_port() if feed == "tcp" else None
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_dir / f"tickcast-{self.port}.log"
+        #: For a server started with --tls-cert: a context trusting its CA.
+        self.tls_context = tls_context
 
     @classmethod
-    def start(cls, log_dir: Path, feed: str = "tcp", extra: Iterable[str] = ()) -> TickcastServer:
-        server = cls(log_dir, feed, extra)
+    def start(
+        cls, log_dir: Path, feed: str = "tcp", extra: Iterable[str] = (), tls_context: ssl.SSLContext | None = None
+    ) -> TickcastServer:
+        server = cls(log_dir, feed, extra, tls_context)
         server._spawn()
         return server
 
@@ -95,21 +100,26 @@ class TickcastServer:
         self.kill()
         raise RuntimeError(f"tickcast did not become healthy: {self.args}\n{self.log_tail()}")
 
+    def _http(self, path: str, timeout: float) -> Any:
+        if self.tls_context is None:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout)
+        return urllib.request.urlopen(f"https://localhost:{self.port}{path}", timeout=timeout, context=self.tls_context)
+
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                return r.status == 200
+            with self._http("/healthz", 1) as r:
+                return bool(r.status == 200)
         except OSError:
             return False
 
     def get(self, path: str) -> Any:
         """A JSON route (``/symbols``)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+        with self._http(path, 5) as r:
             return json.loads(r.read())
 
     def metric(self, name: str) -> float | None:
         """One unlabelled value of ``/metrics``."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+        with self._http("/metrics", 5) as r:
             for line in r.read().decode().splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])

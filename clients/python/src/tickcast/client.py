@@ -23,6 +23,7 @@ import inspect
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -56,21 +57,34 @@ _NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in inspect.signature(ws_c
 
 
 def endpoint_url(url: str, path: str, query: Mapping[str, str]) -> str:
-    """``url`` (``ws://``, ``wss://``, ``http://`` or ``https://``, with or
-    without a path) with ``path`` when it names none, and ``query`` added."""
+    """The URL of endpoint ``path`` (``/ws`` or ``/replay``) of the server
+    at ``url`` (``ws://``, ``wss://``, ``http://`` or ``https://``), with
+    ``query`` added.
+
+    A URL without a path gets ``path``; one ending in ``/ws`` or
+    ``/replay`` (behind a proxy prefix, say) gets that last part replaced;
+    any other path is taken as the endpoint itself."""
     parts = urlsplit(url)
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     if scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URL: {url!r} (use ws://HOST:PORT or wss://HOST:PORT)")
-    given_path = parts.path if parts.path not in ("", "/") else path
+    given = parts.path.rstrip("/")
+    for endpoint in ("/ws", "/replay"):
+        if given.endswith(endpoint):
+            given = given[: -len(endpoint)] + path
+            break
+    else:
+        given = given or path
     q = "&".join(p for p in (parts.query, urlencode(query, safe=",:")) if p)
-    return urlunsplit((scheme, parts.netloc, given_path, q, ""))
+    return urlunsplit((scheme, parts.netloc, given, q, ""))
 
 
 async def _open(
-    url: str, token: str | None, open_timeout: float, max_queue: int | None, extra: Mapping[str, Any]
+    url: str, token: str | None, ssl: SSLContext | None, open_timeout: float, max_queue: int | None
 ) -> ClientConnection:
     headers = {"Authorization": f"Bearer {token}"} if token else None
+    # wss:// without a context of the caller's: the system's trust store.
+    tls: dict[str, Any] = {"ssl": ssl} if ssl is not None else {}
     try:
         return await ws_connect(
             url,
@@ -85,7 +99,7 @@ async def _open(
             max_size=None,
             max_queue=max_queue,
             **_NO_PROXY,
-            **extra,
+            **tls,
         )
     except InvalidStatus as e:
         body = e.response.body.decode("utf-8", "replace") if e.response.body else ""
@@ -312,6 +326,7 @@ def connect(
     encoding: Encoding = "msgpack",
     token: str | None = None,
     slow: Literal["conflate", "disconnect"] | None = None,
+    ssl: SSLContext | None = None,
     open_timeout: float = DEFAULT_OPEN_TIMEOUT,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
 ) -> _Connect[Connection]:
@@ -322,13 +337,14 @@ def connect(
     ``token``: a JWT for a server with authentication (sent as
     ``Authorization: Bearer``). ``slow``: what the server does when this
     client falls behind (``conflate``, its default, or ``disconnect``).
-    Raises `HandshakeError` when the server refuses."""
+    ``ssl``: the TLS context for ``wss://`` (default: the system's trust
+    store). Raises `HandshakeError` when the server refuses."""
     enc = check_encoding(encoding)
     query = {"encoding": enc, **({"slow": slow} if slow else {})}
     full = endpoint_url(url, "/ws", query)
 
     async def opener() -> Connection:
-        ws = await _open(full, token, open_timeout, max_queue, {})
+        ws = await _open(full, token, ssl, open_timeout, max_queue)
         return Connection(ws, enc, full)
 
     return _Connect(opener)
@@ -373,6 +389,7 @@ def connect_replay(
     symbols: Iterable[str] | None = None,
     depth: Depth | None = None,
     token: str | None = None,
+    ssl: SSLContext | None = None,
     open_timeout: float = DEFAULT_OPEN_TIMEOUT,
     max_queue: int | None = DEFAULT_MAX_QUEUE,
 ) -> _Connect[ReplayConnection]:
@@ -382,15 +399,17 @@ def connect_replay(
     ``start``/``end``: the event-time window (the protocol's ``from`` and
     ``to``: ns since the epoch or RFC 3339); ``speed``: a factor of real
     time or ``"max"`` (server default 1); ``symbols``: only these;
-    ``depth``: book levels per side. Raises `HandshakeError` when the
-    server refuses (404 unknown source, 400 bad parameter, ...)."""
+    ``depth``: book levels per side; ``token`` and ``ssl`` as for
+    `connect`. Raises `HandshakeError` when the server refuses (404 unknown
+    source, 400 bad parameter, 403 a token without the ``replay``
+    claim, ...)."""
     full = replay_url(
         url, source, encoding=encoding, start=start, end=end, speed=speed, symbols=symbols, depth=depth
     )
     enc = check_encoding(encoding)
 
     async def opener() -> ReplayConnection:
-        ws = await _open(full, token, open_timeout, max_queue, {})
+        ws = await _open(full, token, ssl, open_timeout, max_queue)
         conn = ReplayConnection(ws, enc, full)
         conn.source = source
         return conn

@@ -38,6 +38,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from ssl import SSLContext
 from types import TracebackType
 from typing import Literal, Union
 
@@ -136,8 +137,9 @@ class Session:
     ``heartbeat_timeout`` (seconds without any frame before the connection
     is taken for dead, default 30: twice the server's default ping
     interval), ``resume`` (send ``from_seq`` on reconnect, default True),
-    ``verify_books`` (check checksums, default True), ``rng`` (a
-    ``random.Random`` for reproducible jitter).
+    ``verify_books`` (check checksums, default True), ``slow`` and
+    ``ssl`` (as for `tickcast.connect`), ``rng`` (a ``random.Random`` for
+    reproducible jitter).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class Session:
         resume: bool = True,
         verify_books: bool = True,
         slow: Literal["conflate", "disconnect"] | None = None,
+        ssl: SSLContext | None = None,
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
         rng: random.Random | None = None,
@@ -174,6 +177,7 @@ class Session:
         self.resume = resume
         self.verify_books = verify_books
         self.slow = slow
+        self.ssl = ssl
         self.open_timeout = open_timeout
         self.max_queue = max_queue
         self._rng = rng or random.Random()
@@ -314,6 +318,7 @@ class Session:
                 encoding=self.encoding,
                 token=self.token,
                 slow=self.slow,
+                ssl=self.ssl,
                 open_timeout=self.open_timeout,
                 max_queue=self.max_queue,
             )

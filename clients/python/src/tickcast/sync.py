@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import queue
 import threading
+from ssl import SSLContext
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
@@ -341,6 +342,7 @@ def replay(
     symbols: Iterable[str] | None = None,
     depth: Depth | None = None,
     token: str | None = None,
+    ssl: SSLContext | None = None,
     until_end: bool = True,
     open_timeout: float = 10.0,
     buffer: int = DEFAULT_BUFFER,
@@ -362,6 +364,7 @@ def replay(
         symbols=list(symbols) if symbols is not None else None,
         depth=depth,
         token=token,
+        ssl=ssl,
     )
 
 
@@ -375,10 +378,20 @@ def fetch_replay(
     symbols: Iterable[str] | None = None,
     depth: Depth | None = None,
     token: str | None = None,
+    ssl: SSLContext | None = None,
 ) -> Tape:
     """A whole replay window at max speed, as a `Tape`:
     ``fetch_replay(url, "day.gz").to_pandas().trades``."""
     with replay(
-        url, source, encoding=encoding, start=start, end=end, speed="max", symbols=symbols, depth=depth, token=token
+        url,
+        source,
+        encoding=encoding,
+        start=start,
+        end=end,
+        speed="max",
+        symbols=symbols,
+        depth=depth,
+        token=token,
+        ssl=ssl,
     ) as r:
         return Tape.from_messages(r)
