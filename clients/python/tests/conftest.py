@@ -23,7 +23,9 @@ def tickcast_server(tmp_path: Path) -> Iterator[StartServer]:
     ``tls_context=`` for a server started with ``--tls-cert``."""
     started: list[TickcastServer] = []
 
-    def start(feed: str = "tcp", extra: Iterable[str] = (), tls_context: ssl.SSLContext | None = None) -> TickcastServer:
+    def start(
+        feed: str = "tcp", extra: Iterable[str] = (), tls_context: ssl.SSLContext | None = None
+    ) -> TickcastServer:
         server = TickcastServer.start(tmp_path, feed, extra, tls_context)
         started.append(server)
         return server

@@ -56,7 +56,9 @@ def _child_env() -> dict[str, str]:
 class TickcastServer:
     """One tickcast process; `restart` brings it back on the same ports."""
 
-    def __init__(self, log_dir: Path, feed: str, extra: Iterable[str], tls_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, log_dir: Path, feed: str, extra: Iterable[str], tls_context: ssl.SSLContext | None = None
+    ) -> None:
         self.log_dir = log_dir
         self.feed_kind = feed
         self.extra = list(extra)
@@ -89,7 +91,9 @@ class TickcastServer:
         if not binary.is_file():
             raise RuntimeError(f"tickcast binary not found at {binary}: run `cargo build` or set TICKCAST_BIN")
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), cwd=REPO_ROOT)
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=_child_env(), cwd=REPO_ROOT
+            )
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -197,12 +201,16 @@ def trade(sym: str, px: float, sz: float, side: str = "buy", ts_event: int | Non
     return t
 
 
-def quote(sym: str, bid: float, bid_sz: float, ask: float, ask_sz: float, ts_event: int | None = None) -> dict[str, Any]:
+def quote(
+    sym: str, bid: float, bid_sz: float, ask: float, ask_sz: float, ts_event: int | None = None
+) -> dict[str, Any]:
     t: dict[str, Any] = {"type": "quote", "sym": sym, "bid": bid, "bid_sz": bid_sz, "ask": ask, "ask_sz": ask_sz}
     if ts_event is not None:
         t["ts_event"] = ts_event
     return t
 
 
-def book(sym: str, bids: Iterable[tuple[float, float]] = (), asks: Iterable[tuple[float, float]] = ()) -> dict[str, Any]:
+def book(
+    sym: str, bids: Iterable[tuple[float, float]] = (), asks: Iterable[tuple[float, float]] = ()
+) -> dict[str, Any]:
     return {"type": "book", "sym": sym, "bids": [list(lv) for lv in bids], "asks": [list(lv) for lv in asks]}

@@ -33,7 +33,9 @@ def pb_trade() -> bytes:
 
 
 def pb_snapshot() -> bytes:
-    m = pb.ServerMessage(type="snapshot", sym="AAPL", seq=41, ts_event=1699999999999900000, ts_ingest=1699999999999912345)
+    m = pb.ServerMessage(
+        type="snapshot", sym="AAPL", seq=41, ts_event=1699999999999900000, ts_ingest=1699999999999912345
+    )
     s = m.snapshot
     s.quote.bid, s.quote.bid_sz, s.quote.ask, s.quote.ask_sz = 189.48, 100.0, 189.5, 200.0
     s.trade.px, s.trade.sz, s.trade.side = 189.49, 100.0, pb.SIDE_SELL
@@ -120,7 +122,9 @@ def test_protobuf_reset_and_replay_end_use_the_envelope():
     assert tickcast.decode("protobuf", m.SerializeToString()) == tickcast.Reset("AAPL", 1500, "epoch")
     m = pb.ServerMessage(type="replay_end", ts_event=1723161599999231384)
     m.replay_end.source, m.replay_end.reason, m.replay_end.events = "x.gz", "to", 7
-    assert tickcast.decode("protobuf", m.SerializeToString()) == tickcast.ReplayEnd("x.gz", "to", 7, 1723161599999231384)
+    assert tickcast.decode("protobuf", m.SerializeToString()) == tickcast.ReplayEnd(
+        "x.gz", "to", 7, 1723161599999231384
+    )
 
 
 def test_bad_frames_raise_decode_error():

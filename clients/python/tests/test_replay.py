@@ -142,7 +142,7 @@ def test_pause_resume_speed_and_seek(replay_server):
             rest = await until(lambda m: isinstance(m, tickcast.ReplayEnd), timeout=60)
             updates = [m for m in rest if isinstance(m, tickcast.Trade | tickcast.Quote | tickcast.BookUpdate)]
             assert updates[0].seq == snap.seq + 1
-            assert all(b.seq == a.seq + 1 for a, b in zip(updates, updates[1:])), "gapless after the seek"
+            assert all(b.seq == a.seq + 1 for a, b in zip(updates, updates[1:], strict=False)), "gapless after the seek"
             assert rest[-1].events == len(updates)
 
     asyncio.run(run())
@@ -177,7 +177,7 @@ def test_a_recorded_live_window_into_pandas(tickcast_server, tmp_path):
         replayer.url, "live", start=base + 50 * 1_000_000, end=base + 149 * 1_000_000, encoding="protobuf"
     ).to_pandas()
     expected = [(ts, px) for kind, ts, px in sent if base + 50 * 1_000_000 <= ts <= base + 149 * 1_000_000]
-    assert list(zip(frames.trades["ts_event_ns"].astype(int), frames.trades["px"])) == expected
+    assert list(zip(frames.trades["ts_event_ns"].astype(int), frames.trades["px"], strict=True)) == expected
     assert len(frames.quotes) == 50
     assert list(frames.trades["seq"]) == list(range(51, 151, 2)), "seqs are the live server's"
     assert frames.trades["ts_event"].iloc[0] == pd.Timestamp(base + 50 * 1_000_000, unit="ns", tz="UTC")

@@ -36,7 +36,9 @@ def send_mixed(feed: Feed, sym: str, first: int, count: int) -> None:
             ticks.append(quote(sym, 99.0, float(n), 101.0, 1.0, ts_event=TS + n))
         else:
             px = 99.0 - (n % 7) / 10
-            ticks.append(book(sym, bids=[(px, float(n)), (99.0 - ((n + 3) % 7) / 10, 0.0)], asks=[(101.0 + (n % 5) / 10, 1.0)]))
+            ticks.append(
+                book(sym, bids=[(px, float(n)), (99.0 - ((n + 3) % 7) / 10, 0.0)], asks=[(101.0 + (n % 5) / 10, 1.0)])
+            )
     feed.send(*ticks)
 
 
@@ -168,7 +170,7 @@ def test_a_session_resumes_by_itself_after_its_connection_drops(tickcast_server)
     assert seqs == list(range(2, 81)), "every seq once, in order, across the drop"
     reconnected = next(i for i in items if isinstance(i, tickcast.Connected) and i.attempt == 2)
     assert reconnected.resumed == ["AAPL"]
-    after = items[items.index(reconnected):]
+    after = items[items.index(reconnected) :]
     assert not any(isinstance(i, tickcast.Snapshot) for i in after), "resumed, not re-snapshotted"
     ack = next(i for i in after if isinstance(i, tickcast.Ack))
     assert ack.recovered == {"AAPL": True}

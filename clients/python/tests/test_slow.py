@@ -12,7 +12,9 @@ MARKET = (tickcast.Trade, tickcast.Quote, tickcast.BookUpdate)
 
 
 def test_a_stalled_session_is_conflated_and_recovers_exactly(tickcast_server):
-    server = tickcast_server(feed="synthetic", extra=["--symbols", "20", "--rate", "20000", "--conflate-above", "64KiB"])
+    server = tickcast_server(
+        feed="synthetic", extra=["--symbols", "20", "--rate", "20000", "--conflate-above", "64KiB"]
+    )
     symbols = server.get("/symbols")
 
     async def run() -> None:

@@ -403,9 +403,7 @@ def connect_replay(
     `connect`. Raises `HandshakeError` when the server refuses (404 unknown
     source, 400 bad parameter, 403 a token without the ``replay``
     claim, ...)."""
-    full = replay_url(
-        url, source, encoding=encoding, start=start, end=end, speed=speed, symbols=symbols, depth=depth
-    )
+    full = replay_url(url, source, encoding=encoding, start=start, end=end, speed=speed, symbols=symbols, depth=depth)
     enc = check_encoding(encoding)
 
     async def opener() -> ReplayConnection:

@@ -105,7 +105,9 @@ def _snapshot(m: Mapping[str, Any]) -> Snapshot:
         seq=m["seq"],
         ts_event=m["ts_event"],
         ts_ingest=m["ts_ingest"],
-        quote=None if q is None else QuoteState(float(q["bid"]), float(q["bid_sz"]), float(q["ask"]), float(q["ask_sz"])),
+        quote=None
+        if q is None
+        else QuoteState(float(q["bid"]), float(q["bid_sz"]), float(q["ask"]), float(q["ask_sz"])),
         trade=None if t is None else TradeState(float(t["px"]), float(t["sz"]), t["side"]),
         depth=m["depth"],
         bids=_levels(b["bids"]),

@@ -19,7 +19,7 @@ with the messages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar
 
 #: One book level: ``(price, size)``.
 Level = tuple[float, float]
@@ -254,10 +254,10 @@ class ChecksumMismatch:
 
 
 #: A market update: the messages that carry a symbol's ``seq`` forward.
-MarketMessage = Union[Trade, Quote, BookUpdate]
+MarketMessage = Trade | Quote | BookUpdate
 
 #: Any message a tickcast server sends.
-Message = Union[Trade, Quote, BookUpdate, Snapshot, Ack, Error, Conflated, Reset, ReplayEnd, TokenExpiring]
+Message = Trade | Quote | BookUpdate | Snapshot | Ack | Error | Conflated | Reset | ReplayEnd | TokenExpiring
 
 #: What a `tickcast.Session` reports besides the messages.
-SessionEvent = Union[Connected, Disconnected, Gap, ChecksumMismatch]
+SessionEvent = Connected | Disconnected | Gap | ChecksumMismatch

@@ -40,14 +40,14 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from ssl import SSLContext
 from types import TracebackType
-from typing import Literal, Union
+from typing import Literal
 
 from websockets.exceptions import WebSocketException
 
 from .backoff import backoff_delay
 from .book import OrderBook
 from .client import DEFAULT_MAX_QUEUE, DEFAULT_OPEN_TIMEOUT, Connection, connect
-from .codec import Depth, DecodeError, Encoding, check_depth, check_encoding, subscribe_request
+from .codec import DecodeError, Depth, Encoding, check_depth, check_encoding, subscribe_request
 from .errors import ConnectionClosed, HandshakeError, TickcastError
 from .messages import (
     Ack,
@@ -71,7 +71,7 @@ from .messages import (
 STABLE_AFTER = 10.0
 
 #: What iterating a `Session` yields.
-SessionItem = Union[Message, SessionEvent]
+SessionItem = Message | SessionEvent
 
 
 @dataclass

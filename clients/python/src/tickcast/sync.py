@@ -16,11 +16,12 @@ stops the thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import queue
 import threading
-from ssl import SSLContext
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
@@ -109,10 +110,8 @@ class _Bridge(Generic[R, T]):
                 self._producer_waiting = True
                 if not self._queue.full():
                     continue
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):  # re-check now and then, as a backstop
                     await asyncio.wait_for(self._space.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
 
     def next(self) -> T:
         """The next item; ``StopIteration`` at the end; the producer's
@@ -146,10 +145,8 @@ class _Bridge(Generic[R, T]):
         self._closed = True
         self._finished = True
         self._pump_future.cancel()
-        try:
+        with contextlib.suppress(Exception):  # closing is best effort; the loop goes away anyway
             self.call(self._close_resource(self.resource), timeout=5)
-        except Exception:  # closing is best effort; the loop goes away anyway
-            pass
         self._stop_loop()
 
     def _stop_loop(self) -> None:
@@ -157,7 +154,6 @@ class _Bridge(Generic[R, T]):
         self._thread.join(5)
         if not self._thread.is_alive():
             self._loop.close()
-
 
 
 class BlockingStream(Iterator[SessionItem]):
@@ -237,10 +233,8 @@ def _close_quietly(bridge: _Bridge[Any, Any] | None) -> None:
     """Closes an iterator's bridge when the iterator is dropped unclosed
     (say, after a ``break``), so its thread and socket do not linger."""
     if bridge is not None:
-        try:
+        with contextlib.suppress(Exception):
             bridge.close()
-        except Exception:
-            pass
 
 
 async def _value(fn: Callable[[], T]) -> T:
