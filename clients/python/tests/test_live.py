@@ -130,3 +130,22 @@ def test_a_refused_handshake_raises_with_the_servers_reason(tickcast_server):
     asyncio.run(run())
     with pytest.raises(ValueError):
         tickcast.connect(server.url, encoding="xml")  # type: ignore[arg-type]
+
+
+def test_a_stream_changes_its_symbols_while_it_runs(tickcast_server):
+    server = tickcast_server(feed="synthetic", extra=["--symbols", "10", "--rate", "2000"])
+    first, second = server.get("/symbols")[:2]
+    with tickcast.stream(server.url, symbols=[first], encoding="protobuf") as stream:
+        seen: list[Any] = []
+        for item in stream:
+            seen.append(item)
+            if isinstance(item, tickcast.Snapshot) and item.sym == first:
+                stream.subscribe([second])
+            elif isinstance(item, tickcast.Snapshot) and item.sym == second:
+                stream.unsubscribe([first])
+            elif isinstance(item, tickcast.Ack) and item.op == "unsubscribe":
+                break
+        after = list(itertools.islice(stream, 100))
+        assert stream.state(first) is None and stream.state(second) is not None
+    assert not any(getattr(i, "sym", None) == first for i in after), "no update of an unsubscribed symbol"
+    assert sum(getattr(i, "sym", None) == second for i in after) == 100

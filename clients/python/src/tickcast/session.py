@@ -288,11 +288,14 @@ class Session:
             if self._conn is None:
                 await self._connect()
                 continue
+            conn = self._conn
             try:
-                msg = await self._recv(self._conn)
+                msg = await self._recv(conn)
             except (ConnectionClosed, _Silent, DecodeError) as e:
                 if self._closed:  # close() ended the connection under us
                     raise StopAsyncIteration from None
+                if self._conn is not conn:  # a concurrent send already reported it lost
+                    continue
                 if isinstance(e, _Silent):
                     self._lost(f"no frame for {self.heartbeat_timeout:g} s (heartbeat watchdog)")
                 elif isinstance(e, DecodeError):
