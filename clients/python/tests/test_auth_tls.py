@@ -43,6 +43,10 @@ def test_a_session_over_wss_with_a_token(tls_server):
     url = f"wss://localhost:{server.port}"
     feed = Feed(server.feed_port)
     feed.send(trade("BTCUSDT", 10.5, 2.0))
+    deadline = time.monotonic() + TIMEOUT
+    while (server.metric("tickcast_updates_published_total") or 0) < 1:  # the symbol exists, at seq 1
+        assert time.monotonic() < deadline, "the first tick was never sequenced"
+        time.sleep(0.02)
 
     async def run() -> None:
         with pytest.raises(tickcast.HandshakeError) as refused:

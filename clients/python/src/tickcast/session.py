@@ -16,6 +16,9 @@ session (`Connected`, `Disconnected`, `Gap`, `ChecksumMismatch`). It:
   exactly the missed updates (``recovered`` true) or a `Reset` and a fresh
   `Snapshot` (false). A server without resume ignores both fields and
   sends snapshots, which the session takes as usual.
+* **rewinds** (``from_ts``): on a recording server, the first subscribe
+  starts at a past event time: the state then, every update since from
+  the tick log, then live, seamlessly.
 * **tracks seq per symbol**: a `Snapshot` sets it, each update must be the
   next; an unannounced jump or repeat is a `Gap`: the symbol is
   resubscribed (unsubscribe, then subscribe: a plain subscribe at the same
@@ -137,9 +140,11 @@ class Session:
     ``heartbeat_timeout`` (seconds without any frame before the connection
     is taken for dead, default 30: twice the server's default ping
     interval), ``resume`` (send ``from_seq`` on reconnect, default True),
-    ``verify_books`` (check checksums, default True), ``slow`` and
-    ``ssl`` (as for `tickcast.connect`), ``rng`` (a ``random.Random`` for
-    reproducible jitter).
+    ``verify_books`` (check checksums, default True), ``from_ts`` (start
+    in the past on a server run with ``--record``: ns since the epoch or
+    RFC 3339; the first subscribe rewinds there, reconnects resume by seq
+    as usual), ``slow`` and ``ssl`` (as for `tickcast.connect`), ``rng``
+    (a ``random.Random`` for reproducible jitter).
     """
 
     def __init__(
@@ -156,6 +161,7 @@ class Session:
         resume: bool = True,
         verify_books: bool = True,
         slow: Literal["conflate", "disconnect"] | None = None,
+        from_ts: int | str | None = None,
         ssl: SSLContext | None = None,
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
@@ -177,6 +183,7 @@ class Session:
         self.resume = resume
         self.verify_books = verify_books
         self.slow = slow
+        self.from_ts = from_ts
         self.ssl = ssl
         self.open_timeout = open_timeout
         self.max_queue = max_queue
@@ -360,6 +367,9 @@ class Session:
             if sym not in from_seq:
                 st.awaiting_snapshot = True
                 st.book = None
+        if self.from_ts is not None and not any(st.seq is not None for st in self._states.values()):
+            # Nothing held yet: start at from_ts (live with rewind).
+            return subscribe_request(self._symbols, self.depth, from_ts=self.from_ts), []
         epoch = self.epoch if from_seq else None
         return subscribe_request(self._symbols, self.depth, from_seq=from_seq or None, epoch=epoch), list(from_seq)
 
