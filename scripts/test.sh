@@ -9,10 +9,12 @@
 #      crates/loadgen)
 #   5. cargo build (the binary the Python suite runs)
 #   6. the independent-client suite: python -m pytest -q tests/python
+#   7. the Python client package: pip install "./clients/python[pandas,arrow]"
+#      into the venv, then python -m pytest -q clients/python/tests
 #
 # Works from any directory. Needs a Rust toolchain (rustup) and Python >= 3.10
 # with the venv module; installs everything else itself. Extra arguments go
-# to pytest (e.g. `scripts/test.sh -k sigterm -x`).
+# to the independent-client suite's pytest (e.g. `scripts/test.sh -k sigterm -x`).
 #
 # Environment:
 #   PYTHON        interpreter to build the venv with (default: the first of
@@ -122,5 +124,10 @@ export TICKCAST_BIN
 # ---------------------------------------------------------------------------
 section "independent-client suite (pytest tests/python, server $TICKCAST_BIN)"
 "$VENV_PY" -m pytest -q tests/python "$@"
+
+# ---------------------------------------------------------------------------
+section "Python client package (clients/python, server $TICKCAST_BIN)"
+"$VENV_PY" -m pip install --quiet "./clients/python[pandas,arrow]"
+"$VENV_PY" -m pytest -q clients/python/tests
 
 section "all tests passed in $((SECONDS - started)) s"

@@ -118,6 +118,9 @@ pub struct Metrics {
     pub history_evicted: AtomicU64,
     /// Symbols of `from_seq` subscribes: `[recovered, reset]`.
     pub resumes: [AtomicU64; 2],
+    /// `from_ts` subscribes that read the tick log up to the seam and
+    /// joined live.
+    pub rewinds: AtomicU64,
 }
 
 /// Why the tcp feed closed a connection itself (`--feed` doors), the label
@@ -430,7 +433,12 @@ const METRICS: &[Metric] = &[
     counter("tickcast_resumes_total", "Symbols resumed with from_seq, by result.", |s| {
         by("result", [("recovered", &s.metrics.resumes[0]), ("reset", &s.metrics.resumes[1])])
     }),
-    gauge("tickcast_replay_sessions", "Replay sessions (/replay) open now.", |s| one(&s.metrics.replay_sessions)),
+    counter("tickcast_rewinds_total", "from_ts subscribes that rewound the tick log and joined live.", |s| {
+        one(&s.metrics.rewinds)
+    }),
+    gauge("tickcast_replay_sessions", "Replay sessions (/replay) and rewinds (from_ts) open now.", |s| {
+        one(&s.metrics.replay_sessions)
+    }),
     counter("tickcast_replay_rejected_total", "Replay sessions refused at --max-replay-sessions (HTTP 503).", |s| {
         one(&s.metrics.replay_rejected)
     }),
@@ -686,6 +694,7 @@ mod tests {
         m.history_evicted.store(157, r);
         m.resumes[0].store(163, r);
         m.resumes[1].store(167, r);
+        m.rewinds.store(173, r);
         m.replay_sessions.store(73, r);
         m.replay_rejected.store(79, r);
         for (i, c) in m.client_errors.iter().enumerate() {
@@ -860,7 +869,10 @@ tickcast_history_evicted_total 157
 # TYPE tickcast_resumes_total counter
 tickcast_resumes_total{result="recovered"} 163
 tickcast_resumes_total{result="reset"} 167
-# HELP tickcast_replay_sessions Replay sessions (/replay) open now.
+# HELP tickcast_rewinds_total from_ts subscribes that rewound the tick log and joined live.
+# TYPE tickcast_rewinds_total counter
+tickcast_rewinds_total 173
+# HELP tickcast_replay_sessions Replay sessions (/replay) and rewinds (from_ts) open now.
 # TYPE tickcast_replay_sessions gauge
 tickcast_replay_sessions 73
 # HELP tickcast_replay_rejected_total Replay sessions refused at --max-replay-sessions (HTTP 503).

@@ -98,6 +98,8 @@
 //! - `resync.rs`: a cluster's topic images: installing a sequencer's
 //!   image on an edge (a `reset` notice, then fresh snapshots, to its
 //!   subscribers) and taking one for an edge's snapshot request.
+//! - [`history`]: each topic's recent frames per (depth, encoding), for
+//!   resume by seq (`from_seq`) and the end of a rewind.
 //! - `ladder.rs`: the slow-consumer ladder ([`SlowConsumerPolicy`]):
 //!   holding updates back, recovery, and closing with 1008.
 //!
@@ -178,8 +180,27 @@ pub enum Command {
         resume: Vec<(String, u64)>,
         /// The epoch the client's `from_seq` belongs to, if it said.
         epoch: Option<u64>,
+        /// Whether to send the `ack`: not when the session already did (the
+        /// end of a rewind, which joins live with a `from_seq`).
+        announce: bool,
         /// Answered once the request is applied.
         done: oneshot::Sender<()>,
+    },
+    /// Keeps history for `symbols` at (`depth`, `encoding`) from now on,
+    /// for at least `--history`, even with no subscriber: a rewind
+    /// (`from_ts`) reads the tick log up to now and then resumes from that
+    /// history, so the two meet without a gap. Answers each known symbol's
+    /// seq now (where the history starts, at the latest), the symbols it
+    /// does not know, and the epoch.
+    Retain {
+        /// Symbols as the client named them.
+        symbols: Vec<String>,
+        /// The depth the client subscribes at.
+        depth: usize,
+        /// The client's encoding.
+        encoding: Encoding,
+        /// The answer.
+        reply: oneshot::Sender<Retained>,
     },
     /// Unsubscribe from symbols (`"*"` = all of them).
     Unsubscribe {
@@ -203,6 +224,17 @@ pub enum Command {
         /// The state, or `None` for a symbol this server does not know.
         reply: oneshot::Sender<Option<Image>>,
     },
+}
+
+/// The answer to a [`Command::Retain`].
+#[derive(Debug, Default)]
+pub struct Retained {
+    /// Each known symbol with its seq when history was retained.
+    pub seqs: Vec<(String, u64)>,
+    /// Symbols the engine does not know.
+    pub unknown: Vec<String>,
+    /// The epoch those seqs belong to.
+    pub epoch: u64,
 }
 
 /// The sending side sessions use; wakes the engine if it is parked.
@@ -456,6 +488,25 @@ impl Engine {
         self.publish_history_totals();
     }
 
+    /// See [`Command::Retain`].
+    fn retain(&mut self, symbols: &[String], depth: usize, encoding: Encoding) -> Retained {
+        self.sync_topics();
+        let mut out = Retained { epoch: self.epoch, ..Retained::default() };
+        for name in symbols {
+            match self.symbols.lookup(name).filter(|&id| (id as usize) < self.topics.len()) {
+                Some(id) => {
+                    let topic = &mut self.topics[id as usize];
+                    if self.history.enabled() {
+                        topic.retain(depth, encoding, self.clock_ns, self.history.keep);
+                    }
+                    out.seqs.push((name.clone(), topic.state.seq));
+                }
+                None => out.unknown.push(name.clone()),
+            }
+        }
+        out
+    }
+
     /// Shows what history holds in `/metrics` (a few relaxed stores).
     fn publish_history_totals(&mut self) {
         if !self.history.enabled() {
@@ -474,10 +525,10 @@ impl Engine {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Register { outbox } => self.register(outbox),
-            Command::Subscribe { id, symbols, depth, entitlements, resume, epoch, done } => {
+            Command::Subscribe { id, symbols, depth, entitlements, resume, epoch, announce, done } => {
                 if let Some(&slot) = self.slot_of.get(&id) {
                     let depth = depth.unwrap_or(self.book_depth);
-                    self.subscribe(slot, &symbols, depth, entitlements, &resume, epoch);
+                    self.subscribe(slot, &symbols, depth, entitlements, (&resume, epoch), announce);
                 }
                 let _ = done.send(());
             }
@@ -488,6 +539,9 @@ impl Engine {
                 let _ = done.send(());
             }
             Command::Deregister { id } => self.deregister(id),
+            Command::Retain { symbols, depth, encoding, reply } => {
+                let _ = reply.send(self.retain(&symbols, depth, encoding));
+            }
             Command::Image { symbol, reply } => {
                 let _ = reply.send(self.image_of(&symbol));
             }

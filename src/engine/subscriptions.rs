@@ -404,8 +404,8 @@ impl Engine {
         symbols: &[String],
         depth: usize,
         entitlements: Option<Arc<Entitlements>>,
-        resume: &[(String, u64)],
-        epoch: Option<u64>,
+        (resume, epoch): (&[(String, u64)], Option<u64>),
+        announce: bool,
     ) {
         self.sync_topics();
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
@@ -471,7 +471,7 @@ impl Engine {
                 }
             }
         }
-        if !applied.is_empty() {
+        if announce && !applied.is_empty() {
             let ack = ServerMessage::Ack {
                 op: "subscribe".into(),
                 symbols: applied.iter().map(|&s| s.into()).collect(),

@@ -149,6 +149,19 @@ impl Topic {
         }
     }
 
+    /// Starts the history track of (`depth`, `encoding`) if there is none,
+    /// and keeps it for at least `keep` from `now` even if no one
+    /// subscribes (a rewind about to join it).
+    pub fn retain(&mut self, depth: usize, encoding: Encoding, now: u64, keep: std::time::Duration) {
+        let i = self.audience_at(depth);
+        let audience = &mut self.audiences[i];
+        let seq = self.state.seq;
+        let track = audience.tracks[encoding.index()].get_or_insert_with(|| Track::new(seq));
+        if audience.subscribers[encoding.index()].is_empty() {
+            track.idle(now, keep);
+        }
+    }
+
     /// The history track of (`depth`, `encoding`), if one is kept.
     pub fn track(&self, depth: usize, encoding: Encoding) -> Option<&Track> {
         self.audiences.iter().find(|a| a.depth == depth)?.tracks[encoding.index()].as_ref()

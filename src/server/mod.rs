@@ -339,6 +339,12 @@ impl Server {
             metrics,
             engine: engine_handle,
             shutdown: shutdown_rx,
+            rewind: config.record.as_ref().map(|r| crate::session::rewind::RewindSettings {
+                dir: r.dir.clone(),
+                max_sessions: config.max_replay_sessions,
+                mark: config.slow.conflate_above / 2,
+                history: config.history.enabled(),
+            }),
         });
         let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
         let metrics_limits = ConnectionLimits::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS);

@@ -14,6 +14,8 @@
 //! - [`limiter`]: the per-connection request rate limit (token bucket).
 //! - [`writer`]: the outbox drained with one vectored write per pass.
 //! - [`replay`]: private paced replays (`/replay`), which bypass the engine.
+//! - [`rewind`]: live with rewind (`from_ts`): the tick log up to now,
+//!   then a resume from the engine's history.
 //! - [`registry`]: the live sessions, for gauges and shutdown.
 //!
 //! Imports: [`crate::model`], [`crate::wire`], [`crate::outbox`],
@@ -27,6 +29,7 @@ pub mod limiter;
 pub mod registry;
 pub mod replay;
 pub mod requests;
+pub mod rewind;
 pub mod run;
 pub mod writer;
 
@@ -95,6 +98,9 @@ pub struct SessionCtx {
     pub registry: Arc<SessionRegistry>,
     /// Changes (to `true`) when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// With `--record`: where rewinds (`from_ts`) read; `None`: they are
+    /// refused.
+    pub rewind: Option<rewind::RewindSettings>,
 }
 
 /// What the handshake chose for a session.

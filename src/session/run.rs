@@ -31,6 +31,8 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use super::inbound::{FrameViolation, Inbound};
 use super::limiter::{RequestLimiter, Verdict};
 use super::replay::{ReplayDriver, ReplaySession};
+use super::requests::Handled;
+use super::rewind::{Rewind, Stepped};
 use super::{frame_for, requests, writer, Handshake, SessionCtx};
 use crate::auth::Grant;
 use crate::engine::Command;
@@ -84,8 +86,19 @@ pub async fn run(ctx: Arc<SessionCtx>, stream: TcpStream, leftover: Bytes, hands
     let grant = handshake.grant;
     let limiter =
         RequestLimiter::new(ctx.settings.max_requests_per_sec, ctx.settings.request_burst, Instant::now().into_std());
-    let mut session =
-        Session { ctx, outbox, stream, writer, writer_done: false, inbound, driver, grant, expiry, limiter };
+    let mut session = Session {
+        ctx,
+        outbox,
+        stream,
+        writer,
+        writer_done: false,
+        inbound,
+        driver,
+        rewind: None,
+        grant,
+        expiry,
+        limiter,
+    };
     let grace = session.serve().await;
     session.goodbye(grace).await;
 }
@@ -102,6 +115,8 @@ struct Session {
     inbound: Inbound,
     /// A replay session's pacer; `None` for a live session.
     driver: Option<ReplayDriver>,
+    /// A live session's rewind (`from_ts`) in progress.
+    rewind: Option<Rewind>,
     /// What the session's token grants (the handshake's, or the last
     /// `refresh`'s); `None` on an open server.
     grant: Option<Grant>,
@@ -179,6 +194,11 @@ impl Session {
                     return settings.shutdown_grace;
                 }
                 _ = replay_step(&mut self.driver, &self.outbox), if replaying => {}
+                stepped = rewind_step(&mut self.rewind, &self.ctx, &self.outbox), if self.rewind.is_some() => {
+                    if let Stepped::Finished = stepped {
+                        self.rewind = None;
+                    }
+                }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
                     self.ctx.metrics.client_error(ErrorCode::PongTimeout);
                     self.outbox.close(wire::close_frame(close_code::POLICY, "pong timeout"));
@@ -247,7 +267,21 @@ impl Session {
                     },
                     None => {
                         let entitlements = self.grant.as_ref().map(|g| &g.entitlements);
-                        requests::handle(&self.ctx, &self.outbox, &frame.payload, entitlements).await.map(Ok)
+                        let rewinding = self.rewind.as_ref().map(|r| &r.symbols);
+                        match requests::handle(&self.ctx, &self.outbox, &frame.payload, entitlements, rewinding).await {
+                            Handled::Done => None,
+                            Handled::Refresh(token) => Some(Ok(token)),
+                            Handled::Rewind(req) => {
+                                match Rewind::start(&self.ctx, &self.outbox, req, entitlements).await {
+                                    Ok(rewind) => self.rewind = Some(rewind),
+                                    Err((code, message)) => {
+                                        self.ctx.metrics.client_error(code);
+                                        self.reply(&ServerMessage::error(code.code(), message));
+                                    }
+                                }
+                                None
+                            }
+                        }
                     }
                 };
                 match refresh {
@@ -418,6 +452,13 @@ async fn drain_until_eof(stream: &TcpStream) {
 async fn replay_step(driver: &mut Option<ReplayDriver>, outbox: &Outbox) {
     match driver {
         Some(d) => d.step(outbox).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn rewind_step(rewind: &mut Option<Rewind>, ctx: &SessionCtx, outbox: &Outbox) -> Stepped {
+    match rewind.as_mut() {
+        Some(r) => r.step(ctx, outbox).await,
         None => std::future::pending().await,
     }
 }

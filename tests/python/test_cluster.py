@@ -591,3 +591,64 @@ def test_replayed_capture_through_the_cluster_matches_a_single_node(tickcast, na
         assert ka[0] == kb[0] and ka[1] == kb[1] and ka[3:] == kb[3:], f"{sym} seq {seq}: {ka} != {kb}"
         common += 1
     assert common > 100, f"only {common} seqs in common"
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "protobuf", "json"])
+def test_a_client_resumes_on_another_edge_by_the_sequencers_seqs(tickcast, nats, tmp_path, encoding):
+    """Seqs and the epoch are the sequencer's, so a client that leaves one
+    edge resumes on another from the last seq it held: exactly the missed
+    updates (the other edge's history), then live, nothing twice."""
+    feed_port = free_port()
+    seq_server = start_sequencer(tickcast, nats, tmp_path, feed_port)
+    edge_a, edge_b = start_edge(tickcast, nats), start_edge(tickcast, nats)
+    ref = subscribe_collect(seq_server, "msgpack", "sequencer")
+    # Edge B has users at this depth and encoding: it keeps their history.
+    neighbour = subscribe_collect(edge_b, encoding, "edge-b/neighbour")
+    market = Market(feed_port)
+    market.start()
+    try:
+        leaving = edge_a.connect(encoding)
+        leaving.subscribe(*SYMS, depth=DEPTH)
+        ack = leaving.recv_type("ack")
+        epoch = ack["epoch"]
+        # The edge names its sequencer's epoch, as the sequencer does.
+        probe = seq_server.connect("json")
+        probe.subscribe(SYMS[0])
+        assert probe.recv_type("ack")["epoch"] == epoch > 0
+        probe.close()
+        held = StreamChecker("edge-a/leaving")
+        while held.count < 200:
+            held.check(leaving.recv())
+        leaving.close()
+        left_at = dict(held.last)
+        # Away while about 300 more updates go by.
+        n = market.n
+        wait_until(lambda: market.n >= n + 300, what="300 more ticks")
+        back = edge_b.connect(encoding)
+        back.send_json({"op": "subscribe", "symbols": SYMS, "depth": DEPTH, "from_seq": left_at, "epoch": epoch})
+        ack = back.recv_type("ack")
+        assert ack["recovered"] == {s: True for s in SYMS}, ack
+        assert ack["epoch"] == epoch, ack
+        books = {s: DepthBook.from_snapshot(held.snapshots[s][0]["book"], DEPTH) for s in SYMS}
+        # The books held from edge A go on with edge B's messages.
+        for sym in SYMS:
+            for seq in range(held.snapshots[sym][0]["seq"] + 1, left_at[sym] + 1):
+                k = held.updates[sym][seq]
+                if k[0] == "book":
+                    books[sym].apply({"bids": [list(l) for l in k[3]], "asks": [list(l) for l in k[4]]})
+        target = {s: left_at[s] + 250 for s in SYMS}
+        while any(held.last[s] < target[s] for s in SYMS):
+            m = back.recv()
+            assert m["type"] in ("trade", "quote", "book"), f"a recovered symbol got {m}"
+            held.check(m)
+            if m["type"] == "book":
+                books[m["sym"]].apply(m)
+                assert books[m["sym"]].checksum() == m["checksum"], (m["sym"], m["seq"])
+    finally:
+        market.stop()
+    time.sleep(0.5)
+    ref_c = ref.finish()
+    neighbour.finish()
+    # Every update it got, before and after the move, is the sequencer's.
+    assert assert_same_updates(ref_c, held) == held.count
+    assert edge_b.metric('tickcast_resumes_total{result="recovered"}') == len(SYMS)

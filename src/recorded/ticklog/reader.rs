@@ -79,6 +79,9 @@ impl Symbols {
 /// starts a new run, as after a server restart, and is no gap). After an
 /// error, `next_event` returns `Ok(None)`.
 pub struct TickLogReader {
+    /// The directory, when opened as one: [`TickLogReader::follow`] looks
+    /// in it for segments created since.
+    dir: Option<PathBuf>,
     segments: Vec<PathBuf>,
     /// Index in `segments` of the next segment to open.
     next: usize,
@@ -96,9 +99,17 @@ impl TickLogReader {
     /// after another; an empty directory holds no events. The first
     /// segment's header is checked here, the others' when they are reached.
     pub fn open(path: &Path) -> Result<TickLogReader, SourceError> {
-        let segments = if path.is_dir() { segment_paths(path)? } else { vec![path.to_owned()] };
-        let mut reader =
-            TickLogReader { segments, next: 0, cur: None, spare: Vec::new(), syms: Symbols::default(), done: false };
+        let dir = path.is_dir().then(|| path.to_owned());
+        let segments = if dir.is_some() { segment_paths(path)? } else { vec![path.to_owned()] };
+        let mut reader = TickLogReader {
+            dir,
+            segments,
+            next: 0,
+            cur: None,
+            spare: Vec::new(),
+            syms: Symbols::default(),
+            done: false,
+        };
         reader.open_next()?;
         Ok(reader)
     }
@@ -147,6 +158,70 @@ impl TickLogReader {
             }
         }
         Ok(self.syms.names)
+    }
+
+    /// The next event of a log that a recorder is still appending to:
+    /// `Ok(None)` means "nothing more is written yet", not the end. At the
+    /// end of the last segment, or at a record whose end is not written
+    /// yet, it returns `Ok(None)` and keeps its place; a later call reads
+    /// what was appended since, and goes on into segments created since.
+    /// Anything damaged before the tail is an error, as for
+    /// [`Source::next_event`]. For live with rewind (`from_ts`), which
+    /// reads up to the newest records.
+    pub fn follow(&mut self) -> Result<Option<Event>, SourceError> {
+        loop {
+            let Some(seg) = self.cur.as_mut() else {
+                if self.open_next()? || (self.find_new_segments()? && self.open_next()?) {
+                    continue;
+                }
+                return Ok(None);
+            };
+            let record = match seg.next_record() {
+                Ok(Some(record)) => record,
+                // The end of this segment, or a record still being written:
+                // if a later segment exists this one is complete.
+                Ok(None) | Err(SourceError::Truncated { .. })
+                    if self.next >= self.segments.len() && !self.find_new_segments()? =>
+                {
+                    if let Some(seg) = self.cur.as_mut() {
+                        seg.clear_eof();
+                    }
+                    return Ok(None);
+                }
+                Ok(None) => {
+                    self.open_next()?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let (start, from, to) = record;
+            let Some(seg) = self.cur.as_ref() else { return Ok(None) };
+            let body = seg.body(from, to);
+            let result = match body[0] {
+                KIND_SYMBOL => self.syms.define(body).map(|()| None),
+                kind @ (KIND_TRADE | KIND_QUOTE | KIND_BOOK) => self.syms.tick(kind, body).map(Some),
+                kind => Err(BadRecord::UnknownKind(kind)),
+            };
+            match result {
+                Ok(Some(event)) => return Ok(Some(event)),
+                Ok(None) => {}
+                Err(reason) => return Err(corrupt(seg.path(), start, reason.to_string())),
+            }
+        }
+    }
+
+    /// Adds the directory's segments created since it was listed; returns
+    /// whether there are any.
+    fn find_new_segments(&mut self) -> Result<bool, SourceError> {
+        let Some(dir) = &self.dir else { return Ok(false) };
+        let known = self.segments.len();
+        let last = self.segments.last().cloned();
+        for path in segment_paths(dir)? {
+            if last.as_ref().is_none_or(|l| path.file_name() > l.file_name()) {
+                self.segments.push(path);
+            }
+        }
+        Ok(self.segments.len() > known)
     }
 
     fn next_inner(&mut self) -> Result<Option<Event>, SourceError> {

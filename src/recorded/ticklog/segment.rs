@@ -132,6 +132,12 @@ impl SegmentFile {
         self.file
     }
 
+    /// Forgets that the file ended, so the next read looks again: for a
+    /// segment still being appended to (see `TickLogReader::follow`).
+    pub(super) fn clear_eof(&mut self) {
+        self.eof = false;
+    }
+
     /// File offset of the next unread byte.
     fn offset(&self) -> u64 {
         self.base + self.pos as u64

@@ -637,3 +637,38 @@ fn throughput_5m_quotes() {
         read,
     );
 }
+
+#[test]
+fn follow_reads_what_is_appended_and_rolled_while_it_reads() {
+    let dir = TempDir::new("follow");
+    let o = WriterOptions { segment_bytes: 4096, ..opts() };
+    let (mut w, _) = TickLogWriter::open(&dir.0, o).unwrap();
+    let mut seqs = Vec::new();
+    let mut r = None;
+    let mut next = 1u64;
+    for round in 0..5 {
+        // 300 quotes a round: past a segment's 4096 bytes, so segments roll
+        // between the reader's looks.
+        for _ in 0..300 {
+            w.append(&tick("AAA", next, &quote(next))).unwrap();
+            next += 1;
+        }
+        w.flush().unwrap();
+        let reader = r.get_or_insert_with(|| TickLogReader::open(&dir.0).unwrap());
+        while let Some(e) = reader.follow().unwrap() {
+            seqs.push(e.seq.unwrap());
+        }
+        assert_eq!(seqs.len(), 300 * (round + 1), "round {round}: everything written so far");
+    }
+    // A record whose end is not written yet is not an error: it is read
+    // once it is whole.
+    let mut half = Vec::new();
+    encode_tick(&mut half, 0, &tick("AAA", next, &quote(next)));
+    let path = segment_paths(&dir.0).unwrap().pop().unwrap();
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(&half[..half.len() / 2]).unwrap();
+    let reader = r.as_mut().unwrap();
+    assert!(reader.follow().unwrap().is_none(), "half a record is not there yet");
+    drop(w);
+    assert_eq!(seqs, (1..next).collect::<Vec<_>>());
+}
