@@ -125,9 +125,10 @@ async fn read_message(client: &mut Client) -> ServerMessage<'static> {
 
 /// An independent subscriber's book of `sym` against the session's, at the
 /// same seq: the subscriber takes a snapshot, then the session's book is
-/// read together with its seq (at or past the snapshot's), and the
-/// subscriber applies updates up to that seq.
-async fn assert_book_matches_server(session: &Session, server: SocketAddr, sym: &str, encoding: Encoding) {
+/// read together with its seq (at or past the snapshot's; the session's
+/// events are read meanwhile, so its task never waits on a full channel),
+/// and the subscriber applies updates up to that seq.
+async fn assert_book_matches_server(session: &mut Session, server: SocketAddr, sym: &str, encoding: Encoding) {
     let mut fresh = Client::connect(server, encoding).await.expect("an independent subscriber");
     fresh.subscribe_depth(&[sym], DEPTH).await.expect("subscribe");
     let (mut at, mut book) = loop {
@@ -141,7 +142,8 @@ async fn assert_book_matches_server(session: &Session, server: SocketAddr, sym: 
             Some((seq, book)) if seq >= at => break (seq, book),
             _ => {
                 assert!(waited.elapsed() < PATIENCE, "the session's {sym} never reached seq {at}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                let event = next(session).await;
+                assert_healthy(&event, "while comparing books");
             }
         }
     };
@@ -233,7 +235,7 @@ async fn resume_across_a_cut(server: SocketAddr, syms: &[String], encoding: Enco
     assert_eq!(seen.snapshots, syms.len(), "{what}: no snapshot for a recovered symbol");
     for sym in syms {
         seen.assert_gapless(sym, &what);
-        assert_book_matches_server(&session, server, sym, encoding).await;
+        assert_book_matches_server(&mut session, server, sym, encoding).await;
     }
     assert_eq!(session.epoch(), Some(epoch));
 }
@@ -346,6 +348,6 @@ async fn a_killed_and_restarted_server_is_rejoined_with_backoff_reset_and_snapsh
     assert_eq!(not_recovered, syms.len(), "each symbol told not recovered");
     assert_ne!(session.epoch(), Some(first_epoch), "the session follows the new epoch");
     for sym in &syms {
-        assert_book_matches_server(&session, server.addr, sym, Encoding::Msgpack).await;
+        assert_book_matches_server(&mut session, server.addr, sym, Encoding::Msgpack).await;
     }
 }
