@@ -349,6 +349,13 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKCAST_HISTORY", default_value = "5m", value_parser = duration)]
     pub history: Duration,
 
+    /// How long a client whose connection ends holds the history of what
+    /// it subscribed to, to come back and resume: the server goes on
+    /// encoding it meanwhile even if no one else subscribes at that depth
+    /// and encoding.
+    #[arg(long, env = "TICKCAST_HISTORY_LINGER", default_value = "60s", value_parser = duration)]
+    pub history_linger: Duration,
+
     /// Most history frames kept per symbol, depth and encoding.
     #[arg(long, env = "TICKCAST_HISTORY_FRAMES", default_value_t = 100_000)]
     pub history_frames: usize,
@@ -539,6 +546,7 @@ impl ServeArgs {
                 book_depth: self.book_depth,
                 history: HistoryPolicy {
                     keep: self.history,
+                    linger: self.history_linger,
                     max_frames: self.history_frames,
                     max_bytes: self.history_bytes,
                 },

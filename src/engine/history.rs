@@ -43,9 +43,11 @@ pub const ENTRY_OVERHEAD: usize = 64;
 /// `--history-bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryPolicy {
-    /// How far back frames are kept, and how long a (depth, encoding) is
-    /// still recorded after its last subscriber left. Zero: no history.
+    /// How far back frames are kept. Zero: no history.
     pub keep: Duration,
+    /// How long a session that ended holds its tracks (and keeps them
+    /// encoded) for its resume.
+    pub linger: Duration,
     /// Most frames one track keeps.
     pub max_frames: usize,
     /// Most bytes all tracks together keep.
@@ -54,7 +56,8 @@ pub struct HistoryPolicy {
 
 impl HistoryPolicy {
     /// No history at all: every resume gets a snapshot.
-    pub const OFF: HistoryPolicy = HistoryPolicy { keep: Duration::ZERO, max_frames: 0, max_bytes: 0 };
+    pub const OFF: HistoryPolicy =
+        HistoryPolicy { keep: Duration::ZERO, linger: Duration::ZERO, max_frames: 0, max_bytes: 0 };
 
     /// Whether any history is kept.
     pub fn enabled(&self) -> bool {
@@ -63,9 +66,15 @@ impl HistoryPolicy {
 }
 
 impl Default for HistoryPolicy {
-    /// The flags' defaults: five minutes, 100,000 frames a track, 256 MiB.
+    /// The flags' defaults: five minutes, held a minute after a drop,
+    /// 100,000 frames a track, 256 MiB.
     fn default() -> Self {
-        HistoryPolicy { keep: Duration::from_secs(300), max_frames: 100_000, max_bytes: 256 << 20 }
+        HistoryPolicy {
+            keep: Duration::from_secs(300),
+            linger: Duration::from_secs(60),
+            max_frames: 100_000,
+            max_bytes: 256 << 20,
+        }
     }
 }
 
@@ -99,15 +108,16 @@ pub struct Track {
     next_seq: u64,
     /// Bytes this track holds (payload plus overhead).
     bytes: usize,
-    /// With no subscriber left: when (engine clock, ns) the track is let
-    /// go. `None` while it has subscribers.
-    idle_until: Option<u64>,
+    /// Until when (engine clock, ns) the track is kept even with no
+    /// subscriber: the latest hold of a subscriber that dropped off, or of
+    /// a rewind about to join it. 0: none.
+    held_until: u64,
 }
 
 impl Track {
     /// An empty track for a topic whose last update has seq `seq`.
     pub fn new(seq: u64) -> Track {
-        Track { entries: VecDeque::new(), next_seq: seq + 1, bytes: 0, idle_until: None }
+        Track { entries: VecDeque::new(), next_seq: seq + 1, bytes: 0, held_until: 0 }
     }
 
     /// Keeps `frame`, the update `seq`, kept at `at`, then applies the
@@ -184,20 +194,15 @@ impl Track {
         self.bytes
     }
 
-    /// The track lost its last subscriber at `now`: it is let go after
-    /// `keep`.
-    pub fn idle(&mut self, now: u64, keep: Duration) {
-        self.idle_until = Some(now + keep.as_nanos() as u64);
+    /// Keeps the track for at least `hold` from `now`, subscribers or not
+    /// (a subscriber dropped off, or a rewind will join it).
+    pub fn hold(&mut self, now: u64, hold: Duration) {
+        self.held_until = self.held_until.max(now + hold.as_nanos() as u64);
     }
 
-    /// A subscriber joined: the track is kept for as long as it has one.
-    pub fn busy(&mut self) {
-        self.idle_until = None;
-    }
-
-    /// Whether it has had no subscriber for `keep`: time to let it go.
-    pub fn expired(&self, now: u64) -> bool {
-        self.idle_until.is_some_and(|t| now >= t)
+    /// Whether a hold still keeps it at `now`.
+    pub fn held(&self, now: u64) -> bool {
+        now < self.held_until
     }
 
     /// Drops every frame, counting them out of `totals`.
@@ -284,13 +289,12 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_track_expires_after_keep() {
+    fn holds_keep_a_track_until_the_latest_one_ends() {
         let mut t = Track::new(0);
-        assert!(!t.expired(u64::MAX));
-        t.idle(1_000, Duration::from_nanos(500));
-        assert!(!t.expired(1_499));
-        assert!(t.expired(1_500));
-        t.busy();
-        assert!(!t.expired(u64::MAX));
+        assert!(!t.held(0));
+        t.hold(1_000, Duration::from_nanos(500));
+        t.hold(1_100, Duration::from_nanos(100));
+        assert!(t.held(1_499), "an earlier, shorter hold does not cut a longer one");
+        assert!(!t.held(1_500));
     }
 }

@@ -115,7 +115,8 @@ impl Engine {
         }
         let outbox = s.outbox.clone();
         outbox.set_conflating(false);
-        self.unsubscribe_all(slot);
+        // It may well come back (and resume): its history is held.
+        self.unsubscribe_all(slot, true);
         outbox.close(close_frame(close_code::POLICY, "slow consumer"));
         self.metrics.slow_disconnects.fetch_add(1, Ordering::Relaxed);
         tracing::info!(

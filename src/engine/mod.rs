@@ -211,7 +211,9 @@ pub enum Command {
         /// Answered once the request is applied.
         done: oneshot::Sender<()>,
     },
-    /// The session ended: free its slot and subscriptions.
+    /// The session ended: free its slot and subscriptions. Its history
+    /// tracks are held for `--history-linger`, for it to come back and
+    /// resume (an unsubscribe holds nothing).
     Deregister {
         /// Session id.
         id: u64,

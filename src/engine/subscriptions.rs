@@ -124,7 +124,8 @@ impl Engine {
     /// its slot, and frees the slot for reuse.
     pub(super) fn deregister(&mut self, id: u64) {
         if let Some(slot) = self.slot_of.remove(&id) {
-            self.unsubscribe_all(slot);
+            // Gone, maybe to come back: its history is held.
+            self.unsubscribe_all(slot, true);
             // The slot id will be reused: drop every reference to it.
             self.dirty.retain(|&d| d != slot);
             self.behind.retain(|&b| b != slot);
@@ -304,7 +305,7 @@ impl Engine {
     ) -> Step {
         match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
             Some(&d) if d == depth => return Step::Done,
-            Some(_) => self.leave(slot, topic),
+            Some(_) => self.leave(slot, topic, false),
             None => {}
         }
         let seq = self.topics[topic as usize].state.seq;
@@ -367,7 +368,7 @@ impl Engine {
     fn join(&mut self, slot: SlotId, topic: u32, depth: usize) {
         match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
             Some(&d) if d == depth => return,
-            Some(_) => self.leave(slot, topic),
+            Some(_) => self.leave(slot, topic, false),
             None => {}
         }
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
@@ -383,7 +384,7 @@ impl Engine {
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn leave(&mut self, slot: SlotId, topic: u32) {
+    fn leave(&mut self, slot: SlotId, topic: u32, linger: bool) {
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         if s.pending_depth.remove(&topic).is_some() {
             self.metrics.snapshots_pending.fetch_sub(1, Ordering::Relaxed);
@@ -391,7 +392,8 @@ impl Engine {
         s.joins.remove(&topic);
         let Some(depth) = s.topics.remove(&topic) else { return };
         s.forget(topic);
-        self.topics[topic as usize].remove(slot, s.encoding, depth, self.clock_ns, &self.history);
+        let t = &mut self.topics[topic as usize];
+        t.remove(slot, s.encoding, depth, (self.clock_ns, linger), &self.history, &mut self.history_totals);
         self.metrics.subscriptions.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -486,8 +488,9 @@ impl Engine {
                 if !s.pending_depth.contains_key(&topic) {
                     continue; // Live at this depth already.
                 }
-                match joins.remove(&topic) {
-                    Some(join) => s.joins.insert(topic, join),
+                // (A topic may be in `targets` twice: from "*" and by name.)
+                match joins.get(&topic) {
+                    Some(&join) => s.joins.insert(topic, join),
                     None => s.joins.remove(&topic),
                 };
             }
@@ -519,12 +522,12 @@ impl Engine {
         let mut applied = Vec::new();
         for name in symbols {
             if name == "*" {
-                self.unsubscribe_all(slot);
+                self.unsubscribe_all(slot, false);
                 applied.push(name.as_str());
             } else {
                 match self.symbols.lookup(name) {
                     Some(id) if (id as usize) < self.topics.len() => {
-                        self.leave(slot, id);
+                        self.leave(slot, id, false);
                         applied.push(name.as_str());
                     }
                     _ => unknown.push(name.as_str()),
@@ -540,7 +543,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn unsubscribe_all(&mut self, slot: SlotId) {
+    /// Drops every subscription of `slot`; `linger`: the session ended, and
+    /// holds its history tracks (see `Topic::remove`).
+    pub(super) fn unsubscribe_all(&mut self, slot: SlotId, linger: bool) {
         let topics: Vec<u32> = match self.slots[slot as usize].as_mut() {
             Some(s) => {
                 if s.wildcard.take().is_some() {
@@ -555,7 +560,7 @@ impl Engine {
             None => return,
         };
         for topic in topics {
-            self.leave(slot, topic);
+            self.leave(slot, topic, linger);
         }
     }
 

@@ -113,7 +113,7 @@ impl Topic {
         let audience = &mut self.audiences[i];
         audience.subscribers[encoding.index()].push(slot);
         if history {
-            audience.tracks[encoding.index()].get_or_insert_with(|| Track::new(self.state.seq)).busy();
+            audience.tracks[encoding.index()].get_or_insert_with(|| Track::new(self.state.seq));
         }
     }
 
@@ -129,19 +129,36 @@ impl Topic {
     }
 
     /// Removes `slot` (of `encoding`) from the audience at `depth`. A
-    /// history track left without subscribers is kept for `policy.keep`
-    /// from `now` (engine clock, ns); an audience with neither subscribers
-    /// nor tracks goes, so that no depth is computed for no one.
-    pub fn remove(&mut self, slot: SlotId, encoding: Encoding, depth: usize, now: u64, policy: &HistoryPolicy) {
+    /// session that ended (`linger`) holds the history track for
+    /// `policy.linger` from `now` (engine clock, ns), to come back to. A
+    /// track left with no subscriber and no hold goes at once (its frames
+    /// out of `totals`), and an audience with neither subscribers nor
+    /// tracks goes too, so that no depth is computed for no one.
+    pub fn remove(
+        &mut self,
+        slot: SlotId,
+        encoding: Encoding,
+        depth: usize,
+        (now, linger): (u64, bool),
+        policy: &HistoryPolicy,
+        totals: &mut HistoryTotals,
+    ) {
         let Some(i) = self.audiences.iter().position(|a| a.depth == depth) else { return };
         let audience = &mut self.audiences[i];
         let subs = &mut audience.subscribers[encoding.index()];
         if let Some(j) = subs.iter().position(|&x| x == slot) {
             subs.swap_remove(j);
         }
-        if subs.is_empty() {
-            if let Some(track) = audience.tracks[encoding.index()].as_mut() {
-                track.idle(now, policy.keep);
+        let empty = subs.is_empty();
+        let track = &mut audience.tracks[encoding.index()];
+        if let Some(t) = track.as_mut() {
+            if linger {
+                t.hold(now, policy.linger);
+            }
+            if empty && !t.held(now) {
+                if let Some(t) = track.take() {
+                    t.release(totals);
+                }
             }
         }
         if audience.is_empty() && audience.tracks.iter().all(Option::is_none) {
@@ -150,16 +167,12 @@ impl Topic {
     }
 
     /// Starts the history track of (`depth`, `encoding`) if there is none,
-    /// and keeps it for at least `keep` from `now` even if no one
+    /// and holds it for at least `hold` from `now` even if no one
     /// subscribes (a rewind about to join it).
-    pub fn retain(&mut self, depth: usize, encoding: Encoding, now: u64, keep: std::time::Duration) {
+    pub fn retain(&mut self, depth: usize, encoding: Encoding, now: u64, hold: std::time::Duration) {
         let i = self.audience_at(depth);
-        let audience = &mut self.audiences[i];
         let seq = self.state.seq;
-        let track = audience.tracks[encoding.index()].get_or_insert_with(|| Track::new(seq));
-        if audience.subscribers[encoding.index()].is_empty() {
-            track.idle(now, keep);
-        }
+        self.audiences[i].tracks[encoding.index()].get_or_insert_with(|| Track::new(seq)).hold(now, hold);
     }
 
     /// The history track of (`depth`, `encoding`), if one is kept.
@@ -168,14 +181,15 @@ impl Topic {
     }
 
     /// Lets go of history older than `policy.keep` before `now`, and of
-    /// tracks idle for that long (with their audience, if nobody is left
-    /// in it). Called from the engine's periodic sweep, so that a symbol
-    /// that stopped ticking gives its history back too.
+    /// tracks with no subscriber whose hold has ended (with their
+    /// audience, if nobody is left in it). Called from the engine's
+    /// periodic sweep, so that a symbol that stopped ticking gives its
+    /// history back too.
     pub fn sweep_history(&mut self, now: u64, policy: &HistoryPolicy, totals: &mut HistoryTotals) {
         let before = now.saturating_sub(policy.keep.as_nanos() as u64);
         for audience in &mut self.audiences {
-            for slot in &mut audience.tracks {
-                if slot.as_ref().is_some_and(|t| t.expired(now)) {
+            for (subs, slot) in audience.subscribers.iter().zip(&mut audience.tracks) {
+                if subs.is_empty() && slot.as_ref().is_some_and(|t| !t.held(now)) {
                     if let Some(track) = slot.take() {
                         track.release(totals);
                     }

@@ -209,14 +209,14 @@ def test_another_epoch_or_a_seq_from_the_future_gets_reset_epoch(tickcast):
 
 
 def test_history_is_let_go_after_the_window_and_shown_in_metrics(tickcast):
-    server, feeder = start(tickcast, ["--history", "1s"])
+    server, feeder = start(tickcast, ["--history", "1s", "--history-linger", "1s"])
     try:
         f, epoch, c = first_session(server, "msgpack")
         assert server.metric("tickcast_history_frames") > 0
         assert server.metric("tickcast_history_bytes") > 0
         c.close()
-        # Nobody subscribes any more: a second after the last one left, the
-        # tracks go, and with them every frame.
+        # Nobody subscribes any more: once the leaver's 1 s hold is over,
+        # the tracks go, and with them every frame.
         server.wait_metric("tickcast_history_frames", lambda v: v == 0, timeout=10)
         assert server.metric("tickcast_history_bytes") == 0
         assert server.metric("tickcast_history_evicted_total") > 0
