@@ -142,8 +142,15 @@ pub struct BenchArgs {
     /// snapshot; reports the time to the last one and the server's peak RSS.
     #[arg(long)]
     pub snapshots: bool,
+    /// Resume mode (tickcast only): a client on the first symbol of the
+    /// server's /symbols leaves, comes back with `from_seq` once this many
+    /// updates of it were published, and times getting them all from the
+    /// server's history, checking they are exactly the missed ones.
+    #[arg(long)]
+    pub resume: Option<u64>,
     /// Book depth the subscribers ask for: 1, 5, 10, 20, 25, 50, 100, 500,
-    /// 1000 or full (default: the server's --book-depth). Used by --snapshots.
+    /// 1000 or full (default: the server's --book-depth). Used by --snapshots
+    /// and --resume.
     #[arg(long, default_value = "10")]
     pub depth: String,
     /// Also print the summary as one JSON line (for scripts).
@@ -200,6 +207,14 @@ pub fn check(args: &BenchArgs, target: &dyn Target) -> anyhow::Result<()> {
         ensure!(
             args.idle.is_none() && args.drive_feed.is_none(),
             "--snapshots runs alone: drop --idle and --drive-feed"
+        );
+    }
+    if let Some(n) = args.resume {
+        ensure!(n > 0, "--resume must be at least 1 missed update");
+        ensure!(args.target == TargetKind::Tickcast, "--resume measures tickcast only");
+        ensure!(
+            args.idle.is_none() && args.drive_feed.is_none() && !args.snapshots,
+            "--resume runs alone: drop --idle, --drive-feed and --snapshots"
         );
     }
     if let Some(pid) = args.server_pid {

@@ -286,5 +286,6 @@ fn report(
         rss_timeline,
         idle: None,
         snapshots: None,
+        resume: None,
     }
 }

@@ -59,6 +59,12 @@
 //! server's `--symbols` symbols and reads until it holds every snapshot:
 //! the time to the last one and the server's peak RSS (`snapshots.rs`).
 //!
+//! # Resume
+//! `--resume N` (tickcast only) lets one client leave a symbol, and come
+//! back with `from_seq` once N updates of it were published: the time to
+//! the ack, to the N-th missed update and to the first live one, checking
+//! that exactly the missed seqs arrive (`resume.rs`).
+//!
 //! # Modules
 //! - `args`: the flags, and the checks that reject a run that cannot mean
 //!   anything before anything connects.
@@ -68,6 +74,7 @@
 //! - `load`: a throughput and latency run, step by step.
 //! - `idle`: an idle-memory run (`--idle`).
 //! - `snapshots`: a snapshot-storm run (`--snapshots`).
+//! - `resume`: a resume run (`--resume`).
 //! - `publish`: the publisher (`--drive-feed`) and its market.
 //! - `tally`: a healthy subscriber's seq check and latency samples.
 //! - `shared`: the state every task of a run shares.
@@ -92,6 +99,7 @@ mod load;
 mod measure;
 mod publish;
 mod report;
+mod resume;
 mod shared;
 mod snapshots;
 mod tally;
@@ -136,14 +144,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs one bench against a server: checks the flags, then an idle-memory
-/// run or a load run.
+/// Runs one bench against a server: checks the flags, then a snapshot
+/// storm, a resume, an idle-memory run or a load run.
 async fn run(args: &BenchArgs, target: Arc<dyn Target>) -> anyhow::Result<BenchReport> {
     args::check(args, target.as_ref())?;
     // 10k idle subscribers need 10k descriptors.
     tickcast::sys::raise_fd_limit();
     if args.snapshots {
         return snapshots::run(args, target).await;
+    }
+    if let Some(n) = args.resume {
+        return resume::run(args, target, n).await;
     }
     match args.idle {
         Some(n) => idle::run(args, target, n).await,

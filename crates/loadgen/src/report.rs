@@ -97,6 +97,42 @@ pub struct BenchReport {
     /// With `--snapshots`: the snapshot-storm figures.
     #[serde(flatten)]
     pub snapshots: Option<SnapshotFigures>,
+    /// With `--resume`: the resume figures.
+    #[serde(flatten)]
+    pub resume: Option<ResumeFigures>,
+}
+
+/// What `--resume N` measures: one client coming back with `from_seq`
+/// after missing N updates of one symbol. Times are from sending the
+/// subscribe to the read that brought the message in.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ResumeFigures {
+    /// The symbol resumed (the first of the server's `/symbols`).
+    pub resume_symbol: String,
+    /// N: updates published after the first client's last seq before the
+    /// resuming client came back.
+    pub resume_missed: u64,
+    /// The seq the client resumed from (`from_seq`).
+    pub resume_from_seq: u64,
+    /// Updates after `from_seq` the watcher had seen when the subscribe
+    /// was sent (at least N).
+    pub resume_published_at_send: u64,
+    /// Seconds to the ack (which said `recovered: true`).
+    pub resume_ack_s: f64,
+    /// Seconds to the N-th missed update, every one before it received in
+    /// order.
+    pub resume_nth_s: f64,
+    /// Seconds to the first update ingested after the subscribe was sent.
+    pub resume_live_s: f64,
+    /// Updates received before that first live one: the N, those
+    /// published before the subscribe reached the server, and those
+    /// published during the catch-up.
+    pub resume_before_live: u64,
+    /// N / `resume_nth_s`.
+    pub resume_updates_per_sec: f64,
+    /// Payload bytes received up to the N-th missed update (the ack
+    /// included; WebSocket headers are not).
+    pub resume_bytes: u64,
 }
 
 /// What `--snapshots` measures: one `subscribe ["*"]` over the universe.
@@ -163,6 +199,33 @@ impl BenchReport {
                 mib(s.rss_peak_bytes),
                 r.server_stats_from
             );
+            return;
+        }
+        if let Some(s) = &r.resume {
+            println!(
+                "tickcast bench{tag}: resume of {} missed updates of {} at depth {}, {}",
+                s.resume_missed,
+                s.resume_symbol,
+                args.depth,
+                args.encoding.name()
+            );
+            println!(
+                "  ack         {:.4} s, recovered (from seq {}; {} updates published when the subscribe was sent)",
+                s.resume_ack_s, s.resume_from_seq, s.resume_published_at_send
+            );
+            println!(
+                "  missed      the {}-th at {:.4} s: {:.0} updates/s, {} payload bytes ({:.0} per update), seqs gapless",
+                s.resume_missed,
+                s.resume_nth_s,
+                s.resume_updates_per_sec,
+                s.resume_bytes,
+                s.resume_bytes as f64 / s.resume_missed.max(1) as f64
+            );
+            println!(
+                "  live        first update ingested after the subscribe at {:.4} s, after {} from history",
+                s.resume_live_s, s.resume_before_live
+            );
+            println!("  server rss  {:.1} MiB  (from {})", r.server_rss_bytes / (1024.0 * 1024.0), r.server_stats_from);
             return;
         }
         if let Some(idle) = &r.idle {
