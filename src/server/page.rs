@@ -7,18 +7,23 @@
 //! and `cargo build` needs no npm. The bundle is committed; scripts/test.sh
 //! checks that it matches a fresh build of its sources.
 //!
-//! `/recordings` answers 404 without `--replay-dir`, else a JSON array of
-//! the recordings `/replay?source=` may open: each one's name, format,
-//! event-time range (ns, as strings: a JavaScript number would round them)
-//! and symbols, in name order. Summaries read the whole recording, so they
-//! run on a thread of their own within [`RECORDINGS_TIMEOUT`] and are
-//! cached per file (by size and modification time); a listing that times
-//! out gets 503 and the thread goes on filling the cache for the next try.
+//! `/recordings` answers `{"recordings":[...],"pending":false}`: the
+//! recordings `/replay?source=` may open (none without `--replay-dir`, so
+//! the page can ask any server), each with its name, format, event-time
+//! range (ns, as strings: a JavaScript number would round them) and
+//! symbols, in name order. Summaries read the whole recording, so they run
+//! on a thread of their own and are cached per file (by size and
+//! modification time). A listing not done within [`RECORDINGS_WAIT`]
+//! answers `"pending":true` with no recordings at once (well within
+//! `--handshake-timeout`, which also bounds a plain HTTP request), and the
+//! thread goes on filling the cache: ask again shortly. One listing thread
+//! runs at a time.
 //! With authentication on it needs a token, and lists only the recordings
 //! the token's `replay` claim grants.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -46,30 +51,25 @@ pub struct Asset {
 }
 
 /// The page's HTML.
-pub const INDEX_HTML: Asset = Asset {
-    body: include_bytes!("../../clients/js/dist/index.html"),
-    content_type: "text/html; charset=utf-8",
-};
+pub const INDEX_HTML: Asset =
+    Asset { body: include_bytes!("../../clients/js/dist/index.html"), content_type: "text/html; charset=utf-8" };
 
 /// The client and the page, bundled by esbuild.
-pub const APP_JS: Asset = Asset {
-    body: include_bytes!("../../clients/js/dist/app.js"),
-    content_type: "text/javascript; charset=utf-8",
-};
+pub const APP_JS: Asset =
+    Asset { body: include_bytes!("../../clients/js/dist/app.js"), content_type: "text/javascript; charset=utf-8" };
 
 /// The page's style sheet.
-pub const APP_CSS: Asset = Asset {
-    body: include_bytes!("../../clients/js/dist/app.css"),
-    content_type: "text/css; charset=utf-8",
-};
+pub const APP_CSS: Asset =
+    Asset { body: include_bytes!("../../clients/js/dist/app.css"), content_type: "text/css; charset=utf-8" };
 
 /// What the page may load and connect to: only its own origin (the
 /// WebSocket included), no inline script, no framing.
 const CSP: &str =
     "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'";
 
-/// Longest wait for `/recordings` to summarize what is not cached yet.
-pub const RECORDINGS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for `/recordings` to summarize what is not cached yet
+/// before it answers `"pending":true`.
+pub const RECORDINGS_WAIT: Duration = Duration::from_millis(1500);
 
 /// Most recordings `/recordings` lists (and caches summaries of).
 pub const MAX_RECORDINGS: usize = 1024;
@@ -119,27 +119,43 @@ pub async fn recordings(ctx: Arc<ServerCtx>, req: Request<Incoming>) -> Response
         Err(e) => return unauthorized(&ctx, &e),
     };
     let Some(dir) = ctx.config.replay_dir.clone() else {
-        return text(StatusCode::NOT_FOUND, "no recordings: the server runs without --replay-dir\n");
+        return json(&[], false);
     };
+    // One listing at a time: a second request while one runs is pending.
+    static LISTING: AtomicBool = AtomicBool::new(false);
+    if LISTING.swap(true, Ordering::AcqRel) {
+        return json(&[], true);
+    }
     let Ok(permit) = ctx.replay_checks.clone().try_acquire_owned() else {
+        LISTING.store(false, Ordering::Release);
         let busy = format!("too many replay requests being checked ({MAX_REPLAY_CHECKS}): try again later\n");
         return text(StatusCode::SERVICE_UNAVAILABLE, busy);
     };
-    let listed = blocking_within("recordings", RECORDINGS_TIMEOUT, move || {
+    let listed = blocking_within("recordings", RECORDINGS_WAIT, move || {
         let _permit = permit;
-        list(&dir)
+        let list = list(&dir);
+        LISTING.store(false, Ordering::Release);
+        list
     });
     let Ok(mut list) = listed.await else {
-        let later = format!(
-            "the recordings were not summarized within {}s: try again later\n",
-            RECORDINGS_TIMEOUT.as_secs()
-        );
-        return text(StatusCode::SERVICE_UNAVAILABLE, later);
+        return json(&[], true);
     };
     if let Some(grant) = grant {
         list.retain(|r| grant.entitlements.allows_replay(&r.name));
     }
-    let mut response = Response::new(Full::new(Bytes::from(serde_json::to_vec(&list).unwrap_or_default())));
+    json(&list, false)
+}
+
+/// The `/recordings` answer.
+#[derive(Serialize)]
+struct Listing<'a> {
+    recordings: &'a [Recording],
+    pending: bool,
+}
+
+fn json(recordings: &[Recording], pending: bool) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&Listing { recordings, pending }).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
@@ -149,10 +165,8 @@ pub async fn recordings(ctx: Arc<ServerCtx>, req: Request<Incoming>) -> Response
 pub fn list(dir: &Path) -> Vec<Recording> {
     let Ok(root) = dir.canonicalize() else { return Vec::new() };
     let Ok(entries) = std::fs::read_dir(&root) else { return Vec::new() };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|name| !name.starts_with('.'))
-        .collect();
+    let mut names: Vec<String> =
+        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|name| !name.starts_with('.')).collect();
     names.sort();
     names.truncate(MAX_RECORDINGS);
     names.into_iter().filter_map(|name| summary(&root, name)).map(|r| (*r).clone()).collect()

@@ -30,6 +30,11 @@ function fmtPx(px) {
   const a = Math.abs(px);
   return px.toFixed(a >= 1000 ? 2 : a >= 10 ? 2 : a >= 1 ? 4 : 6);
 }
+/** A change in the decimals its reference price is shown with. */
+function fmtChg(chg, ref) {
+  const a = Math.abs(ref);
+  return chg.toFixed(a >= 10 ? 2 : a >= 1 ? 4 : 6);
+}
 function fmtSz(sz) {
   return sz >= 1000 ? sz.toFixed(0) : sz >= 1 ? sz.toFixed(3).replace(/\.?0+$/, '') : sz.toPrecision(3);
 }
@@ -79,9 +84,19 @@ function row(sym) {
   r = { tr, cells, ref: undefined, last: undefined };
   page.rows.set(sym, r);
   if (!page.selected) select(sym);
-  else if (page.selected === sym) tr.classList.add('selected');
+  else if (page.selected === sym) {
+    tr.classList.add('selected');
+    $('sel-sym').textContent = sym;
+  }
   return r;
 }
+
+// Writes text only when it changed: an unchanged cell costs no layout.
+function put(cell, value) {
+  if (cell.textContent !== value) cell.textContent = value;
+}
+
+const FLASH_MS = 600;
 
 function renderRow(sym) {
   const st = page.client?.symbol(sym);
@@ -90,19 +105,22 @@ function renderRow(sym) {
   const last = lastPrice(st);
   if (last !== undefined) {
     if (r.ref === undefined) r.ref = last;
-    if (r.last !== undefined && last !== r.last) {
+    const now = performance.now();
+    // One flash at a time per row: a busy symbol does not pile them up.
+    if (r.last !== undefined && last !== r.last && !(r.flashEnd > now)) {
       const up = last > r.last;
       r.cells[1].className = `num ${up ? 'up' : 'down'}`;
       r.cells[1].animate(
         [{ backgroundColor: up ? 'rgba(46,189,133,0.45)' : 'rgba(240,80,110,0.45)' }, { backgroundColor: 'transparent' }],
-        { duration: 600, easing: 'ease-out' },
+        { duration: FLASH_MS, easing: 'ease-out' },
       );
+      r.flashEnd = now + FLASH_MS;
     }
     r.last = last;
-    r.cells[1].textContent = fmtPx(last);
+    put(r.cells[1], fmtPx(last));
     const chg = last - r.ref;
-    r.cells[4].textContent = (chg >= 0 ? '+' : '') + fmtPx(chg);
-    r.cells[5].textContent = r.ref ? `${((100 * chg) / r.ref).toFixed(2)}%` : '—';
+    put(r.cells[4], (chg >= 0 ? '+' : '') + fmtChg(chg, r.ref));
+    put(r.cells[5], r.ref ? `${((100 * chg) / r.ref).toFixed(2)}%` : '—');
     const cls = chg > 0 ? 'num up' : chg < 0 ? 'num down' : 'num';
     r.cells[4].className = cls;
     r.cells[5].className = cls;
@@ -112,8 +130,8 @@ function renderRow(sym) {
   const asks = st.book?.asks;
   const bid = q ? q.bid : bids?.[0]?.[0];
   const ask = q ? q.ask : asks?.[0]?.[0];
-  r.cells[2].textContent = fmtPx(bid);
-  r.cells[3].textContent = fmtPx(ask);
+  put(r.cells[2], fmtPx(bid));
+  put(r.cells[3], fmtPx(ask));
 }
 
 function select(sym) {
@@ -409,13 +427,22 @@ function wireReplayControls() {
 }
 
 async function loadRecordings() {
-  try {
-    const q = params.get('token') ? `?token=${encodeURIComponent(params.get('token'))}` : '';
-    const res = await fetch(`/recordings${q}`);
-    if (!res.ok) return; // 404: the server has no --replay-dir
-    page.recordings = await res.json();
-  } catch {
-    return;
+  const q = params.get('token') ? `?token=${encodeURIComponent(params.get('token'))}` : '';
+  // The server summarizes its recordings once; until then it answers
+  // "pending" at once, and we ask again (for at most a minute).
+  for (let attempt = 0; attempt < 60; attempt++) {
+    try {
+      const res = await fetch(`/recordings${q}`);
+      if (!res.ok) return;
+      const listing = await res.json();
+      if (!listing.pending) {
+        page.recordings = listing.recordings;
+        break;
+      }
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
   }
   if (page.recordings.length === 0) return;
   const sel = $('replay-source');

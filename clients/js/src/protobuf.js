@@ -1,11 +1,12 @@
 // The protobuf decoder (`?encoding=protobuf`), optional: import it from
 // `tickcast-client/protobuf` only if you use that encoding; it needs
-// `protobufjs` (and its `long`). The schema is proto/tickcast.proto,
-// embedded at build time in ./schema.js.
+// `protobufjs` (its minimal runtime, and `long`). The decoding code is
+// ./tickcast_pb.js, generated from proto/tickcast.proto by protobufjs-cli
+// (`npm run build`): static code, so it runs under a Content-Security-Policy
+// without 'unsafe-eval', which protobufjs's reflection needs.
 
-import protobuf from 'protobufjs';
 import Long from 'long';
-import { TICKCAST_PROTO } from './schema.js';
+import { tickcast } from './tickcast_pb.js';
 
 const SIDES = ['unknown', 'buy', 'sell'];
 const RESET_REASONS = ['unspecified', 'gap', 'epoch', 'reconnect', 'history'];
@@ -20,11 +21,8 @@ const levels = (ls) => ls.map((l) => [l.px, l.sz]);
  * @returns {(data: ArrayBuffer | Uint8Array) => object}
  */
 export function protobufDecoder() {
-  // 64-bit fields as Long (exact), not as a rounded number.
-  protobuf.util.Long = Long;
-  protobuf.configure();
-  const root = protobuf.parse(TICKCAST_PROTO, { keepCase: true }).root;
-  const ServerMessage = root.lookupType('tickcast.v1.ServerMessage');
+  // 64-bit fields arrive as Long (protobufjs finds `long`), exact.
+  const ServerMessage = tickcast.v1.ServerMessage;
   return (data) => {
     const p = ServerMessage.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
     const m = { type: p.type };

@@ -4,7 +4,9 @@ import { encode } from '@msgpack/msgpack';
 import protobuf from 'protobufjs';
 import { msgpackDecoder, jsonDecoder, encodeRequest } from '../src/index.js';
 import { protobufDecoder } from '../src/protobuf.js';
-import { TICKCAST_PROTO } from '../src/schema.js';
+import { readFileSync } from 'node:fs';
+
+const TICKCAST_PROTO = readFileSync(new URL('../../../proto/tickcast.proto', import.meta.url), 'utf8');
 
 const TS = 1700000000000012345n; // above 2^53: a double would round it
 
