@@ -7,14 +7,20 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace --all-targets (the server, crates/client and
 #      crates/loadgen)
-#   5. cargo build (the binary the Python suite runs)
-#   6. the independent-client suite: python -m pytest -q tests/python
-#   7. the Python client package: pip install "./clients/python[pandas,arrow]"
+#   5. cargo build (the binary the Python suites and the browser tests run)
+#   6. the JavaScript client (clients/js): npm ci, the committed bundle
+#      against a fresh esbuild build, unit tests (node --test), and the
+#      trading page in headless Chromium (Debian's chromium, driven by
+#      playwright-core) against a real tickcast
+#   7. the independent-client suite: python -m pytest -q tests/python
+#   8. the Python client package: pip install "./clients/python[pandas,arrow]"
 #      into the venv, then python -m pytest -q clients/python/tests
 #
 # Works from any directory. Needs a Rust toolchain (rustup) and Python >= 3.10
-# with the venv module; installs everything else itself. Extra arguments go
-# to the independent-client suite's pytest (e.g. `scripts/test.sh -k sigterm -x`).
+# with the venv module; installs everything else itself (Node.js, npm and
+# Chromium from Debian's packages when missing and run as root). Extra
+# arguments go to the independent-client suite's pytest (e.g.
+# `scripts/test.sh -k sigterm -x`).
 #
 # Environment:
 #   PYTHON        interpreter to build the venv with (default: the first of
@@ -120,6 +126,33 @@ if [[ -z "${TICKCAST_BIN:-}" ]]; then
 fi
 [[ -x "$TICKCAST_BIN" ]] || die "server binary not found at $TICKCAST_BIN"
 export TICKCAST_BIN
+
+# ---------------------------------------------------------------------------
+section "JavaScript client and trading page (clients/js)"
+apt_install() {
+    if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+        echo "installing $* with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        die "$* not found (on Debian/Ubuntu: apt-get install $*)"
+    fi
+}
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+CHROMIUM="${CHROMIUM:-$(command -v chromium || true)}"
+if [[ -z "$CHROMIUM" ]]; then
+    apt_install chromium
+    CHROMIUM="$(command -v chromium)"
+fi
+export CHROMIUM
+echo "using node $(node --version), npm $(npm --version), $("$CHROMIUM" --version 2>/dev/null | tail -1)"
+(
+    cd clients/js
+    npm ci --no-audit --no-fund --loglevel=error
+    node scripts/build.mjs --check
+    node --test test/
+    ARTIFACTS="$REPO_ROOT/target/browser-artifacts" node --test --test-concurrency=1 browser-test/
+    echo "screenshots: $REPO_ROOT/target/browser-artifacts"
+)
 
 # ---------------------------------------------------------------------------
 section "independent-client suite (pytest tests/python, server $TICKCAST_BIN)"

@@ -18,7 +18,8 @@
 //! engine.
 //!
 //! - [`routes`]: the HTTP routes (`/ws`, `/replay`, `/metrics`, `/healthz`,
-//!   `/symbols`).
+//!   `/symbols`, the page at `/`).
+//! - [`page`]: the trading page (clients/js, embedded) and `/recordings`.
 //! - [`upgrade`]: what an upgrade request asks for, checked before the 101.
 //! - [`admission`]: every accepted connection counted, in total and per IP.
 //! - [`origin`]: which browser origins may open a WebSocket.
@@ -38,6 +39,7 @@
 pub mod admission;
 pub mod lifecycle;
 pub mod origin;
+pub mod page;
 pub mod routes;
 pub mod tls;
 pub mod upgrade;

@@ -6,15 +6,19 @@
 //! admin routes (`/metrics`) move to that listener, which serves only them
 //! and `/healthz`.
 //!
-//! No handler touches a file on an async worker: `/healthz` and `/symbols`
-//! read memory; `/metrics` reads `/proc/self/stat`, which the kernel
-//! answers from memory without ever blocking on a disk, so it stays
-//! inline; `/replay` checks its recording on a thread of its own
-//! ([`super::upgrade`]).
+//! `/` and `/assets/*` serve the trading page, embedded in the binary
+//! ([`super::page`]).
 //!
-//! With authentication on, `/ws`, `/replay` and `/symbols` need a token
-//! (401 without one; `/symbols` then lists only the symbols the token is
-//! entitled to). `/metrics` and `/healthz` are for operators and need none:
+//! No handler touches a file on an async worker: `/healthz`, `/symbols`
+//! and the page read memory; `/metrics` reads `/proc/self/stat`, which the
+//! kernel answers from memory without ever blocking on a disk, so it stays
+//! inline; `/replay` checks its recording on a thread of its own
+//! ([`super::upgrade`]), and `/recordings` reads its directory the same way.
+//!
+//! With authentication on, `/ws`, `/replay`, `/symbols` and `/recordings`
+//! need a token (401 without one; `/symbols` then lists only the symbols
+//! the token is entitled to, `/recordings` only the recordings). The page
+//! itself is public: it holds no data, and takes its token from `?token=`. `/metrics` and `/healthz` are for operators and need none:
 //! serve them on `--metrics-listen`, off the public address.
 
 use std::future::{ready, Future};
@@ -27,6 +31,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::page;
 use super::upgrade::{authenticate, unauthorized, upgrade};
 use super::ServerCtx;
 
@@ -75,6 +80,10 @@ const ROUTES: &[(&str, Served, Handler)] = &[
     ("/metrics", Served::Admin, |ctx, _| Box::pin(ready(metrics(&ctx)))),
     ("/healthz", Served::Both, |_, _| Box::pin(ready(text(StatusCode::OK, "ok\n")))),
     ("/symbols", Served::Main, |ctx, req| Box::pin(ready(symbols(&ctx, &req)))),
+    ("/", Served::Main, |_, _| Box::pin(ready(page::serve(&page::INDEX_HTML)))),
+    ("/assets/app.js", Served::Main, |_, _| Box::pin(ready(page::serve(&page::APP_JS)))),
+    ("/assets/app.css", Served::Main, |_, _| Box::pin(ready(page::serve(&page::APP_CSS)))),
+    ("/recordings", Served::Main, |ctx, req| Box::pin(page::recordings(ctx, req))),
 ];
 
 /// Answers one HTTP request that came in on `listener`.

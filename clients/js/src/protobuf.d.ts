@@ -1,0 +1,3 @@
+import type { Decoder } from './index.js';
+/** A decoder of `?encoding=protobuf` frames (needs protobufjs). */
+export function protobufDecoder(): Decoder;
