@@ -57,8 +57,8 @@
 //! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder, images | model, wire, ring, outbox, record, metrics, auth, cluster |
 //! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth |
 //! | [`config`] | the validated settings the server runs with | feed, record, outbox, engine, ring, auth, cluster |
-//! | [`server`] | bind, routes, upgrade, lifecycle; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, feed, record, outbox, engine, session, config, auth, cluster |
 //! | [`tools`] | `tickcast convert` and `tickcast inspect` | model, recorded |
+//! | [`server`] | bind, routes, upgrade, lifecycle, the trading page; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, recorded, feed, record, outbox, engine, session, config, auth, cluster, tools |
 //! <!-- /layers -->
 
 #![warn(missing_docs)]
