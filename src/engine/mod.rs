@@ -476,15 +476,14 @@ impl Engine {
     }
 
     /// Lets go of history past `--history` in every topic, and of tracks
-    /// no one has subscribed to for that long.
+    /// with no subscriber whose hold has ended.
     fn sweep_history(&mut self) {
         if !self.history.enabled() {
             return;
         }
-        let now = self.now.duration_since(self.started).as_nanos() as u64;
         for topic in &mut self.topics {
             if !topic.audiences.is_empty() {
-                topic.sweep_history(now, &self.history, &mut self.history_totals);
+                topic.sweep_history(self.clock_ns, &self.history, &mut self.history_totals);
             }
         }
         self.publish_history_totals();

@@ -227,7 +227,6 @@ impl Engine {
                 continue;
             };
             let join = s.joins.remove(&topic);
-            let mut join_of_wait = join;
             let step = match join {
                 None => {
                     self.join(slot, topic, depth);
@@ -256,7 +255,7 @@ impl Engine {
                 Step::Wait => {
                     waiting += 1;
                     s.pending_depth.insert(topic, depth);
-                    s.joins.insert(topic, join_of_wait.take().expect("a waiting resume"));
+                    s.joins.insert(topic, join.expect("only a resume waits"));
                     s.pending.push_back(topic);
                 }
             }
@@ -303,10 +302,8 @@ impl Engine {
         since: Instant,
         queued: usize,
     ) -> Step {
-        match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
-            Some(&d) if d == depth => return Step::Done,
-            Some(_) => self.leave(slot, topic, false),
-            None => {}
+        if self.live_at(slot, topic, depth) {
+            return Step::Done;
         }
         let seq = self.topics[topic as usize].state.seq;
         if after > seq {
@@ -366,10 +363,8 @@ impl Engine {
     /// Adds `slot` to topic `topic` at `depth` and stages its snapshot
     /// first; moves it if it was subscribed at another depth.
     fn join(&mut self, slot: SlotId, topic: u32, depth: usize) {
-        match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
-            Some(&d) if d == depth => return,
-            Some(_) => self.leave(slot, topic, false),
-            None => {}
+        if self.live_at(slot, topic, depth) {
+            return;
         }
         let Some(s) = self.slots[slot as usize].as_mut() else { return };
         let t = &mut self.topics[topic as usize];
@@ -382,6 +377,19 @@ impl Engine {
         s.topics.insert(topic, depth);
         self.metrics.snapshots_sent.fetch_add(1, Ordering::Relaxed);
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether `slot` already gets `topic` at `depth`; if it gets it at
+    /// another depth, it leaves that one first (a join moves it).
+    fn live_at(&mut self, slot: SlotId, topic: u32, depth: usize) -> bool {
+        match self.slots[slot as usize].as_ref().and_then(|s| s.topics.get(&topic)) {
+            Some(&d) if d == depth => true,
+            Some(_) => {
+                self.leave(slot, topic, false);
+                false
+            }
+            None => false,
+        }
     }
 
     fn leave(&mut self, slot: SlotId, topic: u32, linger: bool) {
@@ -463,9 +471,11 @@ impl Engine {
         // Resumes: decided now, so the ack can say which are recovered.
         let mut recovered = BTreeMap::new();
         let mut joins = HashMap::new();
-        if let Some(s) = self.slots[slot as usize].as_ref() {
+        if let Some(s) = self.slots[slot as usize].as_ref().filter(|_| !resume.is_empty()) {
+            // A set: `from_seq` and `targets` may each name 10,000 symbols.
+            let wanted: HashSet<u32> = targets.iter().copied().collect();
             for (name, after) in resume {
-                let Some(topic) = self.symbols.lookup(name).filter(|t| targets.contains(t)) else { continue };
+                let Some(topic) = self.symbols.lookup(name).filter(|t| wanted.contains(t)) else { continue };
                 let (ok, join) = self.plan_resume(s, topic, depth, *after, epoch);
                 recovered.insert(Cow::Owned(name.clone()), ok);
                 if let Some(join) = join {

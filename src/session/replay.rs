@@ -571,21 +571,7 @@ impl Producer {
                 return Ok(Ok(("to", events, last_ts)));
             }
             let Some(topic) = topics[i].as_mut().and_then(Option::as_mut) else { continue };
-            let frame = match &ev.update {
-                Update::Book(raw) => {
-                    self.diff.before(&topic.state.book, self.depth);
-                    let seq = topic.apply(&ev.update, ev.ts_event, ev.ts_recv);
-                    let view = self.diff.view(&topic.state.book, raw, self.depth);
-                    let checksum = topic.state.book.checksum(self.depth);
-                    let msg = ServerMessage::book(&*topic.sym, seq, ev.ts_event, ev.ts_recv, view, checksum);
-                    encode_frame(self.encoding, &msg, &mut self.scratch)
-                }
-                update => {
-                    let seq = topic.apply(update, ev.ts_event, ev.ts_recv);
-                    let msg = ServerMessage::update(&topic.sym, seq, ev.ts_event, ev.ts_recv, update, 0);
-                    encode_frame(self.encoding, &msg, &mut self.scratch)
-                }
-            };
+            let frame = encode_event(topic, &ev, None, (self.depth, self.encoding), &mut self.diff, &mut self.scratch);
             batch.push(Produced::Frame { gen, ts_pace: ev.ts_recv, market: true, frame });
             events += 1;
             last_ts = ev.ts_event;
@@ -605,6 +591,39 @@ impl Producer {
         for topic in with_state {
             let frame = encode_frame(self.encoding, &topic.snapshot(self.depth), &mut self.scratch);
             batch.push(Produced::Frame { gen, ts_pace: 0, market: false, frame });
+        }
+    }
+}
+
+/// Applies a recorded event to `topic` (under `seq`, the tick log's, or
+/// else the topic's next) and encodes the message one client gets for it
+/// at (`depth`, `encoding`): a book change as that depth's view. Shared
+/// by replays and rewinds (`from_ts`), which encode per client.
+pub(super) fn encode_event(
+    topic: &mut Topic,
+    ev: &recorded::Event,
+    seq: Option<u64>,
+    (depth, encoding): (usize, Encoding),
+    diff: &mut DepthDiff,
+    scratch: &mut Vec<u8>,
+) -> Bytes {
+    let apply = |topic: &mut Topic| match seq {
+        Some(seq) => topic.apply_sequenced(&ev.update, seq, ev.ts_event, ev.ts_recv),
+        None => topic.apply(&ev.update, ev.ts_event, ev.ts_recv),
+    };
+    match &ev.update {
+        Update::Book(raw) => {
+            diff.before(&topic.state.book, depth);
+            let seq = apply(topic);
+            let view = diff.view(&topic.state.book, raw, depth);
+            let checksum = topic.state.book.checksum(depth);
+            let msg = ServerMessage::book(&*topic.sym, seq, ev.ts_event, ev.ts_recv, view, checksum);
+            encode_frame(encoding, &msg, scratch)
+        }
+        update => {
+            let seq = apply(topic);
+            let msg = ServerMessage::update(&topic.sym, seq, ev.ts_event, ev.ts_recv, update, 0);
+            encode_frame(encoding, &msg, scratch)
         }
     }
 }

@@ -36,19 +36,19 @@
 //! `from_ts` waits for the first to finish.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::replay::{ReplaySlot, BATCH, CHANNEL_BATCHES};
+use super::replay::{encode_event, ReplaySlot, BATCH, CHANNEL_BATCHES};
 use super::SessionCtx;
 use crate::auth::Entitlements;
 use crate::engine::topic::Topic;
 use crate::engine::{Command, Retained};
-use crate::model::{now_ns, DepthDiff, Update};
+use crate::model::{now_ns, DepthDiff};
 use crate::outbox::Outbox;
 use crate::recorded::ticklog::TickLogReader;
 use crate::recorded::Source;
@@ -277,7 +277,7 @@ fn produce(job: Job) {
     let fail = |code, message: String| {
         let _ = tx.blocking_send(Out::Failed(code, message));
     };
-    let mut reader = match open(&dir) {
+    let mut reader = match TickLogReader::open(&dir) {
         Ok(r) => r,
         Err(e) => return fail(ErrorCode::BadRequest, format!("from_ts: cannot read the recording: {e}")),
     };
@@ -368,22 +368,7 @@ fn produce(job: Job) {
             s.stopped = true;
             continue;
         }
-        let topic = &mut s.topic;
-        let frame = match &ev.update {
-            Update::Book(raw) => {
-                diff.before(&topic.state.book, depth);
-                topic.apply_sequenced(&ev.update, seq, ev.ts_event, ev.ts_recv);
-                let view = diff.view(&topic.state.book, raw, depth);
-                let checksum = topic.state.book.checksum(depth);
-                let msg = ServerMessage::book(&*topic.sym, seq, ev.ts_event, ev.ts_recv, view, checksum);
-                encode_frame(encoding, &msg, &mut scratch)
-            }
-            update => {
-                topic.apply_sequenced(update, seq, ev.ts_event, ev.ts_recv);
-                let msg = ServerMessage::update(&topic.sym, seq, ev.ts_event, ev.ts_recv, update, 0);
-                encode_frame(encoding, &msg, &mut scratch)
-            }
-        };
+        let frame = encode_event(&mut s.topic, &ev, Some(seq), (depth, encoding), &mut diff, &mut scratch);
         batch.push(frame);
         if batch.len() >= BATCH && !flush(&tx, &mut batch) {
             return;
@@ -400,10 +385,6 @@ fn produce(job: Job) {
     }
     let last = symbols.into_iter().map(|(name, s)| (name, s.topic.state.seq)).collect();
     let _ = tx.blocking_send(Out::Done(last));
-}
-
-fn open(dir: &Path) -> Result<TickLogReader, crate::recorded::SourceError> {
-    TickLogReader::open(dir)
 }
 
 fn before_recording(from_ts: u64, first: u64) -> String {

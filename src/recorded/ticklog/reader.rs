@@ -194,18 +194,9 @@ impl TickLogReader {
                 }
                 Err(e) => return Err(e),
             };
-            let (start, from, to) = record;
             let Some(seg) = self.cur.as_ref() else { return Ok(None) };
-            let body = seg.body(from, to);
-            let result = match body[0] {
-                KIND_SYMBOL => self.syms.define(body).map(|()| None),
-                kind @ (KIND_TRADE | KIND_QUOTE | KIND_BOOK) => self.syms.tick(kind, body).map(Some),
-                kind => Err(BadRecord::UnknownKind(kind)),
-            };
-            match result {
-                Ok(Some(event)) => return Ok(Some(event)),
-                Ok(None) => {}
-                Err(reason) => return Err(corrupt(seg.path(), start, reason.to_string())),
+            if let Some(event) = decode_record(&mut self.syms, seg, record)? {
+                return Ok(Some(event));
             }
         }
     }
@@ -238,19 +229,28 @@ impl TickLogReader {
                 }
                 return Ok(None);
             };
-            let body = seg.body(from, to);
-            let result = match body[0] {
-                KIND_SYMBOL => self.syms.define(body).map(|()| None),
-                kind @ (KIND_TRADE | KIND_QUOTE | KIND_BOOK) => self.syms.tick(kind, body).map(Some),
-                kind => Err(BadRecord::UnknownKind(kind)),
-            };
-            match result {
-                Ok(Some(event)) => return Ok(Some(event)),
-                Ok(None) => {}
-                Err(reason) => return Err(corrupt(seg.path(), start, reason.to_string())),
+            if let Some(event) = decode_record(&mut self.syms, seg, (start, from, to))? {
+                return Ok(Some(event));
             }
         }
     }
+}
+
+/// Decodes one record that [`SegmentFile::next_record`] returned: a tick is
+/// an event, a symbol definition is taken into `syms` (`None`), anything
+/// else is an error naming the file and offset.
+fn decode_record(
+    syms: &mut Symbols,
+    seg: &SegmentFile,
+    (start, from, to): (u64, usize, usize),
+) -> Result<Option<Event>, SourceError> {
+    let body = seg.body(from, to);
+    let result = match body[0] {
+        KIND_SYMBOL => syms.define(body).map(|()| None),
+        kind @ (KIND_TRADE | KIND_QUOTE | KIND_BOOK) => syms.tick(kind, body).map(Some),
+        kind => Err(BadRecord::UnknownKind(kind)),
+    };
+    result.map_err(|reason| corrupt(seg.path(), start, reason.to_string()))
 }
 
 impl Source for TickLogReader {
