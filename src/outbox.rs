@@ -97,6 +97,10 @@ pub struct Outbox {
     control_limit: usize,
     /// Set when the session was closed for passing `control_limit`.
     flooded: AtomicBool,
+    /// Whether the client asked for batched frames (`?batch=1`): its writer
+    /// sends the small data frames of each write as one message
+    /// ([`crate::wire::batch`]).
+    batch: bool,
 }
 
 /// The frames waiting, by kind.
@@ -143,7 +147,19 @@ impl Outbox {
             control_bytes: AtomicUsize::new(0),
             control_limit: DEFAULT_MAX_CONTROL_BYTES,
             flooded: AtomicBool::new(false),
+            batch: false,
         }
+    }
+
+    /// Has the writer batch this session's data frames (`?batch=1`).
+    pub fn with_batching(mut self, on: bool) -> Outbox {
+        self.batch = on;
+        self
+    }
+
+    /// Whether the client asked for batched frames.
+    pub fn batching(&self) -> bool {
+        self.batch
     }
 
     /// Sets the control limit (`--max-control-bytes`; default
@@ -307,6 +323,13 @@ impl Outbox {
             inflight.insert(front + i, frame);
         }
         (Take::Open, control)
+    }
+
+    /// Records that the writer replaced queued frames of `old` bytes in all
+    /// by a batch of `new` bytes: the count stays exact.
+    pub(crate) fn rebatched(&self, old: usize, new: usize) {
+        self.queued_bytes.fetch_add(new, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(old, Ordering::Relaxed);
     }
 
     /// Records that `n` queued bytes reached the kernel (or were dropped).

@@ -67,12 +67,16 @@ pub fn control(data: &[u8]) {
             let again = ClientRequest::parse(json.to_string().as_bytes()).expect("a re-serialized refresh parses");
             assert_eq!(again, ClientRequest::Refresh(token), "round trip of {json}");
         }
+        Ok(ClientRequest::Ping) => {
+            let again = ClientRequest::parse(br#"{"op":"ping"}"#).expect("a ping parses");
+            assert_eq!(again, ClientRequest::Ping);
+        }
         Ok(req) => {
             // A parsed request says the same thing once re-serialized.
             let (op, symbols, depth, start) = match &req {
                 ClientRequest::Subscribe { symbols, depth, start } => ("subscribe", symbols, *depth, start.as_ref()),
                 ClientRequest::Unsubscribe(symbols) => ("unsubscribe", symbols, None, None),
-                ClientRequest::Refresh(_) => unreachable!("matched above"),
+                ClientRequest::Refresh(_) | ClientRequest::Ping => unreachable!("matched above"),
             };
             assert!((1..=MAX_SYMBOLS_PER_REQUEST).contains(&symbols.len()), "{} symbols", symbols.len());
             let mut json = serde_json::json!({ "op": op, "symbols": symbols });

@@ -52,6 +52,9 @@ pub enum HandshakeError {
     /// `?slow=` names no policy.
     #[error("unknown slow-consumer policy {0:?}: valid policies are conflate, disconnect (?slow=)")]
     UnknownSlowMode(String),
+    /// `?batch=` is neither on nor off.
+    #[error("bad ?batch={0:?}: use 1 (or true) for batched frames, 0 (or false) for one message per frame")]
+    BadBatch(String),
 }
 
 /// The valid encodings, for error messages.
@@ -98,6 +101,16 @@ pub fn choose_slow_mode(query: Option<&str>) -> Result<SlowMode, HandshakeError>
         None | Some("conflate") => Ok(SlowMode::Conflate),
         Some("disconnect") => Ok(SlowMode::Disconnect),
         Some(other) => Err(HandshakeError::UnknownSlowMode(other.chars().take(64).collect())),
+    }
+}
+
+/// Whether the client asked for batched frames with `?batch=` (default
+/// off: one message per WebSocket message, as every client expects).
+pub fn choose_batching(query: Option<&str>) -> Result<bool, HandshakeError> {
+    match query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("batch="))) {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(HandshakeError::BadBatch(other.chars().take(64).collect())),
     }
 }
 
@@ -198,9 +211,11 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
     // A token entry is not an encoding, and is never echoed.
     let protocols = req.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
     let protocols = protocols.and_then(token::without_bearer);
-    let chosen = choose_encoding(req.uri().query(), protocols.as_deref())
-        .and_then(|(encoding, echo)| Ok((encoding, echo, choose_slow_mode(req.uri().query())?)));
-    let (encoding, echo, slow) = match chosen {
+    let chosen = choose_encoding(req.uri().query(), protocols.as_deref()).and_then(|(encoding, echo)| {
+        let query = req.uri().query();
+        Ok((encoding, echo, choose_slow_mode(query)?, choose_batching(query)?))
+    });
+    let (encoding, echo, slow, batch) = match chosen {
         Ok(choice) => choice,
         Err(e) => return reject(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -247,7 +262,7 @@ pub async fn upgrade(ctx: Arc<ServerCtx>, mut req: Request<Incoming>, replay: bo
         match tls::session_stream(upgraded) {
             Some((stream, read_buf)) => {
                 // The registry guard inside the session now owns the count.
-                let handshake = Handshake { encoding, slow, replay, grant };
+                let handshake = Handshake { encoding, slow, batch, replay, grant };
                 session::run(sessions, stream, read_buf, handshake).await;
             }
             None => {
@@ -312,6 +327,11 @@ mod tests {
 
     #[test]
     fn slow_policy_comes_from_the_query() {
+        assert_eq!(choose_batching(None), Ok(false));
+        assert_eq!(choose_batching(Some("encoding=json&batch=1")), Ok(true));
+        assert_eq!(choose_batching(Some("batch=true")), Ok(true));
+        assert_eq!(choose_batching(Some("batch=0&slow=conflate")), Ok(false));
+        assert!(choose_batching(Some("batch=yes")).unwrap_err().to_string().contains("batch"));
         assert_eq!(choose_slow_mode(None), Ok(SlowMode::Conflate));
         assert_eq!(choose_slow_mode(Some("encoding=json")), Ok(SlowMode::Conflate));
         assert_eq!(choose_slow_mode(Some("encoding=json&slow=disconnect")), Ok(SlowMode::Disconnect));

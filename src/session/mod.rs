@@ -109,6 +109,8 @@ pub struct Handshake {
     pub encoding: crate::wire::Encoding,
     /// What the client wants when it falls behind (`?slow=`).
     pub slow: crate::outbox::SlowMode,
+    /// Whether it asked for batched frames (`?batch=1`).
+    pub batch: bool,
     /// A private replay (`/replay`), validated before the upgrade; `None`
     /// for a live session (`/ws`).
     pub replay: Option<replay::ReplaySession>,

@@ -186,11 +186,11 @@ impl ReplayRequest {
                     depth = Some(parse_depth(&value).ok_or_else(|| bad(format!("depth: {}", depth_error(&shown))))?);
                 }
                 // Handled by the session's handshake like /ws.
-                "encoding" | "token" => {}
+                "encoding" | "token" | "batch" => {}
                 other => {
                     let other: String = other.chars().take(32).collect();
                     return Err(bad(format!(
-                        "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, depth, encoding"
+                        "unknown parameter {other:?}: valid parameters are source, from, to, speed, symbols, depth, encoding, batch"
                     )));
                 }
             }
@@ -374,6 +374,7 @@ impl ReplayDriver {
                 }
             }
             ReplayControl::Speed(speed) => self.pacer.set_speed(speed),
+            ReplayControl::Ping => {}
             ReplayControl::Seek(ts) => {
                 self.gen += 1;
                 self.pending.clear();
@@ -398,6 +399,9 @@ pub enum ReplayControl {
     Speed(Speed),
     /// `{"op":"seek","ts":…}`: start over at this event time.
     Seek(u64),
+    /// `{"op":"ping"}`: answered with ack `ping`, changes nothing (the
+    /// liveness probe of clients that cannot see WebSocket pings).
+    Ping,
 }
 
 impl ReplayControl {
@@ -408,6 +412,7 @@ impl ReplayControl {
             ReplayControl::Resume => "resume",
             ReplayControl::Speed(_) => "speed",
             ReplayControl::Seek(_) => "seek",
+            ReplayControl::Ping => "ping",
         }
     }
 }
@@ -419,6 +424,7 @@ pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, RequestError> {
     match op.as_str() {
         "pause" => Ok(ReplayControl::Pause),
         "resume" => Ok(ReplayControl::Resume),
+        "ping" => Ok(ReplayControl::Ping),
         "speed" => match obj.get("value") {
             Some(Value::Number(n)) => n.to_string().parse::<Speed>().map_err(|e| e.to_string()),
             Some(Value::String(s)) => s.parse::<Speed>().map_err(|e| e.to_string()),
@@ -441,7 +447,7 @@ pub fn parse_control(payload: &[u8]) -> Result<ReplayControl, RequestError> {
             let other: String = other.chars().take(64).collect();
             Err(err(
                 ErrorCode::UnknownOp,
-                format!("unknown op {other:?}: valid ops in a replay session are pause, resume, speed, seek"),
+                format!("unknown op {other:?}: valid ops in a replay session are pause, resume, speed, seek, ping"),
             ))
         }
     }

@@ -67,7 +67,7 @@ pub async fn handle(
             ClientRequest::Subscribe { symbols, .. } | ClientRequest::Unsubscribe(symbols) => {
                 symbols.iter().find(|s| *s == "*" || busy.contains(*s))
             }
-            ClientRequest::Refresh(_) => None,
+            ClientRequest::Refresh(_) | ClientRequest::Ping => None,
         };
         if let Some(name) = named {
             let name: String = name.chars().take(64).collect();
@@ -99,6 +99,12 @@ pub async fn handle(
         }
         ClientRequest::Unsubscribe(symbols) => Command::Unsubscribe { id, symbols, done },
         ClientRequest::Refresh(token) => return Handled::Refresh(token),
+        ClientRequest::Ping => {
+            // Answered here, not by the engine: a ping says the connection
+            // and this session are alive, and needs no queue but the outbox.
+            outbox.push_control(frame_for(outbox, &ServerMessage::ack("ping", Vec::new())));
+            return Handled::Done;
+        }
     });
     let _ = tokio::time::timeout(APPLY_TIMEOUT, applied).await;
     Handled::Done

@@ -51,6 +51,7 @@ const REPLAY_STALL_CHECK: Duration = Duration::from_millis(100);
 pub async fn run(ctx: Arc<SessionCtx>, stream: TcpStream, leftover: Bytes, handshake: Handshake) {
     let outbox = Arc::new(
         Outbox::new(ctx.registry.next_id(), handshake.encoding, handshake.slow)
+            .with_batching(handshake.batch)
             .with_control_limit(ctx.settings.max_control_bytes),
     );
     writer::tune_socket(&stream);

@@ -27,12 +27,13 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Take};
+use crate::wire::batch::{self, BATCH_FRAME_MAX, BATCH_PAYLOAD_MAX};
 
 /// Most slices handed to one vectored write (Linux allows 1024).
 pub const MAX_IOVECS: usize = 256;
@@ -94,11 +95,20 @@ async fn drain(session: &Outbox, socket: &TcpStream, metrics: &Metrics) -> io::R
     // queue behind them, so control keeps its own order (an ack before the
     // error of the same request).
     let mut control = 0usize;
+    // A batching session's batches are built here (see `batch_new`).
+    let mut batch_buf = BytesMut::new();
     loop {
         if !closing {
+            let before = inflight.len();
             let (take, added) = session.take(&mut inflight, usize::from(head_started) + control);
             closing = take == Take::Closing;
             control += added;
+            if session.batching() && !closing {
+                // Taken data went to the back, after the `added` control
+                // frames inserted among what was already in flight.
+                let (old, new) = batch_new(&mut inflight, before + added, session.encoding, &mut batch_buf);
+                session.rebatched(old, new);
+            }
         }
         while inflight.front().is_some_and(|f| f.is_empty()) {
             inflight.pop_front();
@@ -148,6 +158,49 @@ async fn drain(session: &Outbox, socket: &TcpStream, metrics: &Metrics) -> io::R
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Replaces each run of small data frames in `inflight[start..]` (at most
+/// [`BATCH_FRAME_MAX`] bytes each, [`BATCH_PAYLOAD_MAX`] of payload in
+/// all) by one batch ([`batch::merge`]); larger frames and lone frames stay
+/// as they are, in order. Returns the bytes replaced and the bytes of the
+/// batches that replaced them.
+fn batch_new(
+    inflight: &mut VecDeque<Bytes>,
+    start: usize,
+    encoding: crate::wire::Encoding,
+    buf: &mut BytesMut,
+) -> (usize, usize) {
+    let (mut old, mut new) = (0, 0);
+    let end = inflight.len();
+    // Compacts in place: `w` is where the next kept or merged frame goes.
+    let (mut w, mut i) = (start, start);
+    while i < end {
+        let mut j = i;
+        let mut payload = 0;
+        while j < end {
+            let frame = &inflight[j];
+            let Some(p) = batch::data_payload(frame).filter(|_| frame.len() <= BATCH_FRAME_MAX) else { break };
+            if j > i && payload + p.len() > BATCH_PAYLOAD_MAX {
+                break;
+            }
+            payload += p.len();
+            j += 1;
+        }
+        if j - i >= 2 {
+            let merged = batch::merge(encoding, inflight.range(i..j), buf);
+            old += inflight.range(i..j).map(Bytes::len).sum::<usize>();
+            new += merged.len();
+            inflight[w] = merged;
+            i = j;
+        } else {
+            inflight.swap(w, i);
+            i += 1;
+        }
+        w += 1;
+    }
+    inflight.truncate(w);
+    (old, new)
 }
 
 /// One slice of a gathered write.
@@ -274,6 +327,36 @@ mod tests {
 
     fn concat(inflight: &VecDeque<Bytes>, n: usize) -> Vec<u8> {
         inflight.iter().take(n).flat_map(|f| f.iter().copied()).collect()
+    }
+
+    #[test]
+    fn batching_merges_runs_of_small_data_frames_after_start_and_keeps_the_rest_in_order() {
+        use crate::wire::{batch::data_payload, frame, Encoding};
+        use fastwebsockets::OpCode;
+        let small = |b: u8| frame(OpCode::Binary, &[0xc0 | (b & 0x0f)]); // msgpack nil-ish bytes
+        let big = frame(OpCode::Binary, &vec![0xc3; 2000]);
+        let ping = frame(OpCode::Ping, b"p");
+        // [old, old | a, b, big, c, ping, d, e, f]
+        let mut inflight: VecDeque<Bytes> =
+            [small(1), small(2), small(3), small(4), big.clone(), small(5), ping.clone(), small(6), small(7), small(8)]
+                .into_iter()
+                .collect();
+        let before: usize = inflight.iter().map(Bytes::len).sum();
+        let (old, new) = batch_new(&mut inflight, 2, Encoding::Msgpack, &mut BytesMut::new());
+        let after: usize = inflight.iter().map(Bytes::len).sum();
+        assert_eq!(after, before - old + new, "the byte count moves by exactly the difference");
+        assert_eq!(inflight.len(), 7, "2 kept, [3,4] merged, big, 5 alone, ping, [6,7,8] merged");
+        assert_eq!(inflight[0], small(1));
+        assert_eq!(inflight[1], small(2));
+        assert_eq!(data_payload(&inflight[2]), Some(&[0x92, 0xc3, 0xc4][..]), "a two-element msgpack array");
+        assert_eq!(inflight[3], big);
+        assert_eq!(inflight[4], small(5));
+        assert_eq!(inflight[5], ping);
+        assert_eq!(data_payload(&inflight[6]), Some(&[0x93, 0xc6, 0xc7, 0xc8][..]));
+        // Nothing new: nothing changes.
+        let again = inflight.clone();
+        assert_eq!(batch_new(&mut inflight, 7, Encoding::Msgpack, &mut BytesMut::new()), (0, 0));
+        assert_eq!(inflight, again);
     }
 
     #[test]

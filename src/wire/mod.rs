@@ -19,9 +19,11 @@
 //! - [`codec`]: encode and decode in the three encodings.
 //! - [`protobuf`]: the mapping to and from `proto/tickcast.proto`.
 //! - [`frame`](mod@frame): WebSocket framing and close frames.
+//! - [`batch`]: several queued messages as one WebSocket message (`?batch=1`).
 //! - [`codes`]: close codes and the `error` codes clients see.
 //! - [`request`]: clients' control messages.
 
+pub mod batch;
 pub mod codec;
 pub mod codes;
 pub mod frame;

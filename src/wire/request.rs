@@ -27,6 +27,10 @@ pub enum ClientRequest {
     Unsubscribe(Vec<String>),
     /// Replace the session's token (`"token"`), before it expires.
     Refresh(String),
+    /// An application-level ping, answered at once with ack `ping`: the
+    /// liveness probe of clients that cannot send WebSocket pings or see
+    /// the server's (browsers).
+    Ping,
 }
 
 /// Where a subscribe starts, other than a snapshot of now.
@@ -112,11 +116,14 @@ impl ClientRequest {
         if op == "refresh" {
             return refresh_token(&obj).map(ClientRequest::Refresh);
         }
+        if op == "ping" {
+            return Ok(ClientRequest::Ping);
+        }
         if op != "subscribe" && op != "unsubscribe" {
             let op: String = op.chars().take(64).collect();
             return Err(err(
                 ErrorCode::UnknownOp,
-                format!("unknown op {op:?}: valid ops are subscribe, unsubscribe, refresh"),
+                format!("unknown op {op:?}: valid ops are subscribe, unsubscribe, refresh, ping"),
             ));
         }
         let symbols = obj
@@ -233,6 +240,8 @@ mod tests {
         );
         let kind = |p: &[u8]| ClientRequest::parse(p).unwrap_err().kind;
         assert_eq!(kind(br#"{"op":"refresh"}"#), ErrorCode::BadRequest);
+        assert_eq!(ClientRequest::parse(br#"{"op":"ping"}"#), Ok(ClientRequest::Ping));
+        assert_eq!(ClientRequest::parse(br#"{"op":"ping","id":7}"#), Ok(ClientRequest::Ping));
         assert_eq!(kind(br#"{"op":"refresh","token":7}"#), ErrorCode::BadRequest);
         assert_eq!(kind(b"{nope"), ErrorCode::BadJson);
         assert_eq!(kind(b"[1]"), ErrorCode::BadRequest);

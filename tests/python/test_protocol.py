@@ -347,6 +347,32 @@ def test_unsubscribe_stops_delivery(server, enc):
     assert client.drain(quiet=0.2) == []
 
 
+def test_ping_op_is_acked_at_once_while_data_flows_and_changes_nothing(server, enc):
+    """``{"op":"ping"}`` (PROTOCOL.md, the browser's liveness probe): acked
+    with op ``ping`` even while updates are queued, and the subscription
+    and its seqs go on untouched."""
+    feed = seed(server, "AAPL")
+    client = server.connect(enc)
+    last = {s: m["seq"] for s, m in client.subscribe_and_snapshots("AAPL").items()}
+    ticker = Ticker(feed, "AAPL", period=0.001)
+    ticker.start()
+    try:
+        time.sleep(0.02)
+        for _ in range(3):
+            client.send_json({"op": "ping"})
+            got = client.recv_until(lambda m: m["type"] == "ack", timeout=TIMEOUT)
+            assert got[-1] == {"type": "ack", "op": "ping", "symbols": []}
+            last = assert_seq_continuity(got[:-1], last)
+    finally:
+        sent = ticker.stop()
+    server.wait_published(1 + sent)
+    if last["AAPL"] < 1 + sent:  # else every update came before the last ack
+        rest = client.recv_until(lambda m: m.get("sym") == "AAPL" and m["seq"] == 1 + sent)
+        last = assert_seq_continuity(rest, last)
+    assert last["AAPL"] == 1 + sent
+    assert client.drain() == []
+
+
 def test_wildcard_subscription_includes_symbols_that_appear_later(server, enc):
     feed = seed(server, "AAPL")
     client = server.connect(enc)

@@ -8,11 +8,9 @@ import { backoffDelay } from './backoff.js';
 import { msgpackDecoder, jsonDecoder, encodeRequest } from './codec.js';
 import { RollingStats } from './stats.js';
 
-/** The symbol the liveness probe names: never a real subscription. */
-export const PROBE_SYMBOL = '_tickcast_probe_';
-
 const DEFAULTS = {
   encoding: 'msgpack',
+  batch: true,
   depth: undefined,
   backoff: { initialMs: 250, maxMs: 10_000 },
   idleTimeoutMs: 20_000,
@@ -129,6 +127,7 @@ export class TickcastClient {
   url() {
     const q = new URLSearchParams();
     q.set('encoding', this.options.encoding);
+    if (this.options.batch) q.set('batch', '1');
     if (this.options.token && this.options.tokenVia === 'query') q.set('token', this.options.token);
     if (this.replay) {
       const r = this.replay;
@@ -249,17 +248,23 @@ export class TickcastClient {
   }
 
   checkIdle() {
-    if (!this.ws || this.state !== 'open') return;
+    if (!this.ws) return;
     const idle = this.clock.now() - this.lastRx;
     const limit = this.options.idleTimeoutMs;
+    if (this.state !== 'open') {
+      // A handshake that hangs (a blackholed address, a stuck proxy) is
+      // given up after the same time: the browser's own limit is minutes.
+      if (idle > limit) this.dropConnection(`not connected within ${limit} ms`);
+      return;
+    }
     if (idle > limit) {
       this.dropConnection(`no message for ${limit} ms`);
     } else if (idle >= limit / 2 && !this.probeSent) {
-      // A browser cannot see the server's pings: ask for a reply instead.
-      // Unsubscribing a symbol never subscribed changes nothing and is
-      // always answered (ack or error).
+      // A browser cannot see the server's pings: ask for a reply instead
+      // (the `ping` op, answered with ack `ping` in live and replay
+      // sessions alike).
       this.probeSent = true;
-      this.send({ op: 'unsubscribe', symbols: [PROBE_SYMBOL] });
+      this.send({ op: 'ping' });
     }
   }
 
@@ -367,8 +372,15 @@ export class TickcastClient {
       this.emit('error', { code: 'decode', message: String(e?.message ?? e), symbols: [] });
       return;
     }
-    this.counters.messages++;
-    this.handle(m);
+    if (m.type === 'batch') {
+      for (const one of m.messages) {
+        this.counters.messages++;
+        this.handle(one);
+      }
+    } else {
+      this.counters.messages++;
+      this.handle(m);
+    }
   }
 
   handle(m) {
@@ -385,7 +397,7 @@ export class TickcastClient {
         this.onAck(m);
         break;
       case 'error':
-        if (!(m.symbols?.length === 1 && m.symbols[0] === PROBE_SYMBOL)) this.emit('error', m);
+        this.emit('error', m);
         break;
       case 'conflated':
         for (const s of m.symbols) {
@@ -419,7 +431,8 @@ export class TickcastClient {
   }
 
   onAck(m) {
-    if (m.symbols?.length === 1 && m.symbols[0] === PROBE_SYMBOL) return;
+    // The watchdog's probe: it only had to be answered.
+    if (m.op === 'ping') return;
     // The server answered: this connection works, so the next outage
     // starts the backoff from the bottom again.
     this.attempt = 0;

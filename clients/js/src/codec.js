@@ -3,6 +3,7 @@
 // `seq` and the counts are numbers; `ts_event`, `ts_ingest` and `epoch` are
 // bigints (exact to the nanosecond in msgpack and protobuf, and in JSON
 // too: the digits are read as text before JSON.parse could round them).
+// A batch (`?batch=1`) comes out as `{ type: 'batch', messages: [...] }`.
 
 import { Decoder } from '@msgpack/msgpack';
 
@@ -10,6 +11,15 @@ import { Decoder } from '@msgpack/msgpack';
 export const ENCODINGS = ['msgpack', 'json', 'protobuf'];
 
 const BIG_FIELDS = ['ts_event', 'ts_ingest', 'epoch'];
+
+/**
+ * A batch (`?batch=1`: several messages in one WebSocket message, an array
+ * in msgpack and JSON) as the decoders return it: `{ type: 'batch',
+ * messages }`, each message normalized.
+ */
+function batchOrOne(v) {
+  return Array.isArray(v) ? { type: 'batch', messages: v.map(normalize) } : normalize(v);
+}
 
 /** Normalizes numeric fields in place (see the module doc). */
 export function normalize(m) {
@@ -27,7 +37,7 @@ export function normalize(m) {
  */
 export function msgpackDecoder() {
   const decoder = new Decoder({ useBigInt64: true });
-  return (data) => normalize(decoder.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data));
+  return (data) => batchOrOne(decoder.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data));
 }
 
 // Quotes the big integers so JSON.parse keeps every digit.
@@ -41,7 +51,7 @@ export function jsonDecoder() {
   const utf8 = new TextDecoder();
   return (data) => {
     const text = typeof data === 'string' ? data : utf8.decode(data);
-    return normalize(JSON.parse(text.replace(BIG_INT, '"$1":"$2"')));
+    return batchOrOne(JSON.parse(text.replace(BIG_INT, '"$1":"$2"')));
   };
 }
 

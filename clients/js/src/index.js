@@ -1,5 +1,5 @@
 // tickcast-client: the public API. See README.md.
-export { TickcastClient, PROBE_SYMBOL } from './client.js';
+export { TickcastClient } from './client.js';
 export { Book, FULL_DEPTH } from './book.js';
 export { crc32 } from './crc32.js';
 export { backoffDelay } from './backoff.js';

@@ -23,8 +23,7 @@ const levels = (ls) => ls.map((l) => [l.px, l.sz]);
 export function protobufDecoder() {
   // 64-bit fields arrive as Long (protobufjs finds `long`), exact.
   const ServerMessage = tickcast.v1.ServerMessage;
-  return (data) => {
-    const p = ServerMessage.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
+  const one = (p) => {
     const m = { type: p.type };
     if (p.sym) m.sym = p.sym;
     const envelope = () => {
@@ -90,5 +89,10 @@ export function protobufDecoder() {
         break;
     }
     return m;
+  };
+  return (data) => {
+    const p = ServerMessage.decode(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
+    // A batch (`?batch=1`): type "batch", the messages in field 20.
+    return p.type === 'batch' ? { type: 'batch', messages: p.batch.map(one) } : one(p);
   };
 }

@@ -1177,6 +1177,7 @@ export const tickcast = $root.tickcast = (() => {
         v1.ServerMessage = (function() {
 
             const ServerMessage = function (p) {
+                this.batch = [];
                 if (p)
                     for (var ks = $Object.keys(p), i = 0; i < ks.length; ++i)
                         if (p[ks[i]] != null && ks[i] !== "__proto__")
@@ -1198,6 +1199,7 @@ export const tickcast = $root.tickcast = (() => {
             ServerMessage.prototype.replay_end = null;
             ServerMessage.prototype.token_expiring = null;
             ServerMessage.prototype.reset = null;
+            ServerMessage.prototype.batch = $util.emptyArray;
 
             let $oneOfFields;
 
@@ -1346,6 +1348,14 @@ export const tickcast = $root.tickcast = (() => {
                                 break;
                             m.reset = $root.tickcast.v1.Reset.decode(r, r.size(), $undefined, q + 1, m.reset);
                             m.body = "reset";
+                            continue;
+                        }
+                    case 20: {
+                            if (u !== 2)
+                                break;
+                            if (!(m.batch && m.batch.length))
+                                m.batch = [];
+                            m.batch.push($root.tickcast.v1.ServerMessage.decode(r, r.size(), $undefined, q + 1));
                             continue;
                         }
                     }

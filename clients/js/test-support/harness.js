@@ -10,7 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-export const TICKCAST_BIN = process.env.TICKCAST_BIN ?? join(REPO, 'target/debug/tickcast');
+/** The server binary: $TICKCAST_BIN when the server starts (the benchmark
+ * sets it from --bin after importing this), else the debug build. */
+export const tickcastBin = () => process.env.TICKCAST_BIN ?? join(REPO, 'target/debug/tickcast');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const ARTIFACTS = process.env.ARTIFACTS ?? join(REPO, 'target/browser-artifacts');
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -47,7 +49,7 @@ export async function until(what, probe, ms = 20_000, every = 100) {
 
 /** A tickcast process on `port` with `args`; resolves once /healthz answers. */
 export async function startServer(port, args = []) {
-  const proc = spawn(TICKCAST_BIN, ['--listen', `127.0.0.1:${port}`, '--log', 'warn', ...args], {
+  const proc = spawn(tickcastBin(), ['--listen', `127.0.0.1:${port}`, '--log', 'warn', ...args], {
     cwd: REPO,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -96,4 +98,90 @@ export async function openPage(browser, url) {
   page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
   await page.goto(url, { timeout: 30_000 });
   return { page, problems };
+}
+
+/**
+ * Headless Chromium driven over a bare DevTools connection that enables
+ * only what it is asked to (Runtime, Performance). For measuring throughput:
+ * playwright-core enables the Network domain on every page, and with it
+ * Chromium copies every WebSocket frame to the DevTools client
+ * (`Network.webSocketFrameReceived`, binary frames base64-encoded), which
+ * costs the browser far more than the page's own work. Returns
+ * `{ open(url) -> page, close() }`; a page has `evaluate(expr)` (awaits
+ * promises, returns the JSON value) and `send(method, params)`.
+ */
+export async function launchBareChromium() {
+  const { default: WebSocket } = await import('ws');
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const profile = mkdtempSync(join(tmpdir(), 'tickcast-chromium-'));
+  const proc = spawn(CHROMIUM, [
+    '--headless', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--no-first-run',
+    '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+    '--disable-backgrounding-occluded-windows', '--window-size=1280,760',
+    '--remote-debugging-port=0', `--user-data-dir=${profile}`, 'about:blank',
+  ], { stdio: 'ignore' });
+  const exited = new Promise((r) => proc.once('exit', r));
+  const port = await until('Chromium\'s DevTools port', () => {
+    try {
+      return readFileSync(join(profile, 'DevToolsActivePort'), 'utf8').split('\n')[0];
+    } catch {
+      return null;
+    }
+  }, 30_000);
+  const version = await (await fetch(`http://127.0.0.1:${port}/json/version`)).json();
+  const ws = new WebSocket(version.webSocketDebuggerUrl, { perMessageDeflate: false, maxPayload: 256 << 20 });
+  await new Promise((res, rej) => {
+    ws.once('open', res);
+    ws.once('error', rej);
+  });
+  let next = 0;
+  const waiting = new Map();
+  ws.on('message', (data) => {
+    const m = JSON.parse(data);
+    const w = m.id !== undefined && waiting.get(m.id);
+    if (!w) return;
+    waiting.delete(m.id);
+    if (m.error) w.rej(new Error(`${w.method}: ${m.error.message}`));
+    else w.res(m.result);
+  });
+  const send = (method, params = {}, sessionId) => new Promise((res, rej) => {
+    const id = ++next;
+    waiting.set(id, { res, rej, method });
+    ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
+    setTimeout(() => {
+      if (waiting.delete(id)) rej(new Error(`${method}: no answer in 120 s`));
+    }, 120_000);
+  });
+  return {
+    /** Its profile directory: every Chromium process names it. */
+    profile,
+    async open(url) {
+      const { targetId } = await send('Target.createTarget', { url: 'about:blank' });
+      const { sessionId } = await send('Target.attachToTarget', { targetId, flatten: true });
+      const page = {
+        send: (method, params) => send(method, params, sessionId),
+        async evaluate(expression) {
+          const r = await page.send('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true });
+          if (r.exceptionDetails) throw new Error(r.exceptionDetails.exception?.description ?? r.exceptionDetails.text);
+          return r.result.value;
+        },
+        async goto(to) {
+          await page.send('Page.navigate', { url: to });
+          await until(`${to} to load`, async () => (await page.evaluate('document.readyState')) === 'complete', 30_000);
+        },
+        close: () => send('Target.closeTarget', { targetId }),
+      };
+      await page.send('Page.enable');
+      await page.goto(url);
+      return page;
+    },
+    async close() {
+      ws.close();
+      proc.kill('SIGTERM');
+      await Promise.race([exited, sleep(5000)]);
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
 }

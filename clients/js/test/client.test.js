@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TickcastClient, PROBE_SYMBOL } from '../src/index.js';
+import { TickcastClient } from '../src/index.js';
 import { FakeClock, fakeWebSocketClass } from '../test-support/fakes.js';
 
 const EPOCH = 1764770000000000001n;
@@ -41,13 +41,16 @@ test('connects with the encoding and the token as subprotocols, then subscribes'
   const { client, ws } = setup({ token: 'aaa.bbb.ccc', depth: 25 });
   client.connect();
   client.subscribe(['AAPL']);
-  assert.equal(ws().url, 'ws://server:8080/ws?encoding=json');
+  assert.equal(ws().url, 'ws://server:8080/ws?encoding=json&batch=1');
   assert.deepEqual(ws().protocols, ['tickcast.json', 'base64url.bearer.aaa.bbb.ccc']);
   ws().serverOpen();
   assert.deepEqual(ws().sent, [{ op: 'subscribe', symbols: ['AAPL'], depth: 25 }]);
   const q = setup({ token: 'aaa.bbb.ccc', tokenVia: 'query' });
   q.client.connect();
-  assert.equal(q.ws().url, 'ws://server:8080/ws?encoding=json&token=aaa.bbb.ccc');
+  assert.equal(q.ws().url, 'ws://server:8080/ws?encoding=json&batch=1&token=aaa.bbb.ccc');
+  const single = setup({ batch: false });
+  single.client.connect();
+  assert.equal(single.ws().url, 'ws://server:8080/ws?encoding=json');
   assert.deepEqual(q.ws().protocols, ['tickcast.json']);
 });
 
@@ -185,15 +188,53 @@ test('without resume, a reconnect resubscribes for snapshots', () => {
   assert.equal(client.counters.gaps, 0);
 });
 
+test('a handshake that never completes is given up after the idle timeout, then retried', () => {
+  const { client, clock, sockets } = setup();
+  client.subscribe(['A']);
+  client.connect();
+  clock.advance(7000);
+  assert.equal(sockets.length, 1);
+  assert.equal(sockets[0].closed, null, 'not yet');
+  clock.advance(3000);
+  assert.equal(sockets[0].closed?.code, 4000, 'no open within 8 s: dropped');
+  assert.equal(client.state, 'reconnecting');
+  clock.advance(1000);
+  assert.equal(sockets.length, 2, 'retried within the backoff');
+});
+
+test('a batch is handled as its messages, in order, and counted one by one', () => {
+  const { client, ws, events } = setup();
+  client.subscribe(['AAPL']);
+  client.connect();
+  ws().serverOpen();
+  const ticks = [];
+  client.on('update', (e) => ticks.push(e.message.seq));
+  const batch = [
+    { type: 'ack', op: 'subscribe', symbols: ['AAPL'], epoch: EPOCH },
+    snapshot('AAPL', 41),
+    quote('AAPL', 42),
+    quote('AAPL', 43),
+  ];
+  ws().onmessage({ data: JSON.stringify(batch, (_, v) => (typeof v === 'bigint' ? Number(v) : v)) });
+  assert.equal(client.counters.messages, 4);
+  assert.deepEqual(ticks, [42, 43]);
+  assert.equal(client.symbol('AAPL').seq, 43);
+  assert.equal(client.counters.gaps, 0);
+  assert.deepEqual(events.filter(([e]) => e === 'gap'), []);
+});
+
 test('the watchdog probes a silent connection at half the timeout, then drops it', () => {
   const { client, ws, clock, sockets } = setup();
   client.subscribe(['A']);
   client.connect();
   ws().serverOpen();
   clock.advance(4000);
-  assert.deepEqual(ws().sent.at(-1), { op: 'unsubscribe', symbols: [PROBE_SYMBOL] });
+  assert.deepEqual(ws().sent.at(-1), { op: 'ping' });
   // An answer keeps it alive, and is not reported.
-  ws().serverSend({ type: 'ack', op: 'unsubscribe', symbols: [PROBE_SYMBOL] });
+  let acks = 0;
+  client.on('ack', () => acks++);
+  ws().serverSend({ type: 'ack', op: 'ping', symbols: [] });
+  assert.equal(acks, 0, 'the probe\'s ack is not reported');
   clock.advance(6000);
   assert.equal(sockets.length, 1);
   clock.advance(4000);
@@ -216,7 +257,7 @@ test('close() stops for good', () => {
 test('replay: updates from seq 1 without a snapshot, controls, and seek', () => {
   const { client, ws } = setup({ replay: { source: 'eth.gz', speed: 10, depth: 10 } });
   client.connect();
-  assert.equal(ws().url, 'ws://server:8080/replay?encoding=json&source=eth.gz&speed=10&depth=10');
+  assert.equal(ws().url, 'ws://server:8080/replay?encoding=json&batch=1&source=eth.gz&speed=10&depth=10');
   ws().serverOpen();
   assert.deepEqual(ws().sent, []);
   ws().serverSend({ type: 'book', sym: 'ETHUSDT', seq: 1, ts_event: 5n, ts_ingest: 5n, bids: [[1, 1]], asks: [[2, 1]], checksum: 0 });

@@ -53,3 +53,19 @@ test('protobuf: the same objects as msgpack and JSON', () => {
   const trade = decode(frame({ type: 'trade', sym: 'A', seq: 1, ts_event: '5', ts_ingest: '6', trade: { px: 2, sz: 3, side: 2 } }));
   assert.equal(trade.side, 'sell');
 });
+
+test('batches (?batch=1) decode to { type: "batch", messages } in every encoding', () => {
+  const trade = (seq) => ({ type: 'trade', sym: 'A', seq, ts_event: TS + BigInt(seq), ts_ingest: TS, px: 2, sz: 3, side: 'buy' });
+  const mp = msgpackDecoder()(encode([trade(1), trade(2)], { useBigInt64: true }));
+  assert.equal(mp.type, 'batch');
+  assert.deepEqual(mp.messages.map((m) => [m.seq, m.ts_event]), [[1, TS + 1n], [2, TS + 2n]]);
+  const js = jsonDecoder()(`[{"type":"trade","sym":"A","seq":1,"ts_event":${TS},"ts_ingest":${TS},"px":2,"sz":3,"side":"buy"},{"type":"ack","op":"ping","symbols":[]}]`);
+  assert.deepEqual(js.messages.map((m) => m.type), ['trade', 'ack']);
+  assert.equal(js.messages[0].ts_event, TS);
+  const root = protobuf.parse(TICKCAST_PROTO, { keepCase: true }).root;
+  const T = root.lookupType('tickcast.v1.ServerMessage');
+  const one = (seq) => ({ type: 'trade', sym: 'A', seq, ts_event: (TS + BigInt(seq)).toString(), ts_ingest: '6', trade: { px: 2, sz: 3, side: 1 } });
+  const pb = protobufDecoder()(T.encode(T.fromObject({ type: 'batch', batch: [one(1), one(2), one(3)] })).finish());
+  assert.equal(pb.type, 'batch');
+  assert.deepEqual(pb.messages.map((m) => [m.seq, m.ts_event, m.side]), [[1, TS + 1n, 'buy'], [2, TS + 2n, 'buy'], [3, TS + 3n, 'buy']]);
+});
