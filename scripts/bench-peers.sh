@@ -131,8 +131,10 @@ start_server() { # system [extra tickcast flags...]
         # use, would say the same; this makes it explicit).
         local writers=()
         if [ "$PINNED" = 1 ]; then writers=(--writers 1); fi
+        # Every client comes from 127.0.0.1: the idle run's 10,000 need
+        # more than the default --max-connections-per-ip (1024).
         "${SERVER_PIN[@]}" "$BIN" --listen "127.0.0.1:$TC_PORT" --feed "tcp://127.0.0.1:$TC_FEED" --log warn \
-            "${writers[@]}" "${@:2}" &
+            --max-connections-per-ip 50000 "${writers[@]}" "${@:2}" &
         PID=$!
         wait_port "$TC_PORT"
         ;;

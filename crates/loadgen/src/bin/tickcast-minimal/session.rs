@@ -8,19 +8,21 @@
 //! `/ws` (`?encoding=msgpack`, the only encoding), `{"op":"subscribe",
 //! "symbols":[...]}` and `unsubscribe` acked with tickcast's `ack`, bad
 //! requests answered with its `error`. No snapshots, no `"*"`, no
-//! `from_seq`, no depth, no slow-consumer policy, no limits.
+//! `from_seq`, no depth, no slow-consumer policy, no limits but a timeout
+//! on the upgrade request.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::io::IoSlice;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, Role};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -34,6 +36,9 @@ use crate::topics::Topics;
 /// Largest client message taken: subscribes are small.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
+/// Longest a connection may take to send its upgrade request.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Most slices in one vectored write (Linux's `IOV_MAX`).
 const MAX_SLICES: usize = 1024;
 
@@ -44,8 +49,12 @@ pub async fn serve(stream: TcpStream, topics: Arc<Topics>) {
         let topics = topics.clone();
         async move { Ok::<_, Infallible>(upgrade(req, topics)) }
     });
-    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    // Ends when the client goes away or the connection is upgraded.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    // Ends when the client goes away, the connection is upgraded, or no
+    // request head came within HEADER_TIMEOUT.
     let _ = connection.with_upgrades().await;
 }
 
