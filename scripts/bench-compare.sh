@@ -18,6 +18,9 @@
 #   BENCH    load generator command (default: target/release/tickcast-bench,
 #            built if missing); e.g. BENCH="OLD_BIN bench" for a load
 #            generator that was still a subcommand of the server
+#   PIN      0 (default): server and load generator share both cores; 1:
+#            server on CPU 0 with --writers 1, load generator on CPU 1
+#            (taskset, scripts/bench-lib.sh); both: each run both ways
 #
 # Output: one line per run, then per row and server the median of each
 # figure over the rounds; every JSON report in target/bench-compare/.
@@ -42,18 +45,21 @@ FEED_PORT=18681
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh # (the script has cd-ed to the repository root)
+PIN_MODES=$(pin_modes)
 
 
 run() { # row, label, server binary
-    local row="$1" label="$2" bin="$3" bench_args
+    local row="$1" label="$2" bin="$3" bench_args writers=()
+    # Pinned to one core: one writer thread.
+    if [ "$PINNED" = 1 ]; then writers=(--writers 1); fi
     case "$row" in
     target)
-        "$bin" --listen "127.0.0.1:$PORT" --log warn --symbols 50 --rate 200000 &
+        "${SERVER_PIN[@]}" "$bin" --listen "127.0.0.1:$PORT" --log warn "${writers[@]}" --symbols 50 --rate 200000 &
         PID=$!
         bench_args=(--subscribers 100 --per-sub 5 --symbols 50 --encoding msgpack)
         ;;
     W2)
-        "$bin" --listen "127.0.0.1:$PORT" --log warn --feed "tcp://127.0.0.1:$FEED_PORT" &
+        "${SERVER_PIN[@]}" "$bin" --listen "127.0.0.1:$PORT" --log warn "${writers[@]}" --feed "tcp://127.0.0.1:$FEED_PORT" &
         PID=$!
         bench_args=(--target tickcast --drive-feed "127.0.0.1:$FEED_PORT" --subscribers 100 --per-sub 5
             --symbols 50 --rate 100000)
@@ -62,13 +68,14 @@ run() { # row, label, server binary
     wait_port "$PORT"
     local line
     # shellcheck disable=SC2086
-    if line=$($BENCH --server "127.0.0.1:$PORT" --server-pid "$PID" --duration "$DURATION" "${bench_args[@]}" --json |
+    if line=$("${BENCH_PIN[@]}" $BENCH --server "127.0.0.1:$PORT" --server-pid "$PID" --duration "$DURATION" "${bench_args[@]}" --json |
         tail -1) && [ "${line:0:1}" = "{" ]; then
+        if [ "$PINNED" = 1 ]; then label="$label-pinned"; fi
         printf '{"row":"%s","server":"%s",%s\n' "$row" "$label" "${line:1}" >>"$RESULTS"
         python3 - "$row" "$label" "$line" <<'EOF'
 import json, sys
 row, label, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-print(f"{row:6} {label:6} delivered {r['delivered_per_sec']:>10,.0f}/s  p50 {r['p50_us']/1000:6.2f} ms  "
+print(f"{row:6} {label:13} delivered {r['delivered_per_sec']:>10,.0f}/s  p50 {r['p50_us']/1000:6.2f} ms  "
       f"p99 {r['p99_us']/1000:6.2f} ms  p99.9 {r['p999_us']/1000:6.2f} ms  "
       f"CPU {r['server_cpu_ns_per_msg']:5.0f} ns/msg  RSS {r['server_rss_bytes']/2**20:5.1f} MiB  seq errors {r['seq_errors']}")
 EOF
@@ -80,15 +87,18 @@ EOF
 
 for round in $(seq "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
-    for row in target W2; do
-        # Alternate which server goes first, so neither always runs warm.
-        if [ $((round % 2)) -eq 1 ]; then
-            run "$row" before "$BEFORE"
-            run "$row" after "$AFTER"
-        else
-            run "$row" after "$AFTER"
-            run "$row" before "$BEFORE"
-        fi
+    for mode in $PIN_MODES; do
+        pin_mode "$mode"
+        for row in target W2; do
+            # Alternate which server goes first, so neither always runs warm.
+            if [ $((round % 2)) -eq 1 ]; then
+                run "$row" before "$BEFORE"
+                run "$row" after "$AFTER"
+            else
+                run "$row" after "$AFTER"
+                run "$row" before "$BEFORE"
+            fi
+        done
     done
 done
 
@@ -102,7 +112,7 @@ keys = [("delivered_per_sec", "delivered/s", 1, "{:,.0f}"), ("p50_us", "p50 ms",
 print("| row | server | " + " | ".join(k[1] for k in keys) + " | seq errors |")
 print("|---" * (len(keys) + 3) + "|")
 for row in ("target", "W2"):
-    for label in ("before", "after"):
+    for label in ("before", "after", "before-pinned", "after-pinned"):
         rs = [r for r in runs if r["row"] == row and r["server"] == label]
         if not rs:
             continue

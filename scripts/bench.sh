@@ -2,9 +2,19 @@
 # Reproduces the load-generator figures in BENCHMARKS.md on this machine:
 # a release server on 127.0.0.1 and `tickcast-bench` against it, one run per
 # scenario, each bounded in time. Usage: scripts/bench.sh [duration, default 10s]
+# PIN=1: the server on CPU 0 (with --writers 1), the load generator on CPU 1
+# (taskset; scripts/bench-lib.sh); PIN=0 (default): both anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10s}"
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh # (the script has cd-ed to the repository root)
+PIN_MODES=$(pin_modes)
+if [ "$PIN_MODES" = "0 1" ]; then
+    echo "scripts/bench.sh runs one mode: PIN=0 or PIN=1 (PIN=both is for bench-peers.sh and bench-compare.sh)" >&2
+    exit 2
+fi
+pin_mode "$PIN_MODES"
 cargo build --release --quiet --workspace
 BIN=target/release/tickcast
 BENCH=target/release/tickcast-bench
@@ -17,16 +27,18 @@ run() { # name, server flags..., -- bench flags...
     while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do server_args+=("$1"); shift; done
     [ "$#" -gt 0 ] && shift
     bench_args=("$@")
-    "$BIN" --listen "127.0.0.1:$PORT" --log warn "${server_args[@]}" &
+    # Pinned to one core: one writer thread.
+    if [ "$PINNED" = 1 ]; then server_args=(--writers 1 "${server_args[@]}"); fi
+    "${SERVER_PIN[@]}" "$BIN" --listen "127.0.0.1:$PORT" --log warn "${server_args[@]}" &
     local pid=$!
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
         sleep 0.05
     done
     echo "== $name"
-    echo "   server: tickcast ${server_args[*]}"
-    echo "   bench:  tickcast-bench ${bench_args[*]}"
-    "$BENCH" --server "127.0.0.1:$PORT" --duration "$DURATION" "${bench_args[@]}" || true
+    echo "   server: ${SERVER_PIN[*]} tickcast ${server_args[*]}"
+    echo "   bench:  ${BENCH_PIN[*]} tickcast-bench ${bench_args[*]}"
+    "${BENCH_PIN[@]}" "$BENCH" --server "127.0.0.1:$PORT" --duration "$DURATION" "${bench_args[@]}" || true
     kill -TERM "$pid"; wait "$pid" || true
 }
 

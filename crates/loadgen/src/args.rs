@@ -63,11 +63,12 @@ pub enum FeedFormat {
 #[command(name = "tickcast-bench", version)]
 pub struct BenchArgs {
     /// System under test: `tickcast`, `nats` (nats-server's WebSocket
-    /// listener) or `node` (benches/peers/node/server.js).
+    /// listener), `node` (benches/peers/node/server.js) or `minimal`
+    /// (`tickcast-minimal`, the simplest fan-out server).
     #[arg(long, value_enum, default_value_t = TargetKind::Tickcast)]
     pub target: TargetKind,
     /// WebSocket address of the system under test (tickcast: also HTTP for
-    /// `/metrics` and `/symbols`; nats and node: path `/`).
+    /// `/metrics` and `/symbols`; nats and node: path `/`; minimal: `/ws`).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub server: SocketAddr,
     /// Number of subscribers (WebSocket connections).
@@ -80,7 +81,8 @@ pub struct BenchArgs {
     /// --drive-feed (and for peers) S generated names.
     #[arg(long, default_value_t = 50)]
     pub symbols: usize,
-    /// Encoding the subscribers ask for (tickcast; peers send JSON).
+    /// Encoding the subscribers ask for (tickcast; nats and node send JSON,
+    /// minimal only msgpack).
     #[arg(long, default_value = "msgpack", value_parser = encoding)]
     pub encoding: Encoding,
     /// Time to connect and settle before measuring.
@@ -90,8 +92,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub duration: Duration,
     /// Publish ticks at this address: tickcast's tcp feed (the server must
-    /// run with `--feed tcp://ADDR`), nats' TCP client port, or the node
-    /// server's WebSocket address. Latency is then measured from the send
+    /// run with `--feed tcp://ADDR`), nats' TCP client port, the node
+    /// server's WebSocket address, or tickcast-minimal's `--feed`. Latency is then measured from the send
     /// time stamped into `ts_event`. Required for peers, except with --idle.
     #[arg(long)]
     pub drive_feed: Option<SocketAddr>,

@@ -35,6 +35,14 @@
 //!   publisher on its TCP client port (`target/nats`).
 //! - `node`: benches/peers/node/server.js, a Node.js `ws` rooms server;
 //!   the publisher is a WebSocket client of it (`target/node.rs`).
+//! - `minimal`: `tickcast-minimal` (this crate's second binary,
+//!   `src/bin/tickcast-minimal`), the simplest fan-out server that could
+//!   work: one task per feed connection parses, encodes msgpack once,
+//!   frames once and pushes the frame into each subscriber's queue, whose
+//!   writer task writes it all in one vectored write. It speaks the part
+//!   of tickcast's protocol and feed the bench uses (`target/minimal.rs`),
+//!   so the two are read and measured the same way; its queues are
+//!   unbounded on purpose.
 //!
 //! With `--drive-feed` the bench is the publisher for every target: the
 //! same JSON quotes, round robin over the S symbols, each with a
@@ -46,7 +54,7 @@
 //! alone. A peer's publisher starts once its subscribers are confirmed (a
 //! saturated peer would otherwise starve their handshakes). `--stalled`
 //! works for every target: nats' stalled subscribers take `tick.>`, node's
-//! join every room.
+//! join every room, minimal's subscribe to every symbol by name.
 //!
 //! # Idle memory
 //! `--idle N` publishes nothing: it reads the server's RSS, connects N
@@ -68,8 +76,8 @@
 //! # Modules
 //! - `args`: the flags, and the checks that reject a run that cannot mean
 //!   anything before anything connects.
-//! - `target`: the [`Target`] trait and its three
-//!   systems under test (`tickcast`, `nats`, `node`): how each is
+//! - `target`: the [`Target`] trait and its four
+//!   systems under test (`tickcast`, `nats`, `node`, `minimal`): how each is
 //!   subscribed to, published to and read.
 //! - `load`: a throughput and latency run, step by step.
 //! - `idle`: an idle-memory run (`--idle`).

@@ -11,11 +11,14 @@
 //! - [`nats`]: nats-server; subscribers on its WebSocket listener, the
 //!   publisher on its TCP client port.
 //! - [`node`]: benches/peers/node/server.js, a Node.js `ws` rooms server.
+//! - [`minimal`]: `tickcast-minimal`, the simplest fan-out server that
+//!   could work (this crate's second binary), in tickcast's protocol.
 //!
 //! Imports: `tickcast_client` (connections, the frame reader), and the
 //! run's [`Shared`] state and [`Tally`](crate::tally::Tally) that the
 //! subscribers add to. Targets never import the runs.
 
+pub mod minimal;
 pub mod nats;
 pub mod node;
 pub mod tickcast;
@@ -54,6 +57,9 @@ pub enum TargetKind {
     Nats,
     /// benches/peers/node/server.js: a Node.js `ws` rooms server.
     Node,
+    /// `tickcast-minimal`: the simplest fan-out server, in tickcast's
+    /// protocol (msgpack only), its JSON-lines feed for the publisher.
+    Minimal,
 }
 
 impl TargetKind {
@@ -63,6 +69,7 @@ impl TargetKind {
             TargetKind::Tickcast => "tickcast",
             TargetKind::Nats => "nats",
             TargetKind::Node => "node",
+            TargetKind::Minimal => "minimal",
         }
     }
 
@@ -73,6 +80,7 @@ impl TargetKind {
             TargetKind::Tickcast => Arc::new(tickcast::Tickcast::new(args.server, args.encoding, args.feed_format)),
             TargetKind::Nats => Arc::new(nats::Nats::new(args.server)),
             TargetKind::Node => Arc::new(node::Node::new(args.server)),
+            TargetKind::Minimal => Arc::new(minimal::Minimal::new(args.server)),
         }
     }
 }

@@ -106,17 +106,11 @@ impl Target for Tickcast {
     /// A plain TCP connection to the tcp feed: newline-delimited JSON, or
     /// binary records (which the server tells apart by their first byte).
     fn connect_publisher(&self, addr: SocketAddr) -> BoxFuture<'_, anyhow::Result<PublisherLink>> {
-        Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .with_context(|| format!("drive-feed: cannot connect to {addr}"))?;
-            let _ = stream.set_nodelay(true);
-            let wire = match self.feed_format {
-                FeedFormat::Json => Wire::Lines,
-                FeedFormat::Binary => Wire::Records,
-            };
-            Ok(PublisherLink::new(Box::new(stream), wire))
-        })
+        let wire = match self.feed_format {
+            FeedFormat::Json => Wire::Lines,
+            FeedFormat::Binary => Wire::Records,
+        };
+        Box::pin(connect_feed(addr, wire))
     }
 
     /// Checks per-symbol seq continuity (snapshots set the baseline; a
@@ -145,16 +139,8 @@ impl Target for Tickcast {
     /// Subscribed and acknowledged (its snapshots are left unread).
     fn connect_idle<'a>(&'a self, symbols: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
         Box::pin(async move {
-            let mut client = Client::connect(self.server, self.encoding).await.context("connect")?;
-            let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
-            client.subscribe(&refs).await.context("subscribe")?;
-            loop {
-                match client.next_message().await.context("waiting for the ack")? {
-                    ServerMessage::Ack { .. } => return Ok(client),
-                    ServerMessage::Error { code, message, .. } => bail!("subscribe refused: {code}: {message}"),
-                    _ => {}
-                }
-            }
+            let client = Client::connect(self.server, self.encoding).await.context("connect")?;
+            subscribe_acked(client, symbols).await
         })
     }
 
@@ -201,9 +187,18 @@ async fn subscriber(server: SocketAddr, encoding: Encoding, symbols: Vec<String>
         return;
     }
     // Nothing has been read yet, so the framing can be handed over whole.
+    read_updates(client, encoding, symbols.len(), shared).await;
+}
+
+/// Reads a subscribed `client`'s messages in `encoding` until the run
+/// stops: counts it as connected, checks per-symbol seq continuity
+/// (snapshots set the baseline; a `conflated` message is a seq error) and
+/// records latency while the window is open. Bytes the client already
+/// read are dropped with its framing.
+pub(super) async fn read_updates(client: Client, encoding: Encoding, symbols: usize, shared: Arc<Shared>) {
     let reader = client.into_frame_reader();
     shared.connected.fetch_add(1, Ordering::Relaxed);
-    let mut tally = Tally::new(symbols.len());
+    let mut tally = Tally::new(symbols);
     reader
         .run(&shared.stop, |payload, now| {
             let Some(light) = decode_light(encoding, payload) else {
@@ -235,4 +230,28 @@ async fn connect_all_symbols(server: SocketAddr, encoding: Encoding) -> anyhow::
     let mut client = Client::connect_stream(stream, server, &path, encoding).await?;
     client.subscribe(&["*"]).await?;
     Ok(client)
+}
+
+/// Subscribes `client` to `symbols` and reads until the server's ack (an
+/// `error` fails it); what came before the ack is dropped.
+pub(super) async fn subscribe_acked(mut client: Client, symbols: &[String]) -> anyhow::Result<Client> {
+    let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    client.subscribe(&refs).await.context("subscribe")?;
+    loop {
+        match client.next_message().await.context("waiting for the ack")? {
+            ServerMessage::Ack { .. } => return Ok(client),
+            ServerMessage::Error { code, message, .. } => bail!("subscribe refused: {code}: {message}"),
+            _ => {}
+        }
+    }
+}
+
+/// A plain TCP connection to a tcp feed that takes `wire` (newline-
+/// delimited JSON, or binary records, which tickcast tells apart by their
+/// first byte).
+pub(super) async fn connect_feed(addr: SocketAddr, wire: Wire) -> anyhow::Result<PublisherLink> {
+    let stream =
+        tokio::net::TcpStream::connect(addr).await.with_context(|| format!("drive-feed: cannot connect to {addr}"))?;
+    let _ = stream.set_nodelay(true);
+    Ok(PublisherLink::new(Box::new(stream), wire))
 }
