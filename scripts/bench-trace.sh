@@ -32,7 +32,7 @@ rm -f "$OUT"/*.json "$OUT"/*.metrics
 say() { printf '\033[1m==== %s\033[0m\n' "$*" >&2; }
 
 say "building tickcast and tickcast-bench (release)"
-cargo build --release --quiet -p tickcast -p tickcast-bench
+cargo build --release --quiet -p tickcast -p tickcast-loadgen
 BIN=target/release/tickcast
 BENCH=target/release/tickcast-bench
 TC_PORT=18590
