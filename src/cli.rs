@@ -486,6 +486,13 @@ pub struct ServeArgs {
     /// --listen then answers 404 [default: off, both on --listen].
     #[arg(long, env = "TICKCAST_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Sample 1 tick in N (per feed connection or source) and time each
+    /// stage of its way, feed read to socket write: quantiles in /metrics
+    /// (tickcast_trace_stage_ns) and a table in the log at shutdown. 0 =
+    /// off; off costs one branch per tick.
+    #[arg(long, env = "TICKCAST_TRACE_LATENCY", default_value_t = 0)]
+    pub trace_latency: u32,
 }
 
 impl ServeArgs {
@@ -565,6 +572,7 @@ impl ServeArgs {
                 max_connections_per_ip: self.max_connections_per_ip,
                 allowed_origins: self.allowed_origins,
                 metrics_listen: self.metrics_listen,
+                trace_latency: self.trace_latency,
                 auth,
                 auth_expiry_warning: self.auth_expiry_warning,
                 tls,

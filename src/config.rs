@@ -111,6 +111,10 @@ pub struct Config {
     /// `--auth-expiry-warning`: how long before its token expires a
     /// session is sent `token_expiring`.
     pub auth_expiry_warning: Duration,
+    /// `--trace-latency`: sample 1 tick in this many and measure each
+    /// stage of its way from the feed read to the socket write
+    /// ([`crate::trace`]); 0: off.
+    pub trace_latency: u32,
     /// `--tls-cert`/`--tls-key`: serve `https://` and `wss://` only.
     /// `None`: plain HTTP (e.g. behind a TLS-terminating load balancer).
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -157,6 +161,7 @@ impl Default for Config {
             max_connections_per_ip: 1024,
             allowed_origins: None,
             metrics_listen: None,
+            trace_latency: 0,
             auth: None,
             auth_expiry_warning: Duration::from_secs(60),
             tls: None,

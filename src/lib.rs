@@ -45,17 +45,18 @@
 //! |---|---|---|
 //! | [`sys`] | every libc call and its `unsafe` | |
 //! | [`model`] | ticks, symbols and the declared universe, books, time | |
+//! | [`trace`] | `--trace-latency`: stamps of sampled ticks, per-stage latency distributions | |
 //! | [`auth`] | tokens (JWT) and entitlements: who a client is, what it may read | |
 //! | [`wire`] | messages, encodings, framing, close and error codes, client requests | model |
-//! | [`metrics`] | counters and gauges, the `/metrics` text | model, wire, sys |
-//! | [`ring`] | the bounded lock-free ring from feeds to the engine | model |
+//! | [`metrics`] | counters and gauges, the `/metrics` text | model, wire, sys, trace |
+//! | [`ring`] | the bounded lock-free ring from feeds to the engine | model, trace |
 //! | [`recorded`] | recordings read as events (tick log, Binance, DBN); the tick-log format; restoring state from a tick log | model |
 //! | [`cluster`] | NATS scale-out: subjects, the sequencer's publisher and responder | model, metrics |
-//! | [`feed`] | sources (synthetic, tcp, replay, nats edge), pacing, the ring's producer side | model, ring, recorded, metrics, cluster |
+//! | [`feed`] | sources (synthetic, tcp, replay, nats edge), pacing, the ring's producer side | model, ring, recorded, metrics, cluster, trace |
 //! | [`record`] | `--record`: the directory's lock and epoch file, sequenced ticks to the tick log, off the hot path | model, recorded, metrics, sys |
-//! | [`outbox`] | one session's queue, its byte count, its slow mode | model, wire |
-//! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder, images | model, wire, ring, outbox, record, metrics, auth, cluster |
-//! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth |
+//! | [`outbox`] | one session's queue, its byte count, its slow mode | model, wire, trace |
+//! | [`engine`] | sequencing, topics, subscriptions, fan-out, write pacing, the slow-consumer ladder, images | model, wire, ring, outbox, record, metrics, auth, cluster, trace |
+//! | [`session`] | one connection: run loop, requests, inbound, writer, private replays, registry | model, wire, metrics, feed, recorded, outbox, engine, sys, auth, trace |
 //! | [`config`] | the validated settings the server runs with | feed, record, outbox, engine, ring, auth, cluster |
 //! | [`tools`] | `tickcast convert` and `tickcast inspect` | model, recorded |
 //! | [`server`] | bind, routes, upgrade, lifecycle, the trading page; the only module that sees all of [`config::Config`] | sys, model, wire, metrics, ring, recorded, feed, record, outbox, engine, session, config, auth, cluster, tools |
@@ -79,4 +80,5 @@ pub mod server;
 pub mod session;
 pub mod sys;
 pub mod tools;
+pub mod trace;
 pub mod wire;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::model::UpdateKind;
+use crate::trace::{Tracer, QUANTILES};
 use crate::wire::{Encoding, ErrorCode};
 
 /// Every counter the server keeps. One instance per server, shared by `Arc`.
@@ -121,6 +122,9 @@ pub struct Metrics {
     /// `from_ts` subscribes that read the tick log up to the seam and
     /// joined live.
     pub rewinds: AtomicU64,
+    /// `--trace-latency`: the per-stage latency of sampled ticks (off by
+    /// default). Here because every stage that stamps holds the metrics.
+    pub trace: Tracer,
 }
 
 /// Why the tcp feed closed a connection itself (`--feed` doors), the label
@@ -251,6 +255,12 @@ impl ProcessStats {
 }
 
 impl Metrics {
+    /// Counters at zero, with `--trace-latency` sampling 1 tick in
+    /// `trace_every` (0: off).
+    pub fn with_trace(trace_every: u32) -> Metrics {
+        Metrics { trace: Tracer::new(trace_every), ..Metrics::default() }
+    }
+
     /// Counts one client error.
     pub fn client_error(&self, kind: ErrorCode) {
         self.client_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
@@ -465,6 +475,24 @@ const METRICS: &[Metric] = &[
     counter("tickcast_client_errors_total", "Client errors by code.", |s| {
         by("code", ErrorCode::ALL.map(|k| (k.code(), s.metrics.client_errors(k))))
     }),
+    summary(
+        "tickcast_trace_stage_ns",
+        "--trace-latency: ns each stage took per delivered sampled message (feed read to socket write; \
+         README.md, \"Latency trace\").",
+        |s| trace_samples(&s.metrics.trace),
+    ),
+    counter("tickcast_trace_sampled_total", "--trace-latency: ticks the feeds sampled.", |s| {
+        if s.metrics.trace.enabled() {
+            one(s.metrics.trace.sampled_total())
+        } else {
+            Vec::new()
+        }
+    }),
+    counter(
+        "tickcast_trace_dropped_total",
+        "--trace-latency: samples not traced to a socket (a second one in one flush, or over the per-session bound).",
+        |s| if s.metrics.trace.enabled() { one(s.metrics.trace.dropped_total()) } else { Vec::new() },
+    ),
     counter("process_cpu_seconds_total", "User and system CPU time.", |s| {
         s.process.map_or_else(Vec::new, |p| one(p.cpu_seconds))
     }),
@@ -492,6 +520,7 @@ enum Kind {
     Counter,
     Gauge,
     Histogram,
+    Summary,
 }
 
 impl Kind {
@@ -501,6 +530,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         }
     }
 }
@@ -532,6 +562,26 @@ const fn gauge(name: &'static str, help: &'static str, value: fn(&Scrape<'_>) ->
 /// A [`METRICS`] entry for a histogram.
 const fn histogram(name: &'static str, help: &'static str, value: fn(&Scrape<'_>) -> Samples) -> Metric {
     Metric { name, kind: Kind::Histogram, help, value }
+}
+
+/// A [`METRICS`] entry for a summary.
+const fn summary(name: &'static str, help: &'static str, value: fn(&Scrape<'_>) -> Samples) -> Metric {
+    Metric { name, kind: Kind::Summary, help, value }
+}
+
+/// The trace's stages as a summary: per stage its quantiles, sum and
+/// count; nothing while tracing is off.
+fn trace_samples(tracer: &Tracer) -> Samples {
+    let mut out = Samples::new();
+    for s in tracer.summaries() {
+        let stage = s.stage.name();
+        for (q, value) in QUANTILES.iter().zip(s.quantiles) {
+            out.push((format!("{{stage=\"{stage}\",quantile=\"{q}\"}}"), value as f64));
+        }
+        out.push((format!("_sum{{stage=\"{stage}\"}}"), s.sum_ns as f64));
+        out.push((format!("_count{{stage=\"{stage}\"}}"), s.count as f64));
+    }
+    out
 }
 
 /// One unlabelled sample.
@@ -640,6 +690,25 @@ mod tests {
         assert_eq!(sample(&text, "tickcast_ring_capacity"), Some(8.0));
         let stats = ProcessStats::read(None).expect("linux /proc");
         assert!(stats.rss_bytes > 0);
+    }
+
+    #[test]
+    fn the_latency_trace_renders_as_a_summary_per_stage_only_when_on() {
+        let off = Metrics::default().render(&LiveGauges::default());
+        assert!(!off.contains("tickcast_trace"), "off: no trace metrics");
+        let m = Metrics::with_trace(100);
+        m.trace.sampled();
+        let s =
+            crate::trace::Sample { frame_end: 1, read: 10, pushed: 20, popped: 30, fanned: 40, flushed: 50, taken: 60 };
+        m.trace.record(&s, 1060);
+        let text = m.render(&LiveGauges::default());
+        assert!(text.contains("# TYPE tickcast_trace_stage_ns summary"), "{text}");
+        let socket_write_p99 = sample(&text, "tickcast_trace_stage_ns{stage=\"socket_write\",quantile=\"0.99\"}");
+        assert!(socket_write_p99.is_some_and(|v| (990.0..=1010.0).contains(&v)), "{socket_write_p99:?}");
+        assert_eq!(sample(&text, "tickcast_trace_stage_ns_sum{stage=\"total\"}"), Some(1050.0));
+        assert_eq!(sample(&text, "tickcast_trace_stage_ns_count{stage=\"ring_wait\"}"), Some(1.0));
+        assert_eq!(sample(&text, "tickcast_trace_sampled_total"), Some(1.0));
+        assert_eq!(sample(&text, "tickcast_trace_dropped_total"), Some(0.0));
     }
 
     /// Every counter and gauge set to a value of its own, so a metric

@@ -27,8 +27,13 @@
 //! [`DEFAULT_MAX_CONTROL_BYTES`]) waits is not queued: the session is
 //! closed with 1008 "control flood" instead (see [`Outbox::push_control`]).
 //!
-//! Imports: [`crate::model`] and [`crate::wire`] only. The engine fills
-//! outboxes without knowing anything else of sessions or sockets.
+//! `--trace-latency` samples ride along: a sampled frame's
+//! [`Sample`] is queued with it, under the same lock, and taken with it
+//! (see [`crate::trace`]).
+//!
+//! Imports: [`crate::model`], [`crate::wire`] and [`crate::trace`] only.
+//! The engine fills outboxes without knowing anything else of sessions
+//! or sockets.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +43,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::model::now_ns;
+use crate::trace::{Marks, Sample, Tracer};
 use crate::wire::{close_code, close_frame, Encoding};
 
 /// Default `--max-control-bytes`: control replies (pongs, acks, errors)
@@ -112,6 +118,8 @@ struct Queues {
     /// frames are not moved one by one between the three.
     data: Vec<Bytes>,
     close: Option<Bytes>,
+    /// `--trace-latency` samples among `data` (bounded; see [`Marks`]).
+    marks: Marks,
 }
 
 impl Queues {
@@ -205,14 +213,31 @@ impl Outbox {
     /// the engine's clock: when the session had nothing queued, the stall
     /// clock starts now, so time spent idle never counts as a stall.
     pub fn push_data(&self, frames: &mut Vec<Bytes>, bytes: usize, now_ns: u64) {
+        self.push_frames(frames, bytes, now_ns, None);
+    }
+
+    /// [`push_data`](Self::push_data) with a `--trace-latency` sample: the
+    /// frame `sample` names is among `frames`. Returns whether the sample
+    /// was queued (not when the session is closing or already holds
+    /// [`MARKS_PER_SESSION`](crate::trace::MARKS_PER_SESSION)).
+    pub fn push_data_traced(&self, frames: &mut Vec<Bytes>, bytes: usize, now_ns: u64, sample: Sample) -> bool {
+        self.push_frames(frames, bytes, now_ns, Some(sample))
+    }
+
+    #[inline]
+    fn push_frames(&self, frames: &mut Vec<Bytes>, bytes: usize, now_ns: u64, sample: Option<Sample>) -> bool {
         if self.is_closing() {
             frames.clear();
-            return;
+            return false;
         }
         let was_empty;
+        let mut traced = false;
         {
             let mut outbox = self.queues.lock();
             was_empty = outbox.is_empty();
+            if let Some(sample) = sample {
+                traced = outbox.marks.push(sample).is_ok();
+            }
             if outbox.data.is_empty() {
                 std::mem::swap(&mut outbox.data, frames);
             } else {
@@ -225,6 +250,7 @@ impl Outbox {
         if was_empty {
             self.notify.notify_one();
         }
+        traced
     }
 
     /// Queues a control frame ahead of data, and starts the stall clock if
@@ -264,6 +290,7 @@ impl Outbox {
         }
         let mut outbox = self.queues.lock();
         let dropped: usize = outbox.data.drain(..).map(|f| f.len()).sum::<usize>();
+        outbox.marks.clear();
         self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
         self.queued_bytes.fetch_sub(dropped, Ordering::Relaxed);
         outbox.close = Some(frame);
@@ -299,8 +326,24 @@ impl Outbox {
     /// then data at the back. With a close queued, in-flight data behind
     /// `front` is dropped and the close frame is the last frame. Returns
     /// how many control frames were added.
-    pub(crate) fn take(&self, inflight: &mut VecDeque<Bytes>, front: usize) -> (Take, usize) {
+    ///
+    /// `--trace-latency` samples of the frames taken move to `marks`,
+    /// stamped taken now; those over its bound count as dropped in
+    /// `tracer`.
+    pub(crate) fn take(
+        &self,
+        inflight: &mut VecDeque<Bytes>,
+        front: usize,
+        marks: &mut Marks,
+        tracer: &Tracer,
+    ) -> (Take, usize) {
         let mut outbox = self.queues.lock();
+        if !outbox.marks.is_empty() {
+            let dropped = outbox.marks.take_into(marks);
+            if dropped > 0 {
+                tracer.dropped(dropped);
+            }
+        }
         let front = front.min(inflight.len());
         let control = outbox.control.len();
         if let Some(close) = outbox.close.take() {
@@ -358,19 +401,19 @@ mod tests {
         s.push_control(Bytes::from_static(b"p"));
         assert_eq!(s.queued_bytes(), 7);
         let mut inflight = VecDeque::new();
-        assert_eq!(s.take(&mut inflight, 0), (Take::Open, 1));
+        assert_eq!(s.take(&mut inflight, 0, &mut Marks::default(), &Tracer::default()), (Take::Open, 1));
         assert_eq!(inflight, [&b"p"[..], b"aaaa", b"bb"]);
         // Frames already in flight at the front (here the control frame)
         // keep their place: later control goes after them, in order.
         s.push_control(Bytes::from_static(b"q"));
         s.push_control(Bytes::from_static(b"r"));
-        assert_eq!(s.take(&mut inflight, 1), (Take::Open, 2));
+        assert_eq!(s.take(&mut inflight, 1, &mut Marks::default(), &Tracer::default()), (Take::Open, 2));
         assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"aaaa", b"bb"]);
         // Close drops data behind the front and ends the stream.
         s.close(Bytes::from_static(b"CC"));
         let mut more = vec![Bytes::from_static(b"zzz")];
         s.push_data(&mut more, 3, 2);
-        assert_eq!(s.take(&mut inflight, 3), (Take::Closing, 0));
+        assert_eq!(s.take(&mut inflight, 3, &mut Marks::default(), &Tracer::default()), (Take::Closing, 0));
         assert_eq!(inflight, [&b"p"[..], b"q", b"r", b"CC"]);
         assert_eq!(s.queued_bytes(), 5);
     }
@@ -393,10 +436,40 @@ mod tests {
         assert!(s.is_closing() && s.flooded());
         assert_eq!(s.control_bytes(), 15);
         let mut inflight = VecDeque::new();
-        assert_eq!(s.take(&mut inflight, 0), (Take::Closing, 4), "the 20-byte reply and three pongs");
+        assert_eq!(
+            s.take(&mut inflight, 0, &mut Marks::default(), &Tracer::default()),
+            (Take::Closing, 4),
+            "the 20-byte reply and three pongs"
+        );
         let close = inflight.back().unwrap();
         assert_eq!(&close[4..], CONTROL_FLOOD.as_bytes(), "1008 control flood ends the stream");
         assert_eq!(&close[2..4], &close_code::POLICY.to_be_bytes());
+    }
+
+    #[test]
+    fn a_traced_frames_sample_is_taken_with_it_and_dropped_with_a_close() {
+        let s = Outbox::new(1, Encoding::Json, SlowMode::Conflate);
+        let tracer = Tracer::new(1);
+        let frame = Bytes::from_static(b"traced");
+        let sample = Sample { frame_end: crate::trace::frame_end(&frame), ..Sample::default() };
+        assert!(s.push_data_traced(&mut vec![Bytes::from_static(b"a"), frame], 7, 1, sample));
+        let (mut inflight, mut marks) = (VecDeque::new(), Marks::default());
+        s.take(&mut inflight, 0, &mut marks, &tracer);
+        assert_eq!((inflight.len(), marks.len()), (2, 1), "the sample moves with its frames");
+        // The write that finishes the frame records it.
+        let finished = inflight.iter().map(|f| crate::trace::frame_end(f));
+        marks.finish(finished, &tracer);
+        assert!(marks.is_empty());
+        assert_eq!(tracer.summaries()[0].count, 1);
+        // Past the bound a sample is refused; a close drops the queued ones.
+        for _ in 0..crate::trace::MARKS_PER_SESSION {
+            assert!(s.push_data_traced(&mut vec![Bytes::from_static(b"x")], 1, 1, sample));
+        }
+        assert!(!s.push_data_traced(&mut vec![Bytes::from_static(b"x")], 1, 1, sample), "over the bound");
+        s.close(Bytes::from_static(b"CC"));
+        assert!(!s.push_data_traced(&mut Vec::new(), 0, 1, sample), "closing");
+        s.take(&mut inflight, 0, &mut marks, &tracer);
+        assert!(marks.is_empty(), "the close dropped the frames and their samples");
     }
 
     #[test]

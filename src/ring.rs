@@ -27,7 +27,8 @@
 //! input is drained, so a burst that touches a subscriber many times
 //! reaches it in one write, and as soon as the burst is in.
 //!
-//! Imports: [`crate::model`] only.
+//! Imports: [`crate::model`], and [`crate::trace`] for a sampled tick's
+//! stamps.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -38,6 +39,7 @@ use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::{Backoff, CachePadded};
 
 use crate::model::{Image, Resync, SymbolId, Tick};
+use crate::trace::FeedStamps;
 
 /// What the ring carries to the engine.
 ///
@@ -55,6 +57,9 @@ pub enum Input {
     Sequenced(Tick, u64),
     /// A sequencer's image of one topic: replaces the topic's state.
     Image(Box<ImageInput>),
+    /// A tick to sequence that `--trace-latency` sampled, with the feed's
+    /// stamps: the engine stamps it on from there (see [`crate::trace`]).
+    Traced(Tick, FeedStamps),
 }
 
 /// One topic's new state from a sequencer, and why it is installed.

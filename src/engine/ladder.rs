@@ -106,6 +106,7 @@ impl Engine {
         s.staged.clear();
         s.staged_bytes = 0;
         s.dirty = false;
+        s.trace = Default::default();
         self.paces[slot as usize].urgent = false;
         s.conflating = false;
         s.missed.clear();
@@ -249,6 +250,7 @@ mod tests {
             staged: Vec::new(),
             staged_bytes: 0,
             dirty: false,
+            trace: Default::default(),
             last_flush: Instant::now(),
             rate_per_ms: 0.0,
             active: false,

@@ -102,13 +102,16 @@
 //!   resume by seq (`from_seq`) and the end of a rewind.
 //! - `ladder.rs`: the slow-consumer ladder ([`SlowConsumerPolicy`]):
 //!   holding updates back, recovery, and closing with 1008.
+//! - `trace.rs`: `--trace-latency`: stamping a sampled tick and carrying
+//!   its mark to each subscriber's outbox ([`crate::trace`]).
 //!
 //! The engine reads `model`, `wire`, `ring`, `outbox`, `record` and
 //! `metrics`; it never sees a session's task, the server or a socket.
 //!
 //! Imports: [`crate::model`], [`crate::wire`], [`crate::ring`],
 //! [`crate::outbox`], [`crate::record`], [`crate::metrics`] and
-//! [`crate::auth`] (a session's entitlements, checked at subscribe). The
+//! [`crate::auth`] (a session's entitlements, checked at subscribe) and
+//! [`crate::trace`] (`--trace-latency`'s stamps). The
 //! engine never sees a socket or a session, only outboxes.
 
 pub mod history;
@@ -120,6 +123,7 @@ mod publish;
 mod resync;
 mod slot;
 mod subscriptions;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -328,6 +332,8 @@ pub struct Engine {
     /// When the earliest dirty session comes due even if the input never
     /// drains (its wait or its bucket's refill).
     next_due: Option<Instant>,
+    /// `--trace-latency`: sampled ticks' marks on their way to outboxes.
+    trace: trace::EngineTrace,
 }
 
 impl Engine {
@@ -374,6 +380,7 @@ impl Engine {
             look: false,
             urgent: false,
             next_due: None,
+            trace: trace::EngineTrace::default(),
         };
         (engine, handle)
     }
@@ -425,6 +432,7 @@ impl Engine {
                     Some(Input::Tick(tick)) => self.publish(tick, None, &mut encoded),
                     Some(Input::Sequenced(tick, seq)) => self.publish(tick, Some(seq), &mut encoded),
                     Some(Input::Image(image)) => self.install_image(*image),
+                    Some(Input::Traced(tick, feed)) => self.publish_traced(tick, feed, &mut encoded),
                     None => break,
                 }
                 n += 1;

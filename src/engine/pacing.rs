@@ -251,7 +251,12 @@ impl Engine {
             let since_ms = now.saturating_duration_since(s.last_flush).as_secs_f32() * 1000.0;
             let decay = (since_ms / RATE_TAU_MS).min(1.0);
             s.rate_per_ms += s.staged.len() as f32 / RATE_TAU_MS.max(since_ms) - decay * s.rate_per_ms;
-            s.outbox.push_data(&mut s.staged, s.staged_bytes, now_ns);
+            if s.trace.is_set() {
+                let tracer = &self.metrics.trace;
+                self.trace.flush_marked(&mut s.trace, &s.outbox, &mut s.staged, s.staged_bytes, now_ns, tracer);
+            } else {
+                s.outbox.push_data(&mut s.staged, s.staged_bytes, now_ns);
+            }
             s.staged_bytes = 0;
             s.dirty = false;
             s.last_flush = now;

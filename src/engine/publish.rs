@@ -15,6 +15,7 @@ use super::slot::Slot;
 use super::topic::SlotId;
 use super::Engine;
 use crate::model::{Tick, Update, UpdateKind};
+use crate::trace::frame_end;
 use crate::wire::{encode_frame, Encoding, ServerMessage};
 
 impl Engine {
@@ -22,6 +23,14 @@ impl Engine {
     /// and stages its frames for every subscriber.
     #[inline]
     pub(super) fn publish(&mut self, tick: Tick, given_seq: Option<u64>, encoded: &mut [u64; 3]) {
+        self.publish_staging(tick, given_seq, encoded, false);
+    }
+
+    /// [`publish`](Self::publish); with `traced` (a `--trace-latency`
+    /// sample) it also lists who got which frame (`trace.rs`), at the cost
+    /// of one branch per frame encoded.
+    #[inline]
+    pub(super) fn publish_staging(&mut self, tick: Tick, given_seq: Option<u64>, encoded: &mut [u64; 3], traced: bool) {
         let now = self.now;
         let index = tick.symbol as usize;
         if index >= self.topics.len() {
@@ -51,6 +60,7 @@ impl Engine {
             seq,
             kind,
             now,
+            traced: if traced { Some(self.trace.staged()) } else { None },
         };
         // History: each frame is also kept in its audience's track, if
         // one is kept (a reference count and a ring slot, no encoding).
@@ -118,13 +128,31 @@ struct Fan<'e> {
     seq: u64,
     kind: UpdateKind,
     now: Instant,
+    /// A sampled tick's fan-out: every subscriber staged, with the
+    /// [`frame_end`] of the frame it got.
+    traced: Option<&'e mut Vec<(SlotId, usize)>>,
 }
 
 impl Fan<'_> {
     /// Stages `frame` (a reference count each) for every subscriber in
-    /// `subscribers`, or holds it back from one that is conflating.
+    /// `subscribers`, or holds it back from one that is conflating; for a
+    /// sampled tick, lists each subscriber it was staged for.
     #[inline]
     fn stage_all(&mut self, subscribers: &[SlotId], depth: usize, frame: &Bytes) {
+        match self.traced.take() {
+            None => self.stage_each(subscribers, depth, frame, |_| {}),
+            Some(list) => {
+                let end = frame_end(frame);
+                self.stage_each(subscribers, depth, frame, |slot| list.push((slot, end)));
+                self.traced = Some(list);
+            }
+        }
+    }
+
+    /// The loop of [`stage_all`](Self::stage_all); `staged` is told each
+    /// subscriber the frame was staged for.
+    #[inline(always)]
+    fn stage_each(&mut self, subscribers: &[SlotId], depth: usize, frame: &Bytes, mut staged: impl FnMut(SlotId)) {
         for &slot in subscribers {
             if let Some(s) = self.slots[slot as usize].as_mut() {
                 if s.behind && s.hold(self.symbol, self.seq, self.kind, depth) {
@@ -134,6 +162,7 @@ impl Fan<'_> {
                 if stage(s, self.dirty, &mut self.paces[slot as usize], slot, frame.clone(), self.now) {
                     *self.urgent = true;
                 }
+                staged(slot);
             }
         }
     }

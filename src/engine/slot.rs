@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::ladder::Missed;
+use super::trace::Mark;
 use crate::auth::Entitlements;
 use crate::outbox::{Outbox, SlowMode};
 use crate::wire::{Encoding, ResetReason};
@@ -67,6 +68,9 @@ pub(super) struct Slot {
     pub(super) staged_bytes: usize,
     /// In the engine's `dirty` list.
     pub(super) dirty: bool,
+    /// `--trace-latency`: a sampled frame among `staged`, handed to the
+    /// outbox with it at flush (`trace.rs`).
+    pub(super) trace: Mark,
     /// When frames were last moved to the outbox.
     pub(super) last_flush: Instant,
     /// Frames per ms moved to the outbox, averaged over about

@@ -92,6 +92,7 @@ impl Engine {
             staged: Vec::new(),
             staged_bytes: 0,
             dirty: false,
+            trace: Default::default(),
             last_flush: now,
             rate_per_ms: 0.0,
             active: false,

@@ -1,6 +1,7 @@
 //! The producer side of the ring, shared by every source: interns
-//! symbols, stamps `ts_ingest`, opens and closes bursts, counts, and
-//! applies the ring's full policy (wait, count, log).
+//! symbols, stamps `ts_ingest`, opens and closes bursts, counts, applies
+//! the ring's full policy (wait, count, log), and samples ticks for
+//! `--trace-latency` (1 in N per producer, see [`crate::trace`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +12,7 @@ use super::FeedContext;
 use crate::metrics::Metrics;
 use crate::model::{now_ns, SymbolError, SymbolId, Tick, Update};
 use crate::ring::{Closed, Input};
+use crate::trace::{self, FeedStamps, Stamp};
 
 /// Inside a burst, how many ticks a producer pushes between two wake-ups
 /// of the engine: it works on a burst while the rest is still arriving,
@@ -36,6 +38,10 @@ pub struct Publisher {
     in_burst: bool,
     /// Ticks pushed since the engine was last woken.
     unwoken: u32,
+    /// `--trace-latency`: sample 1 tick in this many (0: off).
+    trace_every: u32,
+    /// Ticks until the next sample.
+    trace_countdown: u32,
 }
 
 impl Drop for Publisher {
@@ -49,7 +55,17 @@ impl Drop for Publisher {
 impl Publisher {
     /// A producer for one source thread or feed connection.
     pub fn new(ctx: FeedContext) -> Publisher {
-        Publisher { ctx, cache: HashMap::new(), last_full_log: None, full_since_log: 0, in_burst: false, unwoken: 0 }
+        let trace_every = ctx.metrics.trace.every();
+        Publisher {
+            ctx,
+            cache: HashMap::new(),
+            last_full_log: None,
+            full_since_log: 0,
+            in_burst: false,
+            unwoken: 0,
+            trace_every,
+            trace_countdown: trace_every,
+        }
     }
 
     /// The context this publisher writes to.
@@ -71,7 +87,7 @@ impl Publisher {
     /// while the ring is full (counted, and logged at most once a second),
     /// then wakes the engine.
     pub fn publish(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
-        self.push(symbol, ts_event, update)?;
+        self.push(symbol, ts_event, update, 0)?;
         self.unwoken = 0;
         self.ctx.ring.wake_consumer();
         Ok(())
@@ -81,11 +97,24 @@ impl Publisher {
     /// is woken every [`WAKE_EVERY`] ticks and at
     /// [`end_burst`](Self::end_burst).
     pub fn publish_in_burst(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
+        self.publish_read_in_burst(symbol, ts_event, update, 0)
+    }
+
+    /// [`publish_in_burst`](Self::publish_in_burst) for a tick that a
+    /// socket read brought at `read` (a [`trace`] stamp; 0 if not
+    /// stamped): a sampled tick's trace starts at the read.
+    pub fn publish_read_in_burst(
+        &mut self,
+        symbol: SymbolId,
+        ts_event: u64,
+        update: Update,
+        read: Stamp,
+    ) -> Result<(), Closed> {
         if !self.in_burst {
             self.ctx.ring.begin_burst();
             self.in_burst = true;
         }
-        self.push(symbol, ts_event, update)?;
+        self.push(symbol, ts_event, update, read)?;
         self.unwoken += 1;
         if self.unwoken >= WAKE_EVERY {
             self.unwoken = 0;
@@ -122,8 +151,22 @@ impl Publisher {
         Ok(())
     }
 
-    fn push(&mut self, symbol: SymbolId, ts_event: u64, update: Update) -> Result<(), Closed> {
-        self.push_input(Input::Tick(Tick { symbol, ts_event, ts_ingest: now_ns(), update }))
+    /// Stamps and pushes one tick; every `trace_every`-th one goes as
+    /// [`Input::Traced`], with its read time and the time now.
+    #[inline]
+    fn push(&mut self, symbol: SymbolId, ts_event: u64, update: Update, read: Stamp) -> Result<(), Closed> {
+        let tick = Tick { symbol, ts_event, ts_ingest: now_ns(), update };
+        // Off: this one branch. On: a countdown per tick, a clock read
+        // per sampled one.
+        if self.trace_every != 0 {
+            self.trace_countdown -= 1;
+            if self.trace_countdown == 0 {
+                self.trace_countdown = self.trace_every;
+                self.ctx.metrics.trace.sampled();
+                return self.push_input(Input::Traced(tick, FeedStamps { read, pushed: trace::now() }));
+            }
+        }
+        self.push_input(Input::Tick(tick))
     }
 
     fn push_input(&mut self, input: Input) -> Result<(), Closed> {

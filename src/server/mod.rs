@@ -203,7 +203,10 @@ impl Server {
     /// Starts the engine and the feed and binds the listener. Must be called
     /// within a tokio runtime.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::with_trace(config.trace_latency));
+        if config.trace_latency > 0 {
+            tracing::info!(every = config.trace_latency, "--trace-latency: timing each stage of 1 tick in N");
+        }
         let symbols = Arc::new(SymbolTable::default());
         // The declared universe first, in file order, so its ids are the
         // file's order and every name is known before any feed runs.
@@ -439,6 +442,9 @@ impl Server {
         stop_feed.store(true, Ordering::Relaxed);
         ctx.ring.close();
         join_within(pipeline_threads, feed_threads, RECORDER_GRACE, FEED_GRACE).await;
+        if let Some(table) = ctx.metrics().trace.table() {
+            tracing::info!("{table}");
+        }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "shutdown complete");
         outcome
     }

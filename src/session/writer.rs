@@ -20,6 +20,11 @@
 //! the kernel, out of reach of the slow-consumer ladder, the client would
 //! read seconds-old data, and a reader that drains steadily but slowly would
 //! see the socket stay unwritable for longer than `--slow-timeout`.
+//!
+//! With `--trace-latency`, the writer takes the outbox's sampled frames'
+//! marks with the frames, and after a write that finished any of them
+//! records their stages (see [`crate::trace`]): a compare per frame
+//! written, only while it holds a mark.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -33,6 +38,7 @@ use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Take};
+use crate::trace::{frame_end, Marks};
 use crate::wire::batch::{self, BATCH_FRAME_MAX, BATCH_PAYLOAD_MAX};
 
 /// Most slices handed to one vectored write (Linux allows 1024).
@@ -97,10 +103,15 @@ async fn drain(session: &Outbox, socket: &TcpStream, metrics: &Metrics) -> io::R
     let mut control = 0usize;
     // A batching session's batches are built here (see `batch_new`).
     let mut batch_buf = BytesMut::new();
+    // `--trace-latency`: sampled frames in flight (none while off). A
+    // batched session's sampled frames are merged into batches, so its
+    // samples are never finished: batching sessions are not traced.
+    let mut marks = Marks::default();
     loop {
         if !closing {
             let before = inflight.len();
-            let (take, added) = session.take(&mut inflight, usize::from(head_started) + control);
+            let front = usize::from(head_started) + control;
+            let (take, added) = session.take(&mut inflight, front, &mut marks, &metrics.trace);
             closing = take == Take::Closing;
             control += added;
             if session.batching() && !closing {
@@ -133,6 +144,9 @@ async fn drain(session: &Outbox, socket: &TcpStream, metrics: &Metrics) -> io::R
                 let (started, started_bytes) = control_started(&inflight, usize::from(head_started), control, n);
                 control -= started;
                 session.control_started(started_bytes);
+                if !marks.is_empty() {
+                    marks.finish(finished(&inflight, n).map(|f| frame_end(f)), &metrics.trace);
+                }
                 let (frames, partial) = advance(&mut inflight, n);
                 head_started = partial;
                 session.written(n);
@@ -282,6 +296,16 @@ fn control_started(inflight: &VecDeque<Bytes>, start: usize, control: usize, n: 
         at += frame.len();
     }
     (count, bytes)
+}
+
+/// The frames a write of `n` bytes from the front finishes. Call before
+/// [`advance`].
+fn finished(inflight: &VecDeque<Bytes>, n: usize) -> impl Iterator<Item = &Bytes> {
+    let mut at = 0;
+    inflight.iter().take_while(move |f| {
+        at += f.len();
+        at <= n
+    })
 }
 
 /// Drops `n` written bytes from the front. Returns how many whole frames

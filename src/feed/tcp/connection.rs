@@ -34,6 +34,7 @@ use crate::feed::{ErrorLog, FeedContext, Publisher};
 use crate::metrics::FeedRefusal;
 use crate::model::now_ns;
 use crate::model::record::FRAME_PREFIX_LEN;
+use crate::trace::{self, Stamp};
 
 /// Bytes asked of the socket per read: one read is one burst into the
 /// ring (see [`Publisher`]).
@@ -68,7 +69,7 @@ enum Format {
 /// Serves one admitted connection until it ends.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, settings: &TcpFeedSettings, mut publisher: Publisher) {
     let ctx = publisher.context().clone();
-    let mut input = Input::new(stream);
+    let mut input = Input::new(stream, ctx.metrics.trace.enabled());
     // Lines taken so far: the auth line, if any.
     let mut lines_before = 0u64;
     if let Some(token) = &settings.access.token {
@@ -158,8 +159,8 @@ async fn json_lines(
         // Whatever one read brings is one burst: it ends before the next
         // read can wait.
         let next = lines.next(MAX_LINE_BYTES, settings.idle_timeout, || publisher.end_burst()).await;
-        let line = match next {
-            Next::Line(line) => line,
+        let (line, read) = match next {
+            Next::Line(line, read) => (line, read),
             Next::TooLong => {
                 line_no += 1;
                 errors.report(&ctx.metrics, source, &format!("line {line_no}: {}", FeedError::LineTooLong));
@@ -185,7 +186,7 @@ async fn json_lines(
         match parsed {
             Ok((id, t)) => {
                 let ts_event = t.ts_event.unwrap_or_else(now_ns);
-                if publisher.publish_in_burst(id, ts_event, t.update).is_err() {
+                if publisher.publish_read_in_burst(id, ts_event, t.update, read).is_err() {
                     break; // Shutting down.
                 }
             }
@@ -210,8 +211,8 @@ async fn binary_records(
     loop {
         // As with lines, one read is one burst.
         let next = input.frame(MAX_LINE_BYTES, settings.idle_timeout, || publisher.end_burst()).await;
-        let record = match next {
-            NextFrame::Frame(record) => record,
+        let (record, read) = match next {
+            NextFrame::Frame(record, read) => (record, read),
             NextFrame::BadLength(len) => {
                 ctx.metrics.feed_refused(FeedRefusal::BadFrame);
                 tracing::warn!(
@@ -241,7 +242,7 @@ async fn binary_records(
         match parsed {
             Ok((id, t)) => {
                 let ts_event = t.ts_event.unwrap_or_else(now_ns);
-                if publisher.publish_in_burst(id, ts_event, t.update).is_err() {
+                if publisher.publish_read_in_burst(id, ts_event, t.update, read).is_err() {
                     break; // Shutting down.
                 }
             }
@@ -255,7 +256,7 @@ async fn binary_records(
 async fn authenticate(lines: &mut Input, token: &FeedToken) -> Result<(), &'static str> {
     let first = tokio::time::timeout(AUTH_TIMEOUT, lines.next(MAX_AUTH_LINE, AUTH_TIMEOUT, || {})).await;
     let line = match first {
-        Ok(Next::Line(line)) => trim(line),
+        Ok(Next::Line(line, _)) => trim(line),
         Ok(Next::TooLong) => return Err("the first line is too long to be an auth line"),
         Ok(Next::End(End::Eof | End::Failed(_))) => return Err("hung up before authenticating"),
         Ok(Next::End(End::Idle)) | Err(_) => return Err("no auth line within the auth timeout"),
@@ -287,8 +288,10 @@ enum End {
 
 /// What [`Input::next`] found.
 enum Next<'a> {
-    /// A whole line, without its newline (a last line may lack one).
-    Line(&'a [u8]),
+    /// A whole line, without its newline (a last line may lack one), and
+    /// when the read that completed it returned (`--trace-latency`; 0 when
+    /// off).
+    Line(&'a [u8], Stamp),
     /// A line over the bound, consumed to its newline and dropped.
     TooLong,
     /// No more lines.
@@ -298,8 +301,9 @@ enum Next<'a> {
 /// What [`Input::frame`] found.
 #[derive(Debug)]
 enum NextFrame<'a> {
-    /// A whole frame's record, without its length prefix.
-    Frame(&'a [u8]),
+    /// A whole frame's record, without its length prefix, and when the
+    /// read that completed it returned (as for [`Next::Line`]).
+    Frame(&'a [u8], Stamp),
     /// A length prefix of 0 or over the bound: nothing after it can be read.
     BadLength(usize),
     /// The connection ended inside a frame: `got` of the `want` bytes of
@@ -337,11 +341,15 @@ struct Input {
     skipping: bool,
     /// The peer has closed its side.
     eof: bool,
+    /// Stamp every read (`--trace-latency` is on).
+    stamp_reads: bool,
+    /// When the last read returned, if `stamp_reads`; else 0.
+    read_at: Stamp,
 }
 
 impl Input {
-    fn new(stream: TcpStream) -> Input {
-        Input { stream, buf: Vec::new(), pos: 0, scanned: 0, skipping: false, eof: false }
+    fn new(stream: TcpStream, stamp_reads: bool) -> Input {
+        Input { stream, buf: Vec::new(), pos: 0, scanned: 0, skipping: false, eof: false, stamp_reads, read_at: 0 }
     }
 
     /// The next line of at most `max` bytes. `before_wait` runs before
@@ -357,7 +365,7 @@ impl Input {
                 if std::mem::take(&mut self.skipping) || len > max {
                     return Next::TooLong;
                 }
-                return Next::Line(&self.buf[start..start + len]);
+                return Next::Line(&self.buf[start..start + len], self.read_at);
             }
             if self.eof {
                 // A final line without its newline still counts.
@@ -369,7 +377,7 @@ impl Input {
                 } else if len == 0 {
                     Next::End(End::Eof)
                 } else {
-                    Next::Line(&self.buf[start..start + len])
+                    Next::Line(&self.buf[start..start + len], self.read_at)
                 };
             }
             self.scanned = pending.len();
@@ -401,7 +409,7 @@ impl Input {
                 if pending >= want {
                     let start = self.pos + FRAME_PREFIX_LEN;
                     self.pos += want;
-                    return NextFrame::Frame(&self.buf[start..start + len]);
+                    return NextFrame::Frame(&self.buf[start..start + len], self.read_at);
                 }
             }
             if self.eof {
@@ -477,7 +485,11 @@ impl Input {
             Ok(Ok(())) => {}
         }
         self.buf.reserve(READ_CHUNK);
-        match self.stream.try_read_buf(&mut self.buf) {
+        let read = self.stream.try_read_buf(&mut self.buf);
+        if self.stamp_reads {
+            self.read_at = trace::now();
+        }
+        match read {
             Ok(0) => self.eof = true,
             // One read is one turn: the other handlers' tasks get
             // theirs before this one's next read, so a fire hose (or
@@ -528,14 +540,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Input::new(server), client)
+        (Input::new(server, false), client)
     }
 
     async fn collect(reader: &mut Input, max: usize) -> Vec<String> {
         let mut out = Vec::new();
         loop {
             match reader.next(max, Duration::from_secs(5), || {}).await {
-                Next::Line(l) => out.push(String::from_utf8_lossy(l).into_owned()),
+                Next::Line(l, _) => out.push(String::from_utf8_lossy(l).into_owned()),
                 Next::TooLong => out.push("<too long>".into()),
                 Next::End(End::Eof) => return out,
                 Next::End(end) => panic!("{end:?}"),
@@ -592,7 +604,7 @@ mod tests {
         let mut seqs = Vec::new();
         loop {
             match reader.frame(max, Duration::from_secs(5), || {}).await {
-                NextFrame::Frame(f) => seqs.push(crate::model::record::decode(f).unwrap().seq),
+                NextFrame::Frame(f, _) => seqs.push(crate::model::record::decode(f).unwrap().seq),
                 other => return (seqs, format!("{other:?}")),
             }
         }
