@@ -15,6 +15,9 @@
 #                          commit copied aside, and target/release/tickcast)
 # Environment:
 #   ROUNDS   rounds per server and row (default 3)
+#   ROWS     which rows to run (default "target W2"; e.g. ROWS=W2 for a
+#            change that only W2's latency can show, with runs longer than
+#            10 s)
 #   BENCH    load generator command (default: target/release/tickcast-bench,
 #            built if missing); e.g. BENCH="OLD_BIN bench" for a load
 #            generator that was still a subcommand of the server
@@ -29,6 +32,7 @@ BEFORE="$1"
 AFTER="$2"
 DURATION="${3:-10s}"
 ROUNDS="${ROUNDS:-3}"
+ROWS="${ROWS:-target W2}"
 if [ -z "${BENCH:-}" ]; then
     [ -x target/release/tickcast-bench ] || cargo build --release --quiet -p tickcast-loadgen
     BENCH=target/release/tickcast-bench
@@ -80,7 +84,7 @@ EOF
 
 for round in $(seq "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
-    for row in target W2; do
+    for row in $ROWS; do
         # Alternate which server goes first, so neither always runs warm.
         if [ $((round % 2)) -eq 1 ]; then
             run "$row" before "$BEFORE"
