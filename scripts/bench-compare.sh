@@ -18,6 +18,8 @@
 #   ROWS     which rows to run (default "target W2"; e.g. ROWS=W2 for a
 #            change that only W2's latency can show, with runs longer than
 #            10 s)
+#   PORT, FEED_PORT  the ports it uses (default 18680, 18681; another
+#            bench on the same machine may hold them)
 #   BENCH    load generator command (default: target/release/tickcast-bench,
 #            built if missing); e.g. BENCH="OLD_BIN bench" for a load
 #            generator that was still a subcommand of the server
@@ -41,8 +43,8 @@ OUT=target/bench-compare
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
-PORT=18680
-FEED_PORT=18681
+PORT="${PORT:-18680}"
+FEED_PORT="${FEED_PORT:-18681}"
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh # (the script has cd-ed to the repository root)
