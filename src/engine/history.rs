@@ -34,9 +34,9 @@
 //! and never moved, each as large as the track was when it was added (16
 //! to 1,024 entries), with one emptied block kept to be refilled. A track
 //! grows by one small allocation, never by copying what it holds: a
-//! `VecDeque` that doubled copied up to 1.5 MB of entries into fresh
-//! memory, and every symbol at the same rate doubled in the same
-//! millisecond (BENCHMARKS.md, "History and resume").
+//! `VecDeque` that doubled copied all it held into fresh memory on the
+//! engine thread, and the tracks of symbols that tick at the same rate
+//! doubled together (BENCHMARKS.md, "History and resume", d).
 
 use std::collections::VecDeque;
 use std::time::Duration;
