@@ -15,6 +15,11 @@
 #                          commit copied aside, and target/release/tickcast)
 # Environment:
 #   ROUNDS   rounds per server and row (default 3)
+#   ROWS     which rows to run (default "target W2"; e.g. ROWS=W2 for a
+#            change that only W2's latency can show, with runs longer than
+#            10 s)
+#   PORT, FEED_PORT  the ports it uses (default 18680, 18681; another
+#            bench on the same machine may hold them)
 #   BENCH    load generator command (default: target/release/tickcast-bench,
 #            built if missing); e.g. BENCH="OLD_BIN bench" for a load
 #            generator that was still a subcommand of the server
@@ -32,6 +37,7 @@ BEFORE="$1"
 AFTER="$2"
 DURATION="${3:-10s}"
 ROUNDS="${ROUNDS:-3}"
+ROWS="${ROWS:-target W2}"
 if [ -z "${BENCH:-}" ]; then
     [ -x target/release/tickcast-bench ] || cargo build --release --quiet -p tickcast-loadgen
     BENCH=target/release/tickcast-bench
@@ -40,8 +46,8 @@ OUT=target/bench-compare
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
-PORT=18680
-FEED_PORT=18681
+PORT="${PORT:-18680}"
+FEED_PORT="${FEED_PORT:-18681}"
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh # (the script has cd-ed to the repository root)
@@ -89,7 +95,7 @@ for round in $(seq "$ROUNDS"); do
     echo "== round $round/$ROUNDS"
     for mode in $PIN_MODES; do
         pin_mode "$mode"
-        for row in target W2; do
+        for row in $ROWS; do
             # Alternate which server goes first, so neither always runs warm.
             if [ $((round % 2)) -eq 1 ]; then
                 run "$row" before "$BEFORE"

@@ -28,6 +28,15 @@
 //! A frame shared by several tracks (a trade's frame is the same at every
 //! depth) is counted in each: the byte figure is an upper bound of what
 //! history holds alive.
+//!
+//! # Growing without a stall
+//! A track's entries live in [`Chunks`]: blocks that are allocated once
+//! and never moved, each as large as the track was when it was added (16
+//! to 1,024 entries), with one emptied block kept to be refilled. A track
+//! grows by one small allocation, never by copying what it holds: a
+//! `VecDeque` that doubled copied all it held into fresh memory on the
+//! engine thread, and the tracks of symbols that tick at the same rate
+//! doubled together (BENCHMARKS.md, "History and resume", d).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -99,10 +108,113 @@ struct Entry {
     frame: Bytes,
 }
 
+/// Entries in the first block of a track's [`Chunks`].
+const CHUNK_MIN: usize = 16;
+/// Most entries in one block of a track's [`Chunks`] (48 KiB): a track
+/// past this size grows (and, evicting, recycles) one block of this size
+/// at a time.
+const CHUNK_MAX: usize = 1024;
+
+/// A track's entries, oldest first, in blocks that are never reallocated:
+/// pushing at the back and popping at the front never copies an entry
+/// (see "Growing without a stall" above). Each new block is as large as
+/// the whole track (from [`CHUNK_MIN`] up to [`CHUNK_MAX`]), so a quiet
+/// symbol's track stays small, and the slack is at most what a doubling
+/// `VecDeque` would have.
+#[derive(Debug, Default)]
+struct Chunks {
+    /// Blocks, oldest first; all but the last are filled to their
+    /// capacity at the time they were left (the front one may have been
+    /// popped from). Each block's `VecDeque` is never pushed past its
+    /// capacity, so it never reallocates.
+    blocks: VecDeque<VecDeque<Entry>>,
+    /// Entries over all blocks.
+    len: usize,
+    /// The last block emptied at the front, kept to be the next block at
+    /// the back: a track evicting at a bound allocates nothing.
+    spare: Option<VecDeque<Entry>>,
+    /// Blocks allocated so far (tests check that eviction reuses them).
+    #[cfg(test)]
+    allocated: usize,
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn front(&self) -> Option<&Entry> {
+        self.blocks.front().and_then(VecDeque::front)
+    }
+
+    #[inline]
+    fn push_back(&mut self, entry: Entry) {
+        let room = self.blocks.back().is_some_and(|b| b.len() < b.capacity());
+        if !room {
+            let want = self.len.clamp(CHUNK_MIN, CHUNK_MAX);
+            let block = match self.spare.take() {
+                Some(spare) if spare.capacity() >= want => spare,
+                _ => {
+                    #[cfg(test)]
+                    {
+                        self.allocated += 1;
+                    }
+                    VecDeque::with_capacity(want)
+                }
+            };
+            self.blocks.push_back(block);
+        }
+        if let Some(back) = self.blocks.back_mut() {
+            back.push_back(entry);
+            self.len += 1;
+        }
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<Entry> {
+        let front = self.blocks.front_mut()?;
+        let entry = front.pop_front();
+        if front.is_empty() {
+            if let Some(block) = self.blocks.pop_front() {
+                if self.spare.as_ref().is_none_or(|s| s.capacity() < block.capacity()) {
+                    self.spare = Some(block);
+                }
+            }
+        }
+        if entry.is_some() {
+            self.len -= 1;
+        }
+        entry
+    }
+
+    /// Drops every entry and gives every block back.
+    fn clear(&mut self) {
+        *self = Chunks::default();
+    }
+
+    /// The entries after the first `skip` (`skip <= len`), oldest first.
+    fn iter_from(&self, mut skip: usize) -> impl Iterator<Item = &Entry> + '_ {
+        let mut first = 0;
+        for block in &self.blocks {
+            if skip < block.len() {
+                break;
+            }
+            skip -= block.len();
+            first += 1;
+        }
+        let blocks = self.blocks.range(first.min(self.blocks.len())..);
+        blocks.enumerate().flat_map(move |(i, b)| b.range(if i == 0 { skip.min(b.len()) } else { 0 }..))
+    }
+}
+
 /// The frames of one (depth, encoding) audience of a topic, gapless in seq.
 #[derive(Debug)]
 pub struct Track {
-    entries: VecDeque<Entry>,
+    entries: Chunks,
     /// The seq the next frame must carry: the track covers
     /// `[next_seq - entries.len(), next_seq - 1]`.
     next_seq: u64,
@@ -117,7 +229,7 @@ pub struct Track {
 impl Track {
     /// An empty track for a topic whose last update has seq `seq`.
     pub fn new(seq: u64) -> Track {
-        Track { entries: VecDeque::new(), next_seq: seq + 1, bytes: 0, held_until: 0 }
+        Track { entries: Chunks::default(), next_seq: seq + 1, bytes: 0, held_until: 0 }
     }
 
     /// Keeps `frame`, the update `seq`, kept at `at`, then applies the
@@ -150,6 +262,10 @@ impl Track {
         while self.entries.front().is_some_and(|e| e.at < before) {
             self.pop(totals);
         }
+        if self.entries.is_empty() {
+            // A quiet symbol: give its blocks back too.
+            self.entries.clear();
+        }
         self.entries.is_empty()
     }
 
@@ -181,7 +297,7 @@ impl Track {
             return None;
         }
         let skip = (seq + 1 - first) as usize;
-        Some(self.entries.range(skip..).map(|e| (e.seq, &e.frame)))
+        Some(self.entries.iter_from(skip).map(|e| (e.seq, &e.frame)))
     }
 
     /// The oldest seq it holds, or the next one if it holds none.
@@ -286,6 +402,67 @@ mod tests {
         t.push(21, 0, &frame(5), &policy, &mut totals);
         t.release(&mut totals);
         assert_eq!((totals.frames, totals.bytes), (0, 0));
+    }
+
+    #[test]
+    fn chunks_keep_order_across_blocks_and_never_move_an_entry() {
+        let entry = |seq| Entry { seq, at: 0, frame: Bytes::new() };
+        let mut chunks = Chunks::default();
+        let mut model = VecDeque::new();
+        let mut next = 0;
+        // Grow to 5,000, shrink to 100, grow past 3,000 again, then evict
+        // one per push as a track at its bound does.
+        for (pushes, pops) in [(5_000, 0), (0, 4_900), (3_000, 0), (10_000, 10_000)] {
+            for i in 0..pushes.max(pops) {
+                if i < pushes {
+                    let block_ptrs: Vec<_> = chunks.blocks.iter().map(|b| b.as_slices().0.as_ptr()).collect();
+                    chunks.push_back(entry(next));
+                    model.push_back(next);
+                    next += 1;
+                    let moved = chunks.blocks.iter().zip(&block_ptrs).any(|(b, &p)| b.as_slices().0.as_ptr() != p);
+                    assert!(!moved, "a push reallocated a block");
+                }
+                if i < pops {
+                    assert_eq!(chunks.pop_front().map(|e| e.seq), model.pop_front());
+                }
+            }
+            assert_eq!(chunks.len(), model.len());
+            assert_eq!(chunks.front().map(|e| e.seq), model.front().copied());
+            let skips = [0, 1, 15, 16, 17, 1023, 1024, 1025, model.len() / 2, model.len() - 1, model.len()];
+            for skip in skips.into_iter().filter(|&s| s <= model.len()) {
+                let got: Vec<u64> = chunks.iter_from(skip).map(|e| e.seq).collect();
+                let want: Vec<u64> = model.range(skip..).copied().collect();
+                assert_eq!(got, want, "from {skip} of {}", model.len());
+            }
+        }
+        let blocks = chunks.blocks.len();
+        assert!(blocks <= 3_100 / CHUNK_MAX + 3, "{blocks} blocks for {} entries", chunks.len());
+        while chunks.pop_front().is_some() {}
+        assert!(chunks.is_empty() && chunks.blocks.is_empty() && chunks.iter_from(0).next().is_none());
+    }
+
+    #[test]
+    fn a_track_at_its_bound_reuses_its_blocks() {
+        let policy = HistoryPolicy { max_frames: 3_000, ..HistoryPolicy::default() };
+        let mut totals = HistoryTotals::default();
+        let mut t = Track::new(0);
+        let f = frame(10);
+        for seq in 1..=3_000 {
+            t.push(seq, 0, &f, &policy, &mut totals);
+        }
+        // Its first, small blocks are replaced by full-size ones once...
+        for seq in 3_001..=6_000 {
+            t.push(seq, 0, &f, &policy, &mut totals);
+        }
+        let grown = t.entries.allocated;
+        assert!(grown <= 3_000 / CHUNK_MAX + 9, "{grown} blocks");
+        // ...and from then on the emptied block is refilled.
+        for seq in 6_001..=20_000 {
+            t.push(seq, 0, &f, &policy, &mut totals);
+        }
+        assert_eq!(t.entries.allocated, grown, "14,000 evicting pushes allocated blocks");
+        assert_eq!((t.first_seq(), totals.frames), (17_001, 3_000));
+        assert_eq!(t.since(19_990).map(|i| i.count()), Some(10));
     }
 
     #[test]
