@@ -14,7 +14,7 @@
 #           symbols, at 100k ticks/s: delivered msgs/s, p99, server CPU per
 #           delivered message.
 #
-# The idle connections come from 127.0.0.2, 127.0.0.3, ... (25,000 per
+# The idle connections come from 127.0.0.2, 127.0.0.3, ... (5,000 per
 # address) so their count is not bounded by the ephemeral port range.
 # Before the runs the script records what bounds the count on this machine
 # (the open-file limits, whether they can be raised, fs.nr_open, the port

@@ -146,8 +146,9 @@ pub struct BenchArgs {
     pub with_load: bool,
     /// With --idle against a 127.x server: the first loopback source
     /// address of the idle connections. Each source address takes at most
-    /// 25,000 (below the 28,232 ports of the default ephemeral range), the
-    /// next address the next 25,000, so --idle can pass the range. A second
+    /// 5,000 (a fifth of the default ephemeral range, where binding stays
+    /// fast), the next address the next 5,000, so --idle can pass the
+    /// range. A second
     /// bench process holding idle connections at the same time (each
     /// process has its own open-file limit) takes another base.
     #[arg(long, default_value = "127.0.0.2")]

@@ -5,7 +5,9 @@
 //! N subscribers on K symbols each, at most [`CONCURRENCY`] handshakes at
 //! a time, and waits until every subscription is confirmed (tickcast's
 //! and node's acks, the `PONG` to a `PING` sent after nats' `SUB`s),
-//! timing it (the connect rate). After [`SETTLE`] it reads both again and
+//! timing it (the connect rate). Each then reads what the server sends it
+//! and answers its pings ([`hold`]), as an idle browser does. Once the
+//! server's RSS has settled ([`SETTLE`]) the bench reads both again and
 //! reports the growth per connection. Alone, it then closes them all; with
 //! `--with-load` it holds them through a load run ([`crate::load`]) whose
 //! subscribers and publisher use the other symbols, and closes them after.
@@ -16,6 +18,7 @@
 //! 127.0.0.3, ...; all of 127/8 is loopback on Linux), so each address's
 //! own ephemeral ports are used and N is bounded by the open-file limits
 //! (this process's and the server's), not by the 28k ports of one address.
+//! 100,000 connections take 20 addresses.
 //!
 //! Imports: the [`Target`] (how to connect and confirm a subscriber), the
 //! publisher (to announce tickcast's symbols), the server's RSS from
@@ -51,18 +54,30 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(120);
 /// See [`CONNECT_DEADLINE`]: 100,000 connections get 220 s more.
 const DEADLINE_PER_1000: Duration = Duration::from_millis(2200);
 
-/// Connections per loopback source address: below the 28,232 ports of the
-/// default `ip_local_port_range` (32768-60999), with room for the other
-/// connections of the machine.
-pub const PER_SOURCE: usize = 25_000;
+/// Connections per loopback source address: well below the 28,232 ports of
+/// the default `ip_local_port_range` (32768-60999). A `bind` to port 0
+/// searches that range for a port no socket of the address holds, and the
+/// fuller the range the longer the search: with 25,000 per address the
+/// connect rate fell from about 3,000/s to below 400/s past 10,000
+/// (BENCHMARKS.md, "Many connections"). 127/8 has addresses to spare.
+pub const PER_SOURCE: usize = 5_000;
 
 /// Descriptors this process needs besides one per connection: the
 /// runtime, stdio, `/metrics` scrapes, the publisher.
 const OWN_FDS: usize = 64;
 
 /// Time given to the server to finish whatever the connections set off
-/// (buffers, snapshots, allocator) before its RSS is read again.
+/// (buffers, snapshots, allocator) before its RSS is read again; then it
+/// is read every [`SETTLE`] until it moves by less than [`SETTLED_WITHIN`]
+/// (a busy server may still be writing the subscribers' snapshots, held
+/// in its queues meanwhile), for at most [`SETTLE_AT_MOST`].
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// See [`SETTLE`]: a relative change of the RSS between two readings.
+const SETTLED_WITHIN: f64 = 0.01;
+
+/// See [`SETTLE`].
+const SETTLE_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Runs the idle-memory measurement with `n` subscribers; with
 /// `--with-load`, the load run beside them.
@@ -72,10 +87,9 @@ pub async fn run(args: &BenchArgs, target: Arc<dyn Target>, n: usize) -> anyhow:
     let before = server_rss(args, target.as_ref()).await?;
     let kernel_before = kernel_tcp_bytes();
     let started = Instant::now();
-    let clients = connect_all(args, &target, n, &names).await?;
+    let clients = hold(connect_all(args, &target, n, &names).await?);
     let connect_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(SETTLE).await;
-    let after = server_rss(args, target.as_ref()).await?;
+    let after = settled_rss(args, target.as_ref()).await?;
     let kernel_after = kernel_tcp_bytes();
     let idle = IdleFigures {
         idle_connections: n,
@@ -110,6 +124,38 @@ pub async fn run(args: &BenchArgs, target: Arc<dyn Target>, n: usize) -> anyhow:
         idle: Some(idle),
         ..BenchReport::default()
     })
+}
+
+/// Keeps every idle subscriber's connection alive until the returned set
+/// is dropped (which aborts the tasks and closes the connections): each
+/// reads what little the server sends it (its snapshots and pings) and
+/// answers the pings, as an idle browser does. A subscriber that never
+/// read would be closed by the server's pong timeout (`--ping-interval`
+/// plus `--pong-timeout`, 25 s by default) in the middle of a
+/// `--with-load` run.
+fn hold(clients: Vec<Client>) -> JoinSet<()> {
+    let mut held = JoinSet::new();
+    for mut client in clients {
+        held.spawn(async move { while let Ok(Ok(_)) = client.next_payload().await {} });
+    }
+    held
+}
+
+/// The server's RSS once it has settled ([`SETTLE`]).
+async fn settled_rss(args: &BenchArgs, target: &dyn Target) -> anyhow::Result<f64> {
+    let until = Instant::now() + SETTLE_AT_MOST;
+    tokio::time::sleep(SETTLE).await;
+    let mut rss = server_rss(args, target).await?;
+    while Instant::now() < until {
+        tokio::time::sleep(SETTLE).await;
+        let now = server_rss(args, target).await?;
+        let moved = (now - rss).abs() / rss.max(1.0);
+        rss = now;
+        if moved < SETTLED_WITHIN {
+            break;
+        }
+    }
+    Ok(rss)
 }
 
 /// Fails early, saying why, when this process's open-file limit cannot
@@ -258,9 +304,9 @@ mod tests {
         assert_eq!(at(0).as_deref(), Some("127.0.0.2"));
         assert_eq!(at(PER_SOURCE - 1).as_deref(), Some("127.0.0.2"));
         assert_eq!(at(PER_SOURCE).as_deref(), Some("127.0.0.3"));
-        assert_eq!(at(4 * PER_SOURCE - 1).as_deref(), Some("127.0.0.5"), "100,000 take four addresses");
-        assert_eq!(sources_used(&loopback, 100_000), 4);
-        assert_eq!(sources_used(&loopback, 100_001), 5);
+        assert_eq!(at(20 * PER_SOURCE - 1).as_deref(), Some("127.0.0.21"), "100,000 take 20 addresses");
+        assert_eq!(sources_used(&loopback, 100_000), 20);
+        assert_eq!(sources_used(&loopback, 100_001), 21);
         let remote = args("10.0.0.1:8080");
         assert_eq!(source_of(&remote, 0), None, "a 127.x source cannot reach another host");
         assert_eq!(sources_used(&remote, 100_000), 0);

@@ -53,7 +53,7 @@
 //! subscribers on K symbols each (at most 200 handshakes at a time), waits
 //! until every subscription is confirmed, settles, and reports the RSS
 //! growth per connection and the connect rate (`idle.rs`). Against a 127.x
-//! server the connections come from 127.0.0.2, 127.0.0.3, ... (25,000
+//! server the connections come from 127.0.0.2, 127.0.0.3, ... (5,000
 //! each, `--source-base`), so N is bounded by the open-file limits, not
 //! the ephemeral port range. `--with-load` holds them through a load run
 //! with `--drive-feed`, on quiet symbols of their own, and reports the
