@@ -109,7 +109,7 @@ stop_server
 
 say "active: 10,000 subscribers x 5 of 1,000 symbols at 100k ticks/s"
 start_server
-run "10k active" --subscribers 10000 --per-sub 5 --symbols 1000 --rate 100000 --duration "$DURATION" --warmup 15s
+run "10k active" --subscribers 10000 --per-sub 5 --symbols 1000 --rate 100000 --duration "$DURATION" --warmup 30s
 stop_server
 
 say "results in $RESULTS"
