@@ -34,7 +34,8 @@ pub struct Metrics {
     /// Idle sessions hold none, so this stays near zero on a quiet server.
     pub read_buffers: AtomicI64,
     /// Connections refused at accept: `--max-connections` or
-    /// `--max-connections-per-ip` were open.
+    /// `--max-connections-per-ip` were open, or the process was out of
+    /// file descriptors (`server::fd_limit`).
     pub connections_rejected: AtomicU64,
     /// Failed `accept` calls on the main and metrics listeners, by
     /// [`AcceptError`] index.
@@ -354,7 +355,7 @@ const METRICS: &[Metric] = &[
     counter("tickcast_connections_total", "WebSocket sessions ever opened.", |s| one(&s.metrics.connections_total)),
     counter(
         "tickcast_connections_rejected_total",
-        "Connections refused at accept: --max-connections or --max-connections-per-ip.",
+        "Connections refused at accept: --max-connections, --max-connections-per-ip or the open-file limit.",
         |s| one(&s.metrics.connections_rejected),
     ),
     gauge(
@@ -798,7 +799,7 @@ tickcast_read_buffers 5
 # HELP tickcast_connections_total WebSocket sessions ever opened.
 # TYPE tickcast_connections_total counter
 tickcast_connections_total 2
-# HELP tickcast_connections_rejected_total Connections refused at accept: --max-connections or --max-connections-per-ip.
+# HELP tickcast_connections_rejected_total Connections refused at accept: --max-connections, --max-connections-per-ip or the open-file limit.
 # TYPE tickcast_connections_rejected_total counter
 tickcast_connections_rejected_total 7
 # HELP tickcast_open_connections TCP connections open on the main port, upgraded or not: what --max-connections bounds.

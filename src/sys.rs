@@ -40,7 +40,7 @@ pub fn open_file_limit() -> Option<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return None;
     }
-    Some((limit.rlim_cur as u64, limit.rlim_max as u64))
+    Some((limit.rlim_cur, limit.rlim_max))
 }
 
 /// Whether `error` is running out of file descriptors: `EMFILE` (this
