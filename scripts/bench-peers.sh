@@ -23,6 +23,8 @@
 #   idle 10,000 idle subscribed connections: RSS per connection
 #   W2 again for tickcast at other --write-budget values: CPU per message
 #        against latency, beside nats-server's
+#   With CONNS=1, then scripts/bench-conns.sh: up to 100,000 idle
+#   connections beside W1, and 10,000 active subscribers (tickcast only).
 #
 # Output: target/bench-peers/results.jsonl (one JSON report per run), the
 # table in BENCHMARKS.md (between the bench-peers markers) and the chart
@@ -253,6 +255,13 @@ for ROUND in $(seq "$ROUNDS"); do
         fi
     done
 done
+
+# Many connections (issue 19): 100k idle beside W1, 10k active. Long, and
+# bounded by this machine's open-file limit: behind CONNS=1.
+if [ "${CONNS:-0}" = 1 ]; then
+    stop_server
+    scripts/bench-conns.sh "$DURATION"
+fi
 
 say "machine check again: one loopback write"
 WRITE_NS_AFTER=$(calibrate)

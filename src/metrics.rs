@@ -35,8 +35,12 @@ pub struct Metrics {
     /// Idle sessions hold none, so this stays near zero on a quiet server.
     pub read_buffers: AtomicI64,
     /// Connections refused at accept: `--max-connections` or
-    /// `--max-connections-per-ip` were open.
+    /// `--max-connections-per-ip` were open, or the process was out of
+    /// file descriptors (`server::fd_limit`).
     pub connections_rejected: AtomicU64,
+    /// Failed `accept` calls on the main and metrics listeners, by
+    /// [`AcceptError`] index.
+    pub accept_errors: [AtomicU64; AcceptError::ALL.len()],
     /// HTTP upgrade requests refused by their checks: 400 (bad encoding,
     /// not a WebSocket), 403 (origin), 404 or 503 (replay checks).
     pub http_rejected: AtomicU64,
@@ -125,6 +129,29 @@ pub struct Metrics {
     /// `--trace-latency`: the per-stage latency of sampled ticks (off by
     /// default). Here because every stage that stamps holds the metrics.
     pub trace: Tracer,
+}
+
+/// Why `accept` failed, the label of `tickcast_accept_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptError {
+    /// Out of file descriptors (`EMFILE`, `ENFILE`): the open-file limit
+    /// is below what the clients need (see `server::fd_limit`).
+    FdLimit,
+    /// Anything else (e.g. a connection reset before it was accepted).
+    Other,
+}
+
+impl AcceptError {
+    /// Every reason, in label order.
+    pub const ALL: [AcceptError; 2] = [AcceptError::FdLimit, AcceptError::Other];
+
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            AcceptError::FdLimit => "fd_limit",
+            AcceptError::Other => "other",
+        }
+    }
 }
 
 /// Why the tcp feed closed a connection itself (`--feed` doors), the label
@@ -230,6 +257,11 @@ pub struct ProcessStats {
     pub cpu_seconds: f64,
     /// Resident set size, bytes.
     pub rss_bytes: u64,
+    /// File descriptors open now (`/proc/PID/fd`): each client holds one.
+    pub open_fds: u64,
+    /// The soft open-file limit: the most descriptors the process may
+    /// hold, so about the most clients (`server::fd_limit`).
+    pub max_fds: u64,
 }
 
 impl ProcessStats {
@@ -250,7 +282,21 @@ impl ProcessStats {
         let rss_pages: u64 = fields.get(21)?.parse().ok()?;
         let ticks = crate::sys::clock_ticks_per_second() as f64;
         let page = crate::sys::page_size();
-        Some(ProcessStats { cpu_seconds: (utime + stime) as f64 / ticks, rss_bytes: rss_pages * page })
+        let fd_dir = match pid {
+            Some(p) => format!("/proc/{p}/fd"),
+            None => "/proc/self/fd".to_owned(),
+        };
+        // One entry per descriptor (less the one read_dir itself holds,
+        // for this process): a directory walk, at scrape time only.
+        let open_fds = std::fs::read_dir(fd_dir).map_or(0, |d| d.count() as u64);
+        let open_fds = if pid.is_none() { open_fds.saturating_sub(1) } else { open_fds };
+        let max_fds = if pid.is_none() { crate::sys::open_file_limit().map_or(0, |(soft, _)| soft) } else { 0 };
+        Some(ProcessStats {
+            cpu_seconds: (utime + stime) as f64 / ticks,
+            rss_bytes: rss_pages * page,
+            open_fds,
+            max_fds,
+        })
     }
 }
 
@@ -319,13 +365,18 @@ const METRICS: &[Metric] = &[
     counter("tickcast_connections_total", "WebSocket sessions ever opened.", |s| one(&s.metrics.connections_total)),
     counter(
         "tickcast_connections_rejected_total",
-        "Connections refused at accept: --max-connections or --max-connections-per-ip.",
+        "Connections refused at accept: --max-connections, --max-connections-per-ip or the open-file limit.",
         |s| one(&s.metrics.connections_rejected),
     ),
     gauge(
         "tickcast_open_connections",
         "TCP connections open on the main port, upgraded or not: what --max-connections bounds.",
         |s| one(s.live.open_connections),
+    ),
+    counter(
+        "tickcast_accept_errors_total",
+        "Failed accepts on the listeners, by reason (fd_limit: EMFILE/ENFILE).",
+        |s| by("reason", AcceptError::ALL.map(|k| (k.name(), &s.metrics.accept_errors[k as usize]))),
     ),
     counter(
         "tickcast_http_rejected_total",
@@ -499,6 +550,14 @@ const METRICS: &[Metric] = &[
     gauge("process_resident_memory_bytes", "Resident set size.", |s| {
         s.process.map_or_else(Vec::new, |p| one(p.rss_bytes))
     }),
+    gauge("process_open_fds", "Open file descriptors (one per client, plus the server's own).", |s| {
+        s.process.map_or_else(Vec::new, |p| one(p.open_fds))
+    }),
+    gauge(
+        "process_max_fds",
+        "The open-file limit in effect: about the most clients, whatever --max-connections says.",
+        |s| s.process.map_or_else(Vec::new, |p| one(p.max_fds)),
+    ),
 ];
 
 /// One metric at `/metrics`: everything the exposition says about it, and
@@ -690,6 +749,7 @@ mod tests {
         assert_eq!(sample(&text, "tickcast_ring_capacity"), Some(8.0));
         let stats = ProcessStats::read(None).expect("linux /proc");
         assert!(stats.rss_bytes > 0);
+        assert!(stats.open_fds >= 3 && stats.max_fds >= stats.open_fds, "{stats:?}");
     }
 
     #[test]
@@ -721,6 +781,8 @@ mod tests {
         m.read_buffers.store(5, r);
         m.connections_rejected.store(7, r);
         m.http_rejected.store(11, r);
+        m.accept_errors[AcceptError::FdLimit as usize].store(12, r);
+        m.accept_errors[AcceptError::Other as usize].store(15, r);
         m.subscriptions.store(13, r);
         m.snapshots_pending.store(14, r);
         m.ticks_ingested.store(17, r);
@@ -806,12 +868,16 @@ tickcast_read_buffers 5
 # HELP tickcast_connections_total WebSocket sessions ever opened.
 # TYPE tickcast_connections_total counter
 tickcast_connections_total 2
-# HELP tickcast_connections_rejected_total Connections refused at accept: --max-connections or --max-connections-per-ip.
+# HELP tickcast_connections_rejected_total Connections refused at accept: --max-connections, --max-connections-per-ip or the open-file limit.
 # TYPE tickcast_connections_rejected_total counter
 tickcast_connections_rejected_total 7
 # HELP tickcast_open_connections TCP connections open on the main port, upgraded or not: what --max-connections bounds.
 # TYPE tickcast_open_connections gauge
 tickcast_open_connections 139
+# HELP tickcast_accept_errors_total Failed accepts on the listeners, by reason (fd_limit: EMFILE/ENFILE).
+# TYPE tickcast_accept_errors_total counter
+tickcast_accept_errors_total{reason="fd_limit"} 12
+tickcast_accept_errors_total{reason="other"} 15
 # HELP tickcast_http_rejected_total Upgrade requests refused (HTTP 400, 403, 404 or 503 from the checks).
 # TYPE tickcast_http_rejected_total counter
 tickcast_http_rejected_total 11
@@ -996,12 +1062,18 @@ process_cpu_seconds_total 0.30000000000000004
 # HELP process_resident_memory_bytes Resident set size.
 # TYPE process_resident_memory_bytes gauge
 process_resident_memory_bytes 137
+# HELP process_open_fds Open file descriptors (one per client, plus the server's own).
+# TYPE process_open_fds gauge
+process_open_fds 14
+# HELP process_max_fds The open-file limit in effect: about the most clients, whatever --max-connections says.
+# TYPE process_max_fds gauge
+process_max_fds 20000
 "#;
 
     #[test]
     fn render_matches_the_golden_exposition() {
         let (m, live) = populated();
-        let process = ProcessStats { cpu_seconds: 0.1 + 0.2, rss_bytes: 137 };
+        let process = ProcessStats { cpu_seconds: 0.1 + 0.2, rss_bytes: 137, open_fds: 14, max_fds: 20_000 };
         assert_eq!(m.render_with(&live, Some(process)), format!("{GOLDEN}{GOLDEN_PROCESS}"));
         assert_eq!(m.render_with(&live, None), GOLDEN, "no /proc: no process metrics");
     }

@@ -3,7 +3,7 @@
 //! `unsafe` code.
 //!
 //! What lives here is what no maintained crate wraps for us: the open-file
-//! limit, a socket's kernel send-queue size (`SIOCOUTQ`), the two
+//! limit (raised, and read), a socket's kernel send-queue size (`SIOCOUTQ`), the two
 //! `sysconf` values needed to read `/proc/PID/stat`, and `flock` (std's
 //! `File::try_lock` is newer than our minimum Rust).
 //!
@@ -28,6 +28,25 @@ pub fn raise_fd_limit() -> bool {
     limit.rlim_cur = limit.rlim_max;
     // SAFETY: setrlimit only reads the struct we pass.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 }
+}
+
+/// The open-file limit, soft and hard (`getrlimit(RLIMIT_NOFILE)`): every
+/// client is one descriptor, so the soft limit caps the connections the
+/// server can hold, whatever `--max-connections` says. `None` if it cannot
+/// be read; `u64::MAX` stands for "unlimited".
+pub fn open_file_limit() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and pass by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    Some((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Whether `error` is running out of file descriptors: `EMFILE` (this
+/// process's limit) or `ENFILE` (the system's).
+pub fn is_out_of_fds(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// Bytes in a socket's kernel send queue, not yet acknowledged by the
@@ -79,6 +98,10 @@ mod tests {
     #[test]
     fn the_limits_and_units_are_read() {
         assert!(raise_fd_limit(), "the soft limit can always be raised to the hard one");
+        let (soft, hard) = open_file_limit().unwrap();
+        assert_eq!(soft, hard, "raised to the hard limit");
+        assert!(is_out_of_fds(&std::io::Error::from_raw_os_error(libc::EMFILE)));
+        assert!(!is_out_of_fds(&std::io::Error::from(std::io::ErrorKind::ConnectionAborted)));
         assert!(clock_ticks_per_second() >= 100);
         assert!(page_size() >= 4096);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -50,6 +50,10 @@ pub enum Refused {
     /// `--max-connections-per-ip` connections are open from this address.
     #[error("too many connections from your address: try again later")]
     PerIp,
+    /// The process is out of file descriptors (its open-file limit is
+    /// below `--max-connections`): see [`super::fd_limit`].
+    #[error("the server is at its open-file limit: try again later")]
+    FdLimit,
 }
 
 /// One admitted connection: its slot is held until the last clone is

@@ -22,6 +22,8 @@
 //! - [`page`]: the trading page (clients/js, embedded) and `/recordings`.
 //! - [`upgrade`]: what an upgrade request asks for, checked before the 101.
 //! - [`admission`]: every accepted connection counted, in total and per IP.
+//! - [`fd_limit`]: the open-file limit against `--max-connections`, and
+//!   the accept loops' answer to running out of descriptors.
 //! - [`origin`]: which browser origins may open a WebSocket.
 //! - [`lifecycle`]: thread watching and joining, blocking work within a
 //!   bound, signals.
@@ -37,6 +39,7 @@
 //! gets its own settings from it. It may import every other module.
 
 pub mod admission;
+pub mod fd_limit;
 pub mod lifecycle;
 pub mod origin;
 pub mod page;
@@ -68,6 +71,7 @@ use crate::record::RecordError;
 use crate::ring::TickRing;
 use crate::session::{SessionCtx, SessionRegistry, SessionSettings};
 use admission::{Admission, ConnectionLimits};
+use fd_limit::{AcceptErrors, FdBudget};
 use lifecycle::{join_within, spawn_watched, ThreadWatch};
 use origin::{AllowedOrigins, OriginError};
 use routes::Listener;
@@ -259,6 +263,9 @@ impl Server {
                 restored.push((symbols.intern(&name, config.max_symbols)?, image));
             }
         }
+        if let Some(budget) = FdBudget::read(&config) {
+            budget.log();
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
@@ -413,6 +420,7 @@ impl Server {
         }
         tokio::pin!(shutdown);
         let mut outcome = Ok(());
+        let mut accept_errors = AcceptErrors::default();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -423,11 +431,9 @@ impl Server {
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => admit(&ctx, &ctx.limits, stream, peer, Listener::Main, tls.as_ref()),
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
+                    // Out of file descriptors and the like: refuse what is
+                    // pending, back off, keep serving.
+                    Err(e) => accept_errors.handle(&listener, e, ctx.metrics(), "accept").await,
                 },
             }
         }
@@ -475,15 +481,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// The accept loop of `--metrics-listen`, until shutdown.
 async fn serve_metrics(ctx: Arc<ServerCtx>, listener: TcpListener) {
     let mut shutdown = ctx.shutdown.subscribe();
+    let mut accept_errors = AcceptErrors::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => admit(&ctx, &ctx.metrics_limits, stream, peer, Listener::Metrics, None),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+                Err(e) => accept_errors.handle(&listener, e, ctx.metrics(), "metrics accept").await,
             },
         }
     }

@@ -5,7 +5,7 @@
 //! [`Target`] trait (each target adds its own checks), and `measure` (a
 //! `--server-pid` must be readable).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
@@ -139,6 +139,22 @@ pub struct BenchArgs {
     /// report the server's RSS growth per connection.
     #[arg(long)]
     pub idle: Option<usize>,
+    /// With --idle: hold the idle subscribers while a load run measures
+    /// (--subscribers on --per-sub of --symbols, --drive-feed at --rate),
+    /// to see what an idle crowd costs the active subscribers. The idle
+    /// ones then take --per-sub of --symbols quiet symbols of their own,
+    /// announced once and never published again, so they stay idle.
+    #[arg(long)]
+    pub with_load: bool,
+    /// With --idle against a 127.x server: the first loopback source
+    /// address of the idle connections. Each source address takes at most
+    /// 5,000 (a fifth of the default ephemeral range, where binding stays
+    /// fast), the next address the next 5,000, so --idle can pass the
+    /// range. A second
+    /// bench process holding idle connections at the same time (each
+    /// process has its own open-file limit) takes another base.
+    #[arg(long, default_value = "127.0.0.2")]
+    pub source_base: Ipv4Addr,
     /// Snapshot-storm mode (tickcast only): one subscriber subscribes "*"
     /// over the server's --symbols symbols and reads until it has every
     /// snapshot; reports the time to the last one and the server's peak RSS.
@@ -197,6 +213,10 @@ pub fn check(args: &BenchArgs, target: &dyn Target) -> anyhow::Result<()> {
         ensure!(args.drive_feed.is_some(), "--feed-format binary needs --drive-feed: it is how the bench publishes");
     }
     target.check(args)?;
+    ensure!(args.idle.is_some() || !args.with_load, "--with-load runs a load beside --idle: give --idle N");
+    if args.with_load {
+        ensure!(args.drive_feed.is_some(), "--with-load needs --drive-feed: the idle subscribers' symbols stay quiet");
+    }
     if let Some(n) = args.idle {
         ensure!(n > 0, "--idle must be at least 1 connection");
         ensure!(

@@ -60,7 +60,12 @@
 //! `--idle N` publishes nothing: it reads the server's RSS, connects N
 //! subscribers on K symbols each (at most 200 handshakes at a time), waits
 //! until every subscription is confirmed, settles, and reports the RSS
-//! growth per connection (`idle.rs`).
+//! growth per connection and the connect rate (`idle.rs`). Against a 127.x
+//! server the connections come from 127.0.0.2, 127.0.0.3, ... (5,000
+//! each, `--source-base`), so N is bounded by the open-file limits, not
+//! the ephemeral port range. `--with-load` holds them through a load run
+//! with `--drive-feed`, on quiet symbols of their own, and reports the
+//! active subscribers' figures beside the idle ones.
 //!
 //! # Snapshot storm
 //! `--snapshots` (tickcast only) subscribes one client to `"*"` over the
@@ -166,6 +171,6 @@ async fn run(args: &BenchArgs, target: Arc<dyn Target>) -> anyhow::Result<BenchR
     }
     match args.idle {
         Some(n) => idle::run(args, target, n).await,
-        None => load::run(args, target).await,
+        None => load::run(args, target, 0).await,
     }
 }

@@ -157,17 +157,32 @@ pub struct SnapshotFigures {
     pub rss_peak_bytes: f64,
 }
 
-/// What `--idle` measures: the server's memory per idle subscriber.
+/// What `--idle` measures: the server's memory per idle subscriber, and
+/// how fast they connected.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct IdleFigures {
     /// Subscribers connected and confirmed.
     pub idle_connections: usize,
+    /// Loopback source addresses they came from (0: the system's choice).
+    pub idle_sources: usize,
+    /// Time from the first connect to the last confirmation, seconds.
+    pub idle_connect_secs: f64,
+    /// `idle_connections / idle_connect_secs`: connected and subscribed
+    /// per second, at most 200 handshakes in flight.
+    pub idle_connects_per_sec: f64,
     /// Server RSS before the bench connected, bytes.
     pub idle_rss_before_bytes: f64,
     /// Server RSS with every subscriber connected, after settling, bytes.
     pub idle_rss_after_bytes: f64,
     /// `(after - before) / idle_connections`, bytes.
     pub idle_rss_per_conn_bytes: f64,
+    /// The kernel's memory for the machine's TCP sockets before, bytes
+    /// (`/proc/net/sockstat`), where readable.
+    pub kernel_tcp_before_bytes: Option<f64>,
+    /// The same with every idle subscriber connected, bytes.
+    pub kernel_tcp_after_bytes: Option<f64>,
+    /// Its growth per connection, bytes: both ends over loopback.
+    pub kernel_tcp_per_conn_bytes: Option<f64>,
 }
 
 impl BenchReport {
@@ -229,9 +244,17 @@ impl BenchReport {
             return;
         }
         if let Some(idle) = &r.idle {
+            let sources = match idle.idle_sources {
+                0 => String::new(),
+                n => format!(" from {n} source address{} from {}", if n == 1 { "" } else { "es" }, args.source_base),
+            };
             println!(
-                "tickcast bench{tag}: idle, {} connections x {} of {} symbols",
+                "tickcast bench{tag}: idle, {} connections x {} of {} symbols{sources}",
                 idle.idle_connections, args.per_sub, args.symbols
+            );
+            println!(
+                "  connect     {:.1} s: {:.0} connections/s subscribed and confirmed",
+                idle.idle_connect_secs, idle.idle_connects_per_sec
             );
             println!(
                 "  idle rss    before {:.1} MiB, after {:.1} MiB: {:.1} KiB per connection  (from {})",
@@ -240,7 +263,21 @@ impl BenchReport {
                 idle.idle_rss_per_conn_bytes / 1024.0,
                 r.server_stats_from
             );
-            return;
+            if let (Some(before), Some(after), Some(per)) =
+                (idle.kernel_tcp_before_bytes, idle.kernel_tcp_after_bytes, idle.kernel_tcp_per_conn_bytes)
+            {
+                println!(
+                    "  kernel tcp  before {:.1} MiB, after {:.1} MiB: {:.2} KiB per connection, both ends  \
+                     (/proc/net/sockstat)",
+                    before / (1024.0 * 1024.0),
+                    after / (1024.0 * 1024.0),
+                    per / 1024.0
+                );
+            }
+            if !args.with_load {
+                return;
+            }
+            println!("  with the idle connections held:");
         }
         let mut extra = String::new();
         if r.stalled > 0 {

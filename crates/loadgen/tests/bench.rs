@@ -71,6 +71,47 @@ async fn the_load_generator_sees_every_update_in_order_in_every_encoding() {
     running.shutdown_within(Duration::from_secs(5)).await;
 }
 
+/// `--idle N --with-load`: the idle subscribers connect from 127.0.0.2,
+/// stay on quiet symbols of their own while the load run measures, and
+/// the active subscribers see every update (the quiet symbols are left
+/// out of the expected count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_subscribers_stay_idle_beside_a_load_run() {
+    let running = start(Config { feed: FeedSpec::Tcp("127.0.0.1:0".parse().unwrap()), ..Config::default() }).await;
+    let args = [
+        "--server",
+        &running.addr.to_string(),
+        "--drive-feed",
+        &running.feed.expect("tcp feed").to_string(),
+        "--idle",
+        "300",
+        "--with-load",
+        "--subscribers",
+        "20",
+        "--per-sub",
+        "5",
+        "--symbols",
+        "20",
+        "--rate",
+        "2000",
+        "--warmup",
+        "1s",
+        "--duration",
+        "2s",
+        "--json",
+    ];
+    let report = bench(args.iter().map(|s| s.to_string()).collect()).await;
+    assert_eq!(report["idle_connections"], 300, "{report}");
+    assert_eq!(report["idle_sources"], 1, "{report}");
+    assert!(report["idle_connects_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["idle_rss_after_bytes"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["seq_errors"], 0, "{report}");
+    let delivered = report["delivered"].as_f64().expect("delivered");
+    let expected = report["expected_per_sec"].as_f64().expect("expected") * 2.0;
+    assert!(delivered > 0.9 * expected && delivered < 1.1 * expected, "{delivered} of {expected}: {report}");
+    running.shutdown_within(Duration::from_secs(5)).await;
+}
+
 #[test]
 fn flags_that_cannot_make_a_run_are_refused_before_connecting() {
     let run = |args: &[&str]| {
@@ -96,6 +137,12 @@ fn flags_that_cannot_make_a_run_are_refused_before_connecting() {
     let (code, stderr) = run(&["--feed-format", "binary"]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("--feed-format binary needs --drive-feed"), "{stderr}");
+    let (code, stderr) = run(&["--with-load", "--drive-feed", "127.0.0.1:9"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--with-load runs a load beside --idle"), "{stderr}");
+    let (code, stderr) = run(&["--idle", "10", "--with-load"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--with-load needs --drive-feed"), "{stderr}");
     let (code, stderr) = run(&["--target", "smoke-signals"]);
     assert_eq!(code, Some(2), "clap's own exit code: {stderr}");
 }

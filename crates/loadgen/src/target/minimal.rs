@@ -16,7 +16,7 @@
 //! and the tickcast target's subscribe-and-ack, reader and feed
 //! connection, which this target shares.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context as _};
@@ -24,7 +24,7 @@ use tickcast::wire::Encoding;
 use tickcast_client::Client;
 
 use super::tickcast::{connect_feed, read_updates, subscribe_acked};
-use super::{check_peer, small_buffer_stream, BoxFuture, Target, TargetKind};
+use super::{check_peer, small_buffer_stream, stream_from, BoxFuture, Target, TargetKind};
 use crate::args::BenchArgs;
 use crate::publish::{PublisherLink, Wire};
 use crate::shared::Shared;
@@ -100,7 +100,16 @@ impl Target for Minimal {
         })
     }
 
-    fn connect_idle<'a>(&'a self, symbols: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
-        Box::pin(async move { subscribe_acked(Client::connect(self.server, ENCODING).await?, symbols).await })
+    fn connect_idle<'a>(
+        &'a self,
+        symbols: &'a [String],
+        source: Option<IpAddr>,
+    ) -> BoxFuture<'a, anyhow::Result<Client>> {
+        Box::pin(async move {
+            let stream = stream_from(self.server, source).await?;
+            let path = format!("/ws?encoding={}", ENCODING.name());
+            let client = Client::connect_stream(stream, self.server, &path, ENCODING).await.context("handshake")?;
+            subscribe_acked(client, symbols).await
+        })
     }
 }

@@ -24,7 +24,7 @@ pub mod node;
 pub mod tickcast;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -144,9 +144,14 @@ pub trait Target: Send + Sync {
         None
     }
 
-    /// An idle subscriber for `--idle`: subscribed to `symbols` and
-    /// confirmed by the server, then left unread.
-    fn connect_idle<'a>(&'a self, symbols: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>>;
+    /// An idle subscriber for `--idle`: connected from `source` (a local
+    /// address to bind, or the system's choice), subscribed to `symbols`
+    /// and confirmed by the server, then left unread.
+    fn connect_idle<'a>(
+        &'a self,
+        symbols: &'a [String],
+        source: Option<IpAddr>,
+    ) -> BoxFuture<'a, anyhow::Result<Client>>;
 
     /// The server's own counters, where it has them (tickcast's
     /// `/metrics`); `None` for peers.
@@ -230,11 +235,33 @@ async fn small_buffer_stream(server: SocketAddr) -> std::io::Result<TcpStream> {
     socket.connect(server).await
 }
 
+/// A socket connected to `server` from `source` (port chosen by the
+/// system), or from wherever the system chooses. Binding first is what
+/// lets `--idle` pass the ephemeral port range: each source address has
+/// its own.
+pub async fn stream_from(server: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(server).await.with_context(|| format!("cannot connect to {server}"));
+    };
+    let socket = if source.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("cannot bind a port of {source}"))?;
+    socket.connect(server).await.with_context(|| format!("cannot connect to {server} from {source}"))
+}
+
 /// A WebSocket connection to a peer at `path`, optionally on a socket with
-/// a small receive buffer (stalled subscribers).
-async fn connect_ws(server: SocketAddr, path: &str, small_buffer: bool) -> anyhow::Result<Client> {
-    let stream = if small_buffer { small_buffer_stream(server).await } else { TcpStream::connect(server).await }
-        .with_context(|| format!("cannot connect to {server}"))?;
+/// a small receive buffer (stalled subscribers) or from a given source
+/// address (idle ones).
+async fn connect_ws(
+    server: SocketAddr,
+    path: &str,
+    small_buffer: bool,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Client> {
+    let stream = if small_buffer {
+        small_buffer_stream(server).await.with_context(|| format!("cannot connect to {server}"))?
+    } else {
+        stream_from(server, source).await?
+    };
     // The encoding only matters to tickcast's own decoder, unused here.
     Client::connect_stream(stream, server, path, Encoding::Json)
         .await

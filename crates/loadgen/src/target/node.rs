@@ -8,7 +8,7 @@
 //! Imports: `tickcast_client` (the WebSocket connection and the frame
 //! reader), and the bench's light tick reader, tally and shared state.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ impl Target for Node {
     /// server sends the publisher nothing unless a frame is bad.
     fn connect_publisher(&self, addr: SocketAddr) -> BoxFuture<'_, anyhow::Result<PublisherLink>> {
         Box::pin(async move {
-            let client = connect_ws(addr, "/", false).await.context("node publisher")?;
+            let client = connect_ws(addr, "/", false, None).await.context("node publisher")?;
             Ok(PublisherLink::new(Box::new(client.into_inner()), Wire::WsText))
         })
     }
@@ -73,17 +73,26 @@ impl Target for Node {
 
     /// Joins every room.
     fn connect_stalled<'a>(&'a self, all: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
-        Box::pin(join(self.server, all, true))
+        Box::pin(join(self.server, all, true, None))
     }
 
-    fn connect_idle<'a>(&'a self, symbols: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
-        Box::pin(join(self.server, symbols, false))
+    fn connect_idle<'a>(
+        &'a self,
+        symbols: &'a [String],
+        source: Option<IpAddr>,
+    ) -> BoxFuture<'a, anyhow::Result<Client>> {
+        Box::pin(join(self.server, symbols, false, source))
     }
 }
 
 /// Connects to the server, joins `rooms` and waits for the ack.
-async fn join(server: SocketAddr, rooms: &[String], small_buffer: bool) -> anyhow::Result<Client> {
-    let mut client = connect_ws(server, "/", small_buffer).await?;
+async fn join(
+    server: SocketAddr,
+    rooms: &[String],
+    small_buffer: bool,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Client> {
+    let mut client = connect_ws(server, "/", small_buffer, source).await?;
     let join = serde_json::json!({"op": "join", "rooms": rooms}).to_string();
     client.send_text(&join).await.context("node join")?;
     loop {
@@ -101,7 +110,7 @@ async fn join(server: SocketAddr, rooms: &[String], small_buffer: bool) -> anyho
 
 /// A healthy subscriber: see [`Node::subscriber`].
 async fn subscriber(server: SocketAddr, symbols: Vec<String>, shared: Arc<Shared>) {
-    let client = match join(server, &symbols, false).await {
+    let client = match join(server, &symbols, false, None).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("node subscriber: {e:#}");

@@ -142,6 +142,7 @@ async fn read_requests(
                 }
             }
             Ok(ClientRequest::Refresh(_)) => queue.push(reply(error("unknown_op", "tickcast-minimal has no tokens"))),
+            Ok(ClientRequest::Ping) => queue.push(reply(ack("ping", &[]))),
             Err(e) => queue.push(reply(error(e.kind.code(), &e.message))),
         }
     }

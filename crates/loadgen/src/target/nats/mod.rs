@@ -8,7 +8,7 @@
 
 pub mod protocol;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -82,13 +82,17 @@ impl Target for Nats {
 
     /// Subscribes to every symbol at once (`tick.>`).
     fn connect_stalled<'a>(&'a self, _all: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
-        Box::pin(async move { Ok(subscribe(self.server, &[ALL_SUBJECTS.to_owned()], true).await?.client) })
+        Box::pin(async move { Ok(subscribe(self.server, &[ALL_SUBJECTS.to_owned()], true, None).await?.client) })
     }
 
-    fn connect_idle<'a>(&'a self, symbols: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
+    fn connect_idle<'a>(
+        &'a self,
+        symbols: &'a [String],
+        source: Option<IpAddr>,
+    ) -> BoxFuture<'a, anyhow::Result<Client>> {
         Box::pin(async move {
             let subjects: Vec<String> = symbols.iter().map(|s| subject(s)).collect();
-            Ok(subscribe(self.server, &subjects, false).await?.client)
+            Ok(subscribe(self.server, &subjects, false, source).await?.client)
         })
     }
 }
@@ -105,8 +109,13 @@ struct Subscribed {
 /// Connects to the WebSocket listener, waits for `INFO`, sends `CONNECT`,
 /// one `SUB` per subject and a `PING`, and waits for the `PONG`: once it
 /// arrives, the server has registered every subscription.
-async fn subscribe(server: SocketAddr, subjects: &[String], small_buffer: bool) -> anyhow::Result<Subscribed> {
-    let mut client = connect_ws(server, "/", small_buffer).await?;
+async fn subscribe(
+    server: SocketAddr,
+    subjects: &[String],
+    small_buffer: bool,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Subscribed> {
+    let mut client = connect_ws(server, "/", small_buffer, source).await?;
     let mut parser = Parser::new();
     let mut sent = false;
     loop {
@@ -157,7 +166,7 @@ async fn send(client: &mut Client, bytes: Vec<u8>) -> anyhow::Result<()> {
 /// A healthy subscriber: see [`Nats::subscriber`].
 async fn subscriber(server: SocketAddr, symbols: Vec<String>, shared: Arc<Shared>) {
     let subjects: Vec<String> = symbols.iter().map(|s| subject(s)).collect();
-    let Subscribed { client, mut parser } = match subscribe(server, &subjects, false).await {
+    let Subscribed { client, mut parser } = match subscribe(server, &subjects, false, None).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("nats subscriber: {e:#}");

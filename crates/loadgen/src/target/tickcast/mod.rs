@@ -10,7 +10,7 @@
 
 mod slow_reader;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use anyhow::{bail, ensure, Context as _};
 use tickcast::wire::{Encoding, ServerMessage};
 use tickcast_client::{http_get, scrape_value, Client};
 
-use super::{small_buffer_stream, BoxFuture, Counters, Target, TargetKind};
+use super::{small_buffer_stream, stream_from, BoxFuture, Counters, Target, TargetKind};
 use crate::args::{BenchArgs, FeedFormat};
 use crate::light::decode_light;
 use crate::publish::{PublisherLink, Wire};
@@ -137,9 +137,16 @@ impl Target for Tickcast {
     }
 
     /// Subscribed and acknowledged (its snapshots are left unread).
-    fn connect_idle<'a>(&'a self, symbols: &'a [String]) -> BoxFuture<'a, anyhow::Result<Client>> {
+    fn connect_idle<'a>(
+        &'a self,
+        symbols: &'a [String],
+        source: Option<IpAddr>,
+    ) -> BoxFuture<'a, anyhow::Result<Client>> {
         Box::pin(async move {
-            let client = Client::connect(self.server, self.encoding).await.context("connect")?;
+            let stream = stream_from(self.server, source).await?;
+            let path = format!("/ws?encoding={}", self.encoding.name());
+            let client =
+                Client::connect_stream(stream, self.server, &path, self.encoding).await.context("handshake")?;
             subscribe_acked(client, symbols).await
         })
     }
