@@ -69,6 +69,29 @@ const page = {
 // ---------------------------------------------------------------------------
 // Watchlist
 
+// Rows scrolled out of view are not written: a changed one stays dirty
+// until it scrolls in, and is then written once. Text in a table costs
+// layout; at 10,000 updates/s every row changes every frame (BENCHMARKS.md,
+// "The JavaScript client in Chromium": 44 frames/s before, 49 and 56 after).
+const onScreen = new Set();
+const viewWatch =
+  typeof IntersectionObserver === 'function'
+    ? new IntersectionObserver(
+        (entries) => {
+          for (const e of entries) {
+            const sym = e.target.dataset.sym;
+            if (e.isIntersecting) {
+              onScreen.add(sym);
+              page.dirty.add(sym);
+            } else {
+              onScreen.delete(sym);
+            }
+          }
+        },
+        { root: $('watchlist-panel') },
+      )
+    : null;
+
 function row(sym) {
   let r = page.rows.get(sym);
   if (r) return r;
@@ -81,6 +104,7 @@ function row(sym) {
   });
   tr.addEventListener('click', () => select(sym));
   $('watchlist').tBodies[0].appendChild(tr);
+  viewWatch?.observe(tr);
   r = { tr, cells, ref: undefined, last: undefined };
   page.rows.set(sym, r);
   if (!page.selected) select(sym);
@@ -230,8 +254,13 @@ function renderTape() {
 
 function frame() {
   if (page.client) {
-    for (const sym of page.dirty) renderRow(sym);
-    page.dirty.clear();
+    for (const sym of page.dirty) {
+      // A new row is made (and written) at once; a known one when in view.
+      if (!viewWatch || onScreen.has(sym) || !page.rows.has(sym)) {
+        renderRow(sym);
+        page.dirty.delete(sym);
+      }
+    }
     if (page.ladderDirty) renderLadder();
     page.ladderDirty = false;
     if (page.tapeDirty) renderTape();
@@ -330,6 +359,8 @@ function stopClient() {
   if (page.client) page.client.close();
   page.client = null;
   page.rows.clear();
+  viewWatch?.disconnect();
+  onScreen.clear();
   $('watchlist').tBodies[0].replaceChildren();
   page.tape = [];
   page.tapeDirty = true;
