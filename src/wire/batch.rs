@@ -71,6 +71,24 @@ fn varint_len(mut n: usize) -> usize {
     len
 }
 
+/// The MessagePack header of an array of `count` elements (fixarray,
+/// array 16 or array 32), and how many of its bytes are used.
+fn msgpack_array_header(count: usize) -> ([u8; 5], usize) {
+    let mut header = [0u8; 5];
+    if count < 16 {
+        header[0] = 0x90 | count as u8;
+        (header, 1)
+    } else if count <= 0xffff {
+        header[0] = 0xdc;
+        header[1..3].copy_from_slice(&(count as u16).to_be_bytes());
+        (header, 3)
+    } else {
+        header[0] = 0xdd;
+        header[1..5].copy_from_slice(&(count as u32).to_be_bytes());
+        (header, 5)
+    }
+}
+
 fn put_varint(out: &mut BytesMut, mut n: usize) {
     while n >= 0x80 {
         out.put_u8((n as u8 & 0x7f) | 0x80);
@@ -88,15 +106,7 @@ pub fn merge<'a>(encoding: Encoding, frames: impl Iterator<Item = &'a Bytes> + C
     let (count, sum) = payloads.clone().fold((0usize, 0usize), |(c, s), p| (c + 1, s + p.len()));
     let len = match encoding {
         Encoding::Json => sum + count.saturating_sub(1) + 2,
-        Encoding::Msgpack => {
-            sum + if count < 16 {
-                1
-            } else if count <= 0xffff {
-                3
-            } else {
-                5
-            }
-        }
+        Encoding::Msgpack => sum + msgpack_array_header(count).1,
         Encoding::Protobuf => {
             PROTOBUF_TYPE.len()
                 + payloads.clone().map(|p| PROTOBUF_ELEMENT_KEY.len() + varint_len(p.len()) + p.len()).sum::<usize>()
@@ -126,15 +136,8 @@ pub fn merge<'a>(encoding: Encoding, frames: impl Iterator<Item = &'a Bytes> + C
             buf.put_u8(b']');
         }
         Encoding::Msgpack => {
-            if count < 16 {
-                buf.put_u8(0x90 | count as u8);
-            } else if count <= 0xffff {
-                buf.put_u8(0xdc);
-                buf.put_u16(count as u16);
-            } else {
-                buf.put_u8(0xdd);
-                buf.put_u32(count as u32);
-            }
+            let (header, header_len) = msgpack_array_header(count);
+            buf.put_slice(&header[..header_len]);
             for p in payloads {
                 buf.put_slice(p);
             }

@@ -23,8 +23,8 @@ use anyhow::{ensure, Context as _};
 use tickcast::wire::Encoding;
 use tickcast_client::Client;
 
-use super::tickcast::{connect_feed, read_updates, subscribe_acked};
-use super::{check_peer, small_buffer_stream, stream_from, BoxFuture, Target, TargetKind};
+use super::tickcast::{connect_feed, connect_subscribed, read_updates, subscribe_acked};
+use super::{check_peer, small_buffer_stream, BoxFuture, Target, TargetKind};
 use crate::args::BenchArgs;
 use crate::publish::{PublisherLink, Wire};
 use crate::shared::Shared;
@@ -105,11 +105,6 @@ impl Target for Minimal {
         symbols: &'a [String],
         source: Option<IpAddr>,
     ) -> BoxFuture<'a, anyhow::Result<Client>> {
-        Box::pin(async move {
-            let stream = stream_from(self.server, source).await?;
-            let path = format!("/ws?encoding={}", ENCODING.name());
-            let client = Client::connect_stream(stream, self.server, &path, ENCODING).await.context("handshake")?;
-            subscribe_acked(client, symbols).await
-        })
+        Box::pin(connect_subscribed(self.server, source, ENCODING, symbols))
     }
 }

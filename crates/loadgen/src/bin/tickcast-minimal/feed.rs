@@ -13,7 +13,6 @@
 //! Book lines are counted and dropped (an exact book needs the state this
 //! server does not keep); binary tick records are not read.
 
-use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -87,25 +86,13 @@ fn publish_line(text: &[u8], topics: &Topics, scratch: &mut Vec<u8>) -> Result<b
     let tick = parse_line(text)?;
     let ts_ingest = now_ns();
     let ts_event = tick.ts_event.unwrap_or(ts_ingest);
-    let sym = &*tick.sym;
-    let mut encode = |message: ServerMessage<'_>| -> Bytes { encode_frame(Encoding::Msgpack, &message, scratch) };
-    match tick.update {
-        Update::Quote(q) => topics.publish(sym, |seq| {
-            encode(ServerMessage::Quote {
-                sym: sym.into(),
-                seq,
-                ts_event,
-                ts_ingest,
-                bid: q.bid,
-                bid_sz: q.bid_sz,
-                ask: q.ask,
-                ask_sz: q.ask_sz,
-            })
-        }),
-        Update::Trade(t) => topics.publish(sym, |seq| {
-            encode(ServerMessage::Trade { sym: sym.into(), seq, ts_event, ts_ingest, px: t.px, sz: t.sz, side: t.side })
-        }),
-        Update::Book(_) => return Ok(false),
+    if matches!(tick.update, Update::Book(_)) {
+        return Ok(false);
     }
+    let sym = &*tick.sym;
+    topics.publish(sym, |seq| {
+        let message = ServerMessage::update(sym, seq, ts_event, ts_ingest, &tick.update, 0);
+        encode_frame(Encoding::Msgpack, &message, scratch)
+    });
     Ok(true)
 }

@@ -142,13 +142,7 @@ impl Target for Tickcast {
         symbols: &'a [String],
         source: Option<IpAddr>,
     ) -> BoxFuture<'a, anyhow::Result<Client>> {
-        Box::pin(async move {
-            let stream = stream_from(self.server, source).await?;
-            let path = format!("/ws?encoding={}", self.encoding.name());
-            let client =
-                Client::connect_stream(stream, self.server, &path, self.encoding).await.context("handshake")?;
-            subscribe_acked(client, symbols).await
-        })
+        Box::pin(connect_subscribed(self.server, source, self.encoding, symbols))
     }
 
     fn counters(&self) -> BoxFuture<'_, anyhow::Result<Option<Counters>>> {
@@ -241,6 +235,21 @@ async fn connect_all_symbols(server: SocketAddr, encoding: Encoding) -> anyhow::
 
 /// Subscribes `client` to `symbols` and reads until the server's ack (an
 /// `error` fails it); what came before the ack is dropped.
+/// A subscriber on `symbols`, connected from `source` (the default address
+/// if `None`), once its subscribe is acknowledged: the idle subscribers of
+/// tickcast and of the minimal server, which share the protocol.
+pub(super) async fn connect_subscribed(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    encoding: Encoding,
+    symbols: &[String],
+) -> anyhow::Result<Client> {
+    let stream = stream_from(server, source).await?;
+    let path = format!("/ws?encoding={}", encoding.name());
+    let client = Client::connect_stream(stream, server, &path, encoding).await.context("handshake")?;
+    subscribe_acked(client, symbols).await
+}
+
 pub(super) async fn subscribe_acked(mut client: Client, symbols: &[String]) -> anyhow::Result<Client> {
     let refs: Vec<&str> = symbols.iter().map(String::as_str).collect();
     client.subscribe(&refs).await.context("subscribe")?;
